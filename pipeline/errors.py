@@ -1,0 +1,43 @@
+"""The error hierarchy: every message says what failed, on which input, and what to do."""
+
+from __future__ import annotations
+
+
+class PodscribeError(Exception):
+    """Base of every error podscribe raises on purpose (the CLI prints it as one line)."""
+
+
+class SourceError(PodscribeError):
+    """An episode source (file or URL) is missing, unreadable or not what it claims."""
+
+
+class FetchError(SourceError):
+    """Downloading a URL failed (network, HTTP status, size or content type)."""
+
+
+class FeedError(PodscribeError):
+    """A feed could not be read or holds nothing podscribe can use."""
+
+
+class AudioError(PodscribeError):
+    """ffmpeg could not decode the audio, or the audio is empty."""
+
+
+class ChunkError(PodscribeError):
+    """Chunking options are invalid or chunk files do not match their manifest."""
+
+
+class ModelError(PodscribeError):
+    """Whisper weights are unknown, missing or unreadable."""
+
+
+class TranscriptionError(PodscribeError):
+    """Whisper failed on a chunk."""
+
+
+class ReferenceError(PodscribeError):  # noqa: A001 - shadows a builtin on purpose: our domain word
+    """A reference transcript is missing, empty or in an unreadable format."""
+
+
+class OptionsError(PodscribeError, ValueError):
+    """An options value is out of range; raised from the options' ``__post_init__``."""

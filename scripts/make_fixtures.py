@@ -1,0 +1,122 @@
+"""Make the small real audio fixtures the tests and the demo use (espeak-ng + ffmpeg).
+
+Run from the repository root: ``python scripts/make_fixtures.py``. The outputs are committed, so
+tests and the demo never need espeak-ng; this script documents exactly how they were made.
+
+Outputs:
+- tests/fixtures/speech.ogg + speech.txt: ~6 s, one voice, two sentences.
+- tests/fixtures/episode.mp3 + episode.txt: ~70 s, two voices, sentences separated by
+  silences of different lengths, opened by a 2 s tone (a "jingle"): several 30 s chunks.
+- pipeline/data/demo/episode-<n>.mp3 + episode-<n>.txt: the bundled demo episodes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import imageio_ffmpeg
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+DEMO = ROOT / "pipeline" / "data" / "demo"
+RATE = 16000
+
+SPEECH = [
+    ("en-us", "The quick brown fox jumps over the lazy dog."),
+    ("en-us", "Podcasts are easy to listen to on a long walk."),
+]
+
+EPISODE = [
+    ("en-us", "Welcome to the show. Today we talk about rivers, mountains and the weather.", 0.8),
+    ("en-gb", "Thank you for having me. I have studied rivers for twenty years.", 1.2),
+    ("en-us", "What surprised you most when you started this work?", 0.5),
+    ("en-gb", "How quickly a small stream can change its course after a storm.", 1.5),
+    ("en-us", "Is that something people living nearby should worry about?", 0.6),
+    ("en-gb", "They should plan for it. Maps of flood plains get old very fast.", 2.0),
+    ("en-us", "Let us take a short break and come back to the mountains.", 0.9),
+    ("en-gb", "Mountains make their own weather, which is why hikers get caught out.", 1.0),
+    ("en-us", "That is all for today. Thank you for listening to the show.", 0.0),
+]
+
+DEMO_EPISODES = [
+    [
+        ("en-us", "Hello and welcome to the podscribe demo. This is episode one.", 0.8),
+        ("en-gb", "In this episode we explain how a transcript is checked against a reference.", 1.0),
+        ("en-us", "Every word the model gets wrong is counted, chunk by chunk.", 0.7),
+        ("en-gb", "Thank you for listening, and see you next time.", 0.0),
+    ],
+    [
+        ("en-gb", "Welcome back to the podscribe demo. This is episode two.", 0.9),
+        ("en-us", "Today we talk about silence, and why we cut audio where nobody speaks.", 1.1),
+        ("en-gb", "A cut in the middle of a word can make the model lose that word.", 0.6),
+        ("en-us", "That is why chunks end inside the longest pause near thirty seconds.", 0.0),
+    ],
+    [
+        ("en-us", "This is the third demo episode, the one that arrives later in the feed.", 0.8),
+        ("en-gb", "New episodes are found on a schedule and transcribed exactly once.", 0.0),
+    ],
+]
+
+
+def ffmpeg(*args: str) -> None:
+    exe = imageio_ffmpeg.get_ffmpeg_exe()
+    subprocess.run([exe, "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def speak(voice: str, text: str, out: Path) -> None:
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "155", "-w", str(out), text], check=True)
+
+
+def build(parts: list[tuple[str, str, float]], out: Path, jingle_s: float = 0.0) -> str:
+    """Concatenate spoken sentences and silences (and an optional tone) into ``out``."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        pieces: list[Path] = []
+        if jingle_s:
+            tone = tmp / "tone.wav"
+            ffmpeg("-f", "lavfi", "-i", f"sine=frequency=660:duration={jingle_s}:sample_rate={RATE}",
+                   "-af", "volume=0.3", "-ac", "1", tone.as_posix())
+            pieces.append(tone)
+            pieces.append(silence(tmp, 0.7))
+        for i, (voice, text, pause) in enumerate(parts):
+            wav = tmp / f"s{i}.wav"
+            speak(voice, text, wav)
+            norm = tmp / f"n{i}.wav"
+            ffmpeg("-i", wav.as_posix(), "-ar", str(RATE), "-ac", "1", norm.as_posix())
+            pieces.append(norm)
+            if pause:
+                pieces.append(silence(tmp, pause))
+        listing = tmp / "list.txt"
+        listing.write_text("".join(f"file '{p.as_posix()}'\n" for p in pieces))
+        args = ["-f", "concat", "-safe", "0", "-i", listing.as_posix(), "-ar", str(RATE), "-ac", "1"]
+        if out.suffix == ".mp3":
+            args += ["-c:a", "libmp3lame", "-b:a", "32k"]
+        elif out.suffix == ".ogg":
+            args += ["-c:a", "libopus", "-b:a", "24k"]
+        ffmpeg(*args, out.as_posix())
+    return " ".join(text for _, text, _ in parts) + "\n"
+
+
+def silence(tmp: Path, seconds: float) -> Path:
+    out = tmp / f"sil{seconds}.wav"
+    if not out.exists():
+        ffmpeg("-f", "lavfi", "-i", f"anullsrc=r={RATE}:cl=mono", "-t", str(seconds), out.as_posix())
+    return out
+
+
+def main() -> None:
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    DEMO.mkdir(parents=True, exist_ok=True)
+    speech = build([(v, t, 0.3) for v, t in SPEECH], FIXTURES / "speech.ogg")
+    (FIXTURES / "speech.txt").write_text(speech)
+    episode = build(EPISODE, FIXTURES / "episode.mp3", jingle_s=2.0)
+    (FIXTURES / "episode.txt").write_text(episode)
+    for n, parts in enumerate(DEMO_EPISODES, start=1):
+        text = build(parts, DEMO / f"episode-{n}.mp3", jingle_s=1.5)
+        (DEMO / f"episode-{n}.txt").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
