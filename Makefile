@@ -1,0 +1,36 @@
+# Every target creates .venv/ first (scripts/setup.sh), so a fresh clone needs nothing else.
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.podscribe-installed
+
+.PHONY: setup demo test test-quick check bench clean-data
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	VENV=$(VENV) bash scripts/setup.sh
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## demo: transcribe and score the bundled demo episode, then say where the outputs are
+demo: $(STAMP)
+	$(BIN)/podscribe demo
+
+## test: the whole suite (slow model tests and browser tests included)
+test: $(STAMP)
+	$(BIN)/pytest
+
+## test-quick: everything but model inference and browser tests
+test-quick: $(STAMP)
+	$(BIN)/pytest -m "not slow and not e2e"
+
+check: $(STAMP)
+	$(BIN)/ruff check pipeline flows tests scripts
+	$(BIN)/mypy
+
+## bench: podscribe vs openai-whisper transcribe() on the shared dev episode
+bench: $(STAMP)
+	$(BIN)/podscribe bench ../shared/eval/dev-episode/episode.mp3 \
+		--reference ../shared/eval/dev-episode/reference.txt
+
+clean-data:
+	rm -rf audio/*/ transcripts/*/

@@ -1,0 +1,1 @@
+"""Prefect 3 flows: a thin orchestration layer over :mod:`pipeline`."""

@@ -1,0 +1,247 @@
+"""The `podscribe` command line (typer). Every PodscribeError becomes one line on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.errors import PodscribeError
+
+app = typer.Typer(
+    help="Transcribe podcast episodes with Whisper and score them against a reference.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+EXIT_ERROR = 2
+
+
+def _fmt(value: float | None, pct: bool = True) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2%}" if pct else f"{value:.2f}"
+
+
+@app.command()
+def transcribe(
+    source: Annotated[str, typer.Argument(help="Episode audio: a local file or an http(s) URL.")],
+    reference: Annotated[
+        str | None, typer.Option(help="Reference text to score against: a file or URL.")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Whisper model name or .pt path.")] = "tiny.en",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder [default: transcripts/<id>].")
+    ] = None,
+    episode_id: Annotated[
+        str | None, typer.Option(help="Episode id [default: from the source name].")
+    ] = None,
+    audio_root: Annotated[Path, typer.Option(help="Where decoded audio and chunks go.")] = Path(
+        "audio"
+    ),
+    transcripts_root: Annotated[Path, typer.Option(help="Where outputs go.")] = Path(
+        "transcripts"
+    ),
+    max_chunk_s: Annotated[float, typer.Option(help="Longest chunk, seconds (≤ 30).")] = 30.0,
+    beam_size: Annotated[
+        int | None, typer.Option(help="Beam search width [default: greedy].")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON summary as the last line.")
+    ] = False,
+) -> None:
+    """Transcribe one episode into transcripts/<id>/ and score it when a reference is given."""
+    from pipeline.chunk import ChunkOptions
+    from pipeline.episode import run_episode
+    from pipeline.reference import read_reference
+    from pipeline.transcribe import TranscribeOptions
+
+    options = TranscribeOptions(model=model, device=device, beam_size=beam_size)
+    chunk_options = ChunkOptions(max_chunk_s=max_chunk_s)
+    ref = read_reference(reference) if reference else None  # bad reference fails before work
+
+    progress = Progress(
+        TextColumn("[bold]transcribing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("chunks · RTFx {task.fields[rtfx]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal and as_json,
+    )
+    state: dict[str, Any] = {"audio_s": 0.0, "t0": time.perf_counter(), "task": None}
+
+    def on_ready(manifest: Any) -> None:
+        state["t0"] = time.perf_counter()
+        state["task"] = progress.add_task("chunks", total=len(manifest.chunks), rtfx="–")
+
+    def on_chunk(ct: Any, total: int) -> None:
+        state["audio_s"] += ct.end_s - ct.start_s
+        rtfx = state["audio_s"] / max(time.perf_counter() - state["t0"], 1e-9)
+        progress.update(state["task"], advance=1, rtfx=f"{rtfx:.1f}")
+
+    with progress:
+        result = run_episode(
+            source,
+            reference=ref,
+            transcribe_options=options,
+            chunk_options=chunk_options,
+            episode_id=episode_id,
+            audio_root=audio_root,
+            transcripts_root=transcripts_root,
+            out_dir=out_dir,
+            on_chunk=on_chunk,
+            on_chunks_ready=on_ready,
+        )
+    score = result.score
+    err.print(
+        f"[green]done[/green] {result.episode_id}: {result.duration_s:.1f} s of audio in "
+        f"{result.elapsed_s:.1f} s (RTFx {result.rtfx:.1f}), {result.chunks} chunks, "
+        f"WER {_fmt(score.wer if score else None)} → {result.out_dir}"
+    )
+    if as_json:
+        summary = {
+            "episode_id": result.episode_id,
+            "wer": score.wer if score else None,
+            "cer": score.cer if score else None,
+            "duration_s": round(result.duration_s, 3),
+            "elapsed_s": round(result.elapsed_s, 3),
+            "rtfx": round(result.rtfx, 3),
+            "chunks": result.chunks,
+            "out": str(result.out_dir),
+            "model": result.transcript.chunks[0].model.name if result.transcript.chunks else model,
+        }
+        print(json.dumps(summary))
+
+
+@app.command()
+def score(
+    transcript: Annotated[
+        Path, typer.Argument(help="A transcript.json from podscribe, or a plain .txt hypothesis.")
+    ],
+    reference: Annotated[str, typer.Argument(help="Reference text: a file or URL.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the score as JSON.")] = False,
+) -> None:
+    """Score a transcript against a reference (WER, CER, S/D/I; per chunk for transcript.json)."""
+    from pipeline.reference import read_reference
+    from pipeline.score import score_texts, score_transcript
+    from pipeline.transcript import load_transcript
+    from pipeline.types import to_dict
+
+    ref = read_reference(reference)
+    if not transcript.exists():
+        raise PodscribeError(f"transcript not found: {transcript}")
+    if transcript.suffix == ".json":
+        result: Any = score_transcript(load_transcript(transcript), ref.text)
+    else:
+        from pipeline.reference import read_reference as read_text
+
+        result = score_texts(read_text(str(transcript)).text, ref.text)
+    data = to_dict(result)
+    if as_json:
+        print(json.dumps(data))
+        return
+    table = Table(title=f"{transcript} vs {reference}")
+    for key in ("wer", "cer", "mer", "wil"):
+        if key in data:
+            table.add_column(key.upper())
+    table.add_row(*(_fmt(data[k]) for k in ("wer", "cer", "mer", "wil") if k in data))
+    out.print(table)
+    chunks = data.get("chunks") or []
+    if chunks:
+        per = Table(title="per chunk")
+        for col in ("chunk", "start", "end", "ref words", "S", "D", "I", "WER"):
+            per.add_column(col)
+        for c in chunks:
+            n = c["counts"]
+            wer = (n["substitutions"] + n["deletions"] + n["insertions"]) / n["ref_words"] \
+                if n["ref_words"] else None
+            per.add_row(str(c["chunk_index"]), f"{c['start_s']:.1f}", f"{c['end_s']:.1f}",
+                        str(n["ref_words"]), str(n["substitutions"]), str(n["deletions"]),
+                        str(n["insertions"]), _fmt(wer))
+        out.print(per)
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the Whisper weights available offline and where each comes from."""
+    from pipeline.models import list_models
+    from pipeline.types import to_dict
+
+    found = list_models()
+    if as_json:
+        print(json.dumps([to_dict(m) for m in found]))
+        return
+    table = Table(title="Whisper models")
+    for col in ("name", "available", "source", "cached checkpoint", "note"):
+        table.add_column(col)
+    for m in found:
+        table.add_row(m.name, "yes" if m.available else "no", str(m.source),
+                      str(m.cached_path or "–"), m.note)
+    out.print(table)
+
+
+DEMO_DIR = Path(__file__).resolve().parent / "data" / "demo"
+
+
+@app.command()
+def demo(
+    model: Annotated[str, typer.Option(help="Whisper model name or .pt path.")] = "tiny.en",
+    transcripts_root: Annotated[Path, typer.Option(help="Where outputs go.")] = Path(
+        "transcripts"
+    ),
+    audio_root: Annotated[Path, typer.Option(help="Where decoded audio goes.")] = Path("audio"),
+) -> None:
+    """Transcribe and score the bundled demo episodes, then say where the outputs are."""
+    from pipeline.episode import run_episode
+    from pipeline.reference import read_reference
+    from pipeline.transcribe import TranscribeOptions
+
+    options = TranscribeOptions(model=model)
+    table = Table(title="podscribe demo")
+    for col in ("episode", "audio", "chunks", "RTFx", "WER", "outputs"):
+        table.add_column(col)
+    for audio in sorted(DEMO_DIR.glob("episode-*.mp3")):
+        result = run_episode(
+            str(audio),
+            reference=read_reference(audio.with_suffix(".txt")),
+            transcribe_options=options,
+            episode_id=f"demo-{audio.stem}",
+            audio_root=audio_root,
+            transcripts_root=transcripts_root,
+        )
+        wer = result.score.wer if result.score else None
+        table.add_row(result.episode_id, f"{result.duration_s:.1f} s", str(result.chunks),
+                      f"{result.rtfx:.1f}", _fmt(wer), str(result.out_dir))
+    out.print(table)
+    out.print(f"Transcripts (.txt .srt .vtt .json) and score.json are in {transcripts_root}/.")
+
+
+def main() -> None:
+    """Entry point: run the app, turning podscribe's errors into one clean line."""
+    try:
+        app()
+    except PodscribeError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/red]: outputs already written are kept")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Transcribe chunks with openai-whisper; the only stage that imports torch and whisper.
+
+Each chunk is at most 30 s (one Whisper window), cut inside a silence, and transcribed on its
+own: chunks never condition on each other, so a chunk's text depends only on its audio, the
+weights and these options (which is what makes single-chunk re-runs and caching sound).
+Inside a chunk, ``whisper.transcribe`` seeks past the last timestamp token and decodes the rest,
+so speech after an early "continue from here" timestamp is not dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.audio import read_wav_samples
+from pipeline.errors import OptionsError, TranscriptionError
+from pipeline.models import load_whisper_model, resolve_model
+from pipeline.types import Chunk, ChunkTranscript, ModelInfo, Segment
+
+DEVICES = ("auto", "cpu", "cuda")
+# Whisper's own defaults for deciding that a decode failed and a hotter one should be tried.
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """How chunks are transcribed; recorded with every result."""
+
+    # A name `podscribe models` lists (tiny.en, base, ...) or a path to an openai-whisper .pt.
+    model: str = "tiny.en"
+    # "auto" picks cuda when torch sees a GPU, else cpu.
+    device: str = "auto"
+    # Spoken language; None lets a multilingual model detect it per chunk.
+    language: str | None = "en"
+    # None: fp16 on cuda, fp32 on cpu (CPU kernels have no fp16 path).
+    fp16: bool | None = None
+    # None decodes greedily; a number uses beam search at temperature 0.
+    beam_size: int | None = None
+    # Whisper's fallback ladder: hotter decodes only when a window looks like a failure
+    # (repetitive or improbable). Sampling is seeded per chunk, so results are reproducible.
+    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
+    # Seed for the sampled fallbacks; each chunk is seeded with it before decoding.
+    seed: int = 0
+    # Conditioning on earlier windows of the same chunk; off because it feeds loops
+    # (../shared/eval: 172% WER on robotic speech with it on at temperature 0).
+    condition_on_previous_text: bool = False
+    # Fallback triggers and the no-speech gate (Whisper's defaults).
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    # Optional text (names, jargon) given to the decoder as context for every chunk.
+    initial_prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.model.strip():
+            raise OptionsError("model must not be empty: use a name `podscribe models` lists")
+        if self.device not in DEVICES:
+            raise OptionsError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        if self.beam_size is not None and not 1 <= self.beam_size <= 32:
+            raise OptionsError(f"beam_size must be between 1 and 32, not {self.beam_size}")
+        temps = tuple(float(t) for t in self.temperatures)
+        if not temps or any(t < 0 or t > 2 for t in temps) or list(temps) != sorted(temps):
+            raise OptionsError(
+                f"temperatures must be a non-empty rising list within [0, 2], not {temps}"
+            )
+        object.__setattr__(self, "temperatures", temps)
+        if self.model.endswith(".en") and self.language not in ("en", None):
+            raise OptionsError(f"model {self.model} is English-only: language must be 'en'")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["temperatures"] = list(self.temperatures)
+        return d
+
+
+def resolve_device(device: str) -> str:
+    """Turn "auto" into "cuda" or "cpu"; fail clearly when cuda is asked for but absent."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TranscriptionError(
+            "--device cuda was asked for but torch sees no CUDA GPU: use --device cpu or auto"
+        )
+    return device
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A Whisper model on its device, with the facts recorded in results."""
+
+    model: Any  # whisper.model.Whisper
+    info: ModelInfo
+    device: str
+
+
+def load_model(options: TranscribeOptions) -> LoadedModel:
+    """Resolve and load the options' model once per process (models caches it)."""
+    device = resolve_device(options.device)
+    info = resolve_model(options.model)
+    return LoadedModel(model=load_whisper_model(info, device), info=info, device=device)
+
+
+def _decode_kwargs(options: TranscribeOptions, device: str) -> dict[str, Any]:
+    fp16 = options.fp16 if options.fp16 is not None else device == "cuda"
+    kwargs: dict[str, Any] = {
+        "temperature": options.temperatures,
+        "compression_ratio_threshold": options.compression_ratio_threshold,
+        "logprob_threshold": options.logprob_threshold,
+        "no_speech_threshold": options.no_speech_threshold,
+        "condition_on_previous_text": options.condition_on_previous_text,
+        "initial_prompt": options.initial_prompt,
+        "language": options.language,
+        "fp16": fp16 and device == "cuda",
+        "verbose": None,
+    }
+    if options.beam_size is not None:
+        kwargs["beam_size"] = options.beam_size
+    return kwargs
+
+
+def segments_from_whisper(
+    raw_segments: Iterable[dict[str, Any]], chunk: Chunk
+) -> tuple[Segment, ...]:
+    """Wrap whisper's segment dicts, shifted from chunk time to episode time."""
+    out = []
+    for seg in raw_segments:
+        text = str(seg["text"]).strip()
+        if not text:
+            continue
+        start = min(chunk.start_s + float(seg["start"]), chunk.end_s)
+        end = min(max(chunk.start_s + float(seg["end"]), start), chunk.end_s)
+        out.append(
+            Segment(
+                start=round(start, 3),
+                end=round(end, 3),
+                text=text,
+                chunk_index=chunk.index,
+                avg_logprob=float(seg.get("avg_logprob", 0.0)),
+                no_speech_prob=float(seg.get("no_speech_prob", 0.0)),
+                compression_ratio=float(seg.get("compression_ratio", 0.0)),
+                temperature=float(seg.get("temperature", 0.0)),
+            )
+        )
+    return tuple(out)
+
+
+def transcribe_chunk(
+    chunk: Chunk, options: TranscribeOptions, loaded: LoadedModel | None = None
+) -> ChunkTranscript:
+    """Transcribe one chunk WAV; segment times come back in episode seconds."""
+    import torch
+    import whisper
+
+    loaded = loaded or load_model(options)
+    try:
+        samples = read_wav_samples(chunk.path)
+    except OSError as exc:
+        raise TranscriptionError(f"cannot read chunk {chunk.index} ({chunk.path}): {exc}") from exc
+    started = time.perf_counter()
+    torch.manual_seed(options.seed)  # the sampled fallbacks must not depend on chunk order
+    try:
+        result = whisper.transcribe(
+            loaded.model, samples, **_decode_kwargs(options, loaded.device)
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise TranscriptionError(
+            f"Whisper failed on chunk {chunk.index} ({chunk.path.name}): {exc}"
+        ) from exc
+    return ChunkTranscript(
+        chunk_index=chunk.index,
+        chunk_sha256=chunk.sha256,
+        start_s=chunk.start_s,
+        end_s=chunk.end_s,
+        segments=segments_from_whisper(result["segments"], chunk),
+        model=loaded.info,
+        options=options.to_dict() | {"resolved_device": loaded.device},
+        elapsed_s=round(time.perf_counter() - started, 4),
+    )
+
+
+def transcribe_chunks(
+    chunks: Sequence[Chunk],
+    options: TranscribeOptions,
+    on_done: Callable[[ChunkTranscript], None] | None = None,
+    loaded: LoadedModel | None = None,
+) -> list[ChunkTranscript]:
+    """Transcribe chunks in order, calling ``on_done`` after each (for progress bars)."""
+    loaded = loaded or load_model(options)
+    results = []
+    for chunk in chunks:
+        result = transcribe_chunk(chunk, options, loaded)
+        results.append(result)
+        if on_done is not None:
+            on_done(result)
+    return results

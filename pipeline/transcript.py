@@ -1,0 +1,94 @@
+"""Merge chunk transcripts into the episode transcript and write it as JSON, text, SRT and VTT."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import TranscriptionError
+from pipeline.store import read_json, write_json_atomic, write_text_atomic
+from pipeline.types import ChunkTranscript, Transcript, to_dict, transcript_from_dict
+
+TRANSCRIPT_FILES = ("transcript.json", "transcript.txt", "transcript.srt", "transcript.vtt")
+
+
+def merge_transcripts(
+    episode_id: str,
+    duration_s: float,
+    chunks: Sequence[ChunkTranscript],
+    provenance: dict[str, Any] | None = None,
+) -> Transcript:
+    """Join chunk transcripts in chunk order; their segments are already in episode time."""
+    ordered = sorted(chunks, key=lambda c: c.chunk_index)
+    indices = [c.chunk_index for c in ordered]
+    if len(set(indices)) != len(indices):
+        raise TranscriptionError(f"episode {episode_id}: a chunk was transcribed twice: {indices}")
+    segments = tuple(seg for c in ordered for seg in c.segments)
+    return Transcript(
+        episode_id=episode_id,
+        duration_s=round(duration_s, 3),
+        segments=segments,
+        chunks=tuple(ordered),
+        provenance=dict(provenance or {}),
+    )
+
+
+def _timestamp(seconds: float, sep: str) -> str:
+    ms = max(0, round(seconds * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def to_srt(transcript: Transcript) -> str:
+    """SubRip subtitles, one cue per segment."""
+    cues = [
+        f"{n}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text}\n"
+        for n, s in enumerate(transcript.segments, start=1)
+    ]
+    return "\n".join(cues)
+
+
+def to_vtt(transcript: Transcript) -> str:
+    """WebVTT captions, one cue per segment."""
+    cues = [
+        f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text}\n"
+        for s in transcript.segments
+    ]
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
+def to_text(transcript: Transcript) -> str:
+    """Plain text, one segment per line."""
+    return "".join(f"{s.text}\n" for s in transcript.segments)
+
+
+def write_transcript(transcript: Transcript, out_dir: Path) -> dict[str, Path]:
+    """Write transcript.{json,txt,srt,vtt} into ``out_dir``, each file atomically."""
+    out_dir = Path(out_dir)
+    paths = {name: out_dir / name for name in TRANSCRIPT_FILES}
+    # Render everything first, so a rendering bug cannot leave a mix of old and new files.
+    rendered = {
+        "transcript.txt": to_text(transcript),
+        "transcript.srt": to_srt(transcript),
+        "transcript.vtt": to_vtt(transcript),
+    }
+    data = to_dict(transcript)
+    for name, text in rendered.items():
+        write_text_atomic(paths[name], text)
+    write_json_atomic(paths["transcript.json"], data)
+    return paths
+
+
+def load_transcript(path: Path) -> Transcript:
+    """Read a transcript.json written by :func:`write_transcript`."""
+    try:
+        return transcript_from_dict(read_json(path))
+    except FileNotFoundError as exc:
+        raise TranscriptionError(f"transcript not found: {path}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TranscriptionError(
+            f"{path} is not a podscribe transcript.json ({exc}): run `podscribe transcribe` first"
+        ) from exc

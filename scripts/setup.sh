@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create .venv/ in the checkout with podscribe and everything its tests need.
+# System packages (ffmpeg for pydub, chromium for browser tests, espeak-ng for fixtures) are
+# installed with apt when running as root and missing; without them podscribe still decodes
+# audio with the ffmpeg binary of the imageio-ffmpeg wheel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+need_apt=()
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing system packages: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "setup: optional system packages missing (${need_apt[*]}); install them for browser tests" >&2
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --upgrade pip
+# torch first and pinned: any other spec pulls a multi-GB CUDA build.
+"$VENV/bin/pip" install -q "torch==2.13.0"
+"$VENV/bin/pip" install -q -e ".[dev,base]"
+echo "setup: $VENV ready ($("$VENV/bin/python" --version))"
