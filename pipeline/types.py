@@ -166,6 +166,23 @@ class ChunkScore:
 
 
 @dataclass(frozen=True)
+class CutErrorRates:
+    """Error rate of reference words near internal chunk cuts versus elsewhere.
+
+    Errors are substitutions and deletions of reference words in a zone plus insertions whose
+    hypothesis word falls in it; a rate is None where its zone holds no reference words.
+    """
+
+    near_ref_words: int
+    near_errors: int
+    far_ref_words: int
+    far_errors: int
+    near_rate: float | None
+    far_rate: float | None
+    window_s: float  # seconds either side of an internal cut that count as near
+
+
+@dataclass(frozen=True)
 class Score:
     """Quality of a transcript against a reference (both normalised the same way)."""
 
@@ -178,6 +195,7 @@ class Score:
     chunks: tuple[ChunkScore, ...]
     normalizer: str  # which normalisation both sides went through
     reference_sha256: str
+    cuts: CutErrorRates | None = None  # errors near chunk cuts vs elsewhere
 
 
 def to_dict(value: Any) -> Any:
@@ -286,4 +304,5 @@ def score_from_dict(d: dict[str, Any]) -> Score:
         ),
         normalizer=d["normalizer"],
         reference_sha256=d["reference_sha256"],
+        cuts=_build(CutErrorRates, d["cuts"]) if d.get("cuts") else None,
     )
