@@ -1,0 +1,390 @@
+"""Read a publisher's reference transcript (file or URL) into plain text for scoring.
+
+Publishers ship transcripts as plain text, SRT, WebVTT, Podcasting 2.0 JSON or HTML, in
+UTF-8, UTF-16 or a Windows code page. Whatever the format, the result is the spoken words
+only, one cue or paragraph per line: cue numbers, timings, speaker labels, markup and
+timestamps are removed, because none of them is in a Whisper transcript and every one would
+count as an error.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import html
+import json
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+
+from pipeline.errors import FetchError, ReferenceError
+from pipeline.store import sha256_text
+
+MAX_REFERENCE_BYTES = 20 * 1024 * 1024  # a transcript is text: anything larger is not one
+FORMATS = ("text", "srt", "vtt", "json", "html")
+
+# Extensions and content types (Podcasting 2.0 <podcast:transcript type=...>) to formats.
+_HINTS = {
+    "txt": "text",
+    "text": "text",
+    "text/plain": "text",
+    "srt": "srt",
+    "application/x-subrip": "srt",
+    "application/srt": "srt",
+    "text/srt": "srt",
+    "vtt": "vtt",
+    "webvtt": "vtt",
+    "text/vtt": "vtt",
+    "json": "json",
+    "application/json": "json",
+    "text/json": "json",
+    "html": "html",
+    "htm": "html",
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+}
+
+_BOMS = (  # UTF-32 before UTF-16: the UTF-32-LE BOM starts with the UTF-16-LE one
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+_TIMING = r"(?:\d{1,2}:)?\d{1,2}:\d{2}(?:[.,]\d{1,3})?"
+_CUE_TIMING = re.compile(rf"^\s*{_TIMING}\s*-->.*$", re.M)
+_SRT_SIGNATURE = re.compile(rf"^\s*\d+\s*\n\s*{_TIMING}\s*-->\s*{_TIMING}", re.M)
+_HTML_SIGNATURE = re.compile(r"<(?:!doctype\s+html|html|body|p|div|br|span|cite)\b", re.I)
+# "[00:01:02]" and "(01:02)" anywhere; "00:01:02" only at a line start ("10:30" mid-sentence
+# is speech).
+_BRACKETED_TIME = re.compile(rf"[\[(]\s*{_TIMING}\s*[\])]")
+_LINE_START_TIME = re.compile(r"^[ \t]*\d{1,2}:\d{2}:\d{2}(?:[.,]\d{1,3})?[ \t]*", re.M)
+# A speaker label at a line start: "[Host]:", "JOHN:", "Speaker 1:", "Dr. Jane Doe:". Up to four
+# capitalised words (or numbers) before the colon, so a sentence like "So here's the thing:"
+# is kept.
+_NAME_WORD = r"(?:[A-ZÀ-ÖØ-Þ][\w'’.\-]*|\d+)"
+_SPEAKER_LABEL = re.compile(
+    rf"^[ \t]*(?:[-–—][ \t]*)?(?:\[[^\]\n]{{1,40}}\]|\([^)\n]{{1,40}}\)|{_NAME_WORD}"
+    rf"(?:[ \t]+{_NAME_WORD}){{0,3}})[ \t]*:(?=\s|$)",
+    re.M,
+)
+_DIALOGUE_DASH = re.compile(r"^[ \t]*[-–—][ \t]+", re.M)  # SRT marks a change of speaker so
+_TAG = re.compile(r"<[^>\n]*>")
+_ASS_TAG = re.compile(r"\{\\[^}]*\}")  # "{\an8}" positioning left in some SRT files
+_SPACES = re.compile(r"[ \t\u00a0]+")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference transcript as plain text, and where and how it was read."""
+
+    text: str  # spoken words only, one cue or paragraph per line
+    origin: str  # the path or URL as given
+    format: str  # one of FORMATS
+    sha256: str  # of the raw bytes read, so the exact published file can be identified
+    encoding: str  # how the bytes were decoded
+
+    @property
+    def text_sha256(self) -> str:
+        """sha256 of ``text``: what :class:`pipeline.types.Score` records as reference_sha256."""
+        return sha256_text(self.text)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def _is_url(source: str) -> bool:
+    return urlparse(source).scheme in ("http", "https")
+
+
+def _read_file(path: Path) -> bytes:
+    if not path.exists():
+        raise ReferenceError(f"reference file not found: {path}")
+    if path.is_dir():
+        raise ReferenceError(f"reference is a folder, not a file: {path}")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ReferenceError(f"cannot read reference file {path}: {exc.strerror or exc}") from exc
+
+
+def _fetch(url: str, timeout_s: float) -> tuple[bytes, str | None, str | None]:
+    """Download ``url``: (body, content type, declared charset)."""
+    try:
+        with (
+            httpx.Client(follow_redirects=True, timeout=timeout_s) as client,
+            client.stream("GET", url) as response,
+        ):
+            if response.status_code >= 400:
+                raise FetchError(
+                    f"reference download failed: HTTP {response.status_code} "
+                    f"{response.reason_phrase} for {url}"
+                )
+            body = bytearray()
+            for block in response.iter_bytes():
+                body += block
+                if len(body) > MAX_REFERENCE_BYTES:
+                    raise FetchError(
+                        f"reference at {url} is larger than {MAX_REFERENCE_BYTES} bytes: "
+                        "not a transcript"
+                    )
+            content_type = response.headers.get("content-type")
+            return bytes(body), content_type, response.charset_encoding
+    except httpx.TimeoutException as exc:
+        raise FetchError(f"timed out after {timeout_s:g} s fetching reference {url}") from exc
+    except httpx.HTTPError as exc:
+        raise FetchError(f"cannot fetch reference {url}: {exc}") from exc
+
+
+def _hint(value: str | None) -> str | None:
+    """A format name from an extension, a file name or a content type; None if unknown."""
+    if not value:
+        return None
+    key = value.split(";")[0].strip().lower()
+    if key in FORMATS:
+        return key
+    if key in _HINTS:
+        return _HINTS[key]
+    suffix = Path(urlparse(key).path).suffix.lstrip(".")
+    return _HINTS.get(suffix)
+
+
+def read_reference(source: str | Path, *, timeout_s: float = 30.0) -> Reference:
+    """Read a reference transcript from a local path or an http(s) URL.
+
+    Raises ReferenceError for a missing, empty or unparseable reference, FetchError when a
+    URL cannot be downloaded (HTTP error, timeout, network).
+    """
+    origin = str(source)
+    charset: str | None = None
+    if isinstance(source, str) and _is_url(source):
+        data, content_type, charset = _fetch(source, timeout_s)
+        hint = _hint(urlparse(source).path) or _hint(content_type)
+    else:
+        path = Path(source).expanduser()
+        data = _read_file(path)
+        hint = _hint(path.suffix)
+    text, encoding = decode_reference(data, charset, name=origin)
+    plain, fmt = _parse(text, hint, name=origin)
+    return Reference(
+        text=plain,
+        origin=origin,
+        format=fmt,
+        sha256=hashlib.sha256(data).hexdigest(),
+        encoding=encoding,
+    )
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+
+def _looks_utf16(data: bytes) -> str | None:
+    """UTF-16 without a BOM: English text has a NUL in every other byte."""
+    if len(data) < 4 or len(data) % 2:
+        return None
+    even, odd = data[0::2].count(0), data[1::2].count(0)
+    if odd > len(data) // 4 and even == 0:
+        return "utf-16-le"
+    if even > len(data) // 4 and odd == 0:
+        return "utf-16-be"
+    return None
+
+
+def decode_reference(
+    data: bytes, declared: str | None = None, *, name: str = "reference"
+) -> tuple[str, str]:
+    """Decode reference bytes: (text, encoding).
+
+    Order: a BOM; the charset a server declared; UTF-8; BOM-less UTF-16; cp1252 (what English
+    text that is not UTF-8 almost always is: guessers misread short samples of it); then
+    charset-normalizer; latin-1 last, which decodes anything.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding), encoding
+            except UnicodeDecodeError as exc:
+                raise ReferenceError(f"{name}: starts with a {encoding} BOM but is not") from exc
+    candidates = [declared] if declared else []
+    candidates += ["utf-8", _looks_utf16(data), "cp1252"]
+    for encoding in candidates:
+        if not encoding:
+            continue
+        try:
+            return data.decode(encoding), encoding
+        except (UnicodeDecodeError, LookupError):
+            continue
+    from charset_normalizer import from_bytes  # only for the rare file the above cannot read
+
+    best = from_bytes(data).best()
+    if best is not None:
+        return str(best), best.encoding
+    return data.decode("latin-1"), "latin-1"
+
+
+# --- formats ---------------------------------------------------------------------------------
+
+
+def _sniff(text: str) -> str | None:
+    """A format recognised from the content itself, or None for anything plain."""
+    head = text.lstrip()
+    if head.startswith("WEBVTT"):
+        return "vtt"
+    if head[:1] in "{[":
+        try:
+            json.loads(text)
+        except ValueError:
+            pass
+        else:
+            return "json"
+    if _SRT_SIGNATURE.search(text[:4096]):
+        return "srt"
+    if _HTML_SIGNATURE.search(text[:4096]):
+        return "html"
+    return None
+
+
+def _blocks(text: str) -> list[list[str]]:
+    """Blank-line separated blocks of non-empty lines (SRT cues, VTT cues and headers)."""
+    return [block.splitlines() for block in re.split(r"\n[ \t]*\n", text) if block.strip()]
+
+
+def _cue_text(lines: list[str]) -> list[str]:
+    """The text lines of one SRT or VTT cue: whatever follows its timing line."""
+    for i, line in enumerate(lines):
+        if "-->" in line:
+            return lines[i + 1 :]
+    return []  # no timing: a stray number or header, not a cue
+
+
+def _parse_srt(text: str) -> str:
+    lines = [line for block in _blocks(text) for line in _cue_text(block)]
+    return html.unescape(_TAG.sub("", _ASS_TAG.sub("", "\n".join(lines))))
+
+
+def _parse_vtt(text: str) -> str:
+    lines: list[str] = []
+    for block in _blocks(text):
+        first = block[0].strip()
+        # Header, comments and style/region definitions carry no speech.
+        if first.startswith("WEBVTT") or first.split(" ")[0] in ("NOTE", "STYLE", "REGION"):
+            continue
+        lines.extend(_cue_text(block))
+    # "<v Speaker>" holds the name inside the tag, so removing tags removes the name too.
+    return html.unescape(_TAG.sub("", "\n".join(lines)))
+
+
+def _parse_json(text: str, name: str) -> str:
+    try:
+        data: Any = json.loads(text)
+    except ValueError as exc:
+        raise ReferenceError(f"{name}: not valid JSON ({exc})") from exc
+    segments = data.get("segments") if isinstance(data, dict) else data
+    if not isinstance(segments, list):
+        raise ReferenceError(
+            f"{name}: JSON reference has no 'segments' list (expected a Podcasting 2.0 transcript)"
+        )
+    # Segments are often single words: join a speaker's turn on one line.
+    lines: list[str] = []
+    speaker: object = None
+    for seg in segments:
+        if not isinstance(seg, dict) or not isinstance(seg.get("body"), str):
+            continue
+        if not lines or seg.get("speaker") != speaker:
+            lines.append("")
+            speaker = seg.get("speaker")
+        lines[-1] += " " + seg["body"].strip()
+    return "\n".join(lines)
+
+
+class _TextExtractor(HTMLParser):
+    """Visible text of an HTML transcript, one block element per line."""
+
+    # script/style/head are not speech; <cite> and <time> are the speaker and timestamp of a
+    # Podcasting 2.0 HTML transcript.
+    _SKIP = frozenset({"script", "style", "head", "title", "noscript", "template", "cite", "time"})
+    _BLOCK = frozenset(
+        {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section",
+         "article", "blockquote", "dt", "dd", "hr", "table", "ul", "ol"}
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self._skipping.append(tag)
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP and tag in self._skipping:
+            while self._skipping and self._skipping.pop() != tag:
+                pass
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+
+def _parse_html(text: str) -> str:
+    parser = _TextExtractor()
+    parser.feed(text)
+    parser.close()
+    return "".join(parser.parts)
+
+
+def _clean_lines(text: str) -> str:
+    """Drop timings, timestamps and speaker labels; one space between words; no blank lines."""
+    text = _CUE_TIMING.sub("", text)
+    text = _BRACKETED_TIME.sub(" ", text)
+    text = _LINE_START_TIME.sub("", text)
+    text = _SPEAKER_LABEL.sub("", text)
+    text = _DIALOGUE_DASH.sub("", text)
+    lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def _parse(text: str, hint: str | None, *, name: str) -> tuple[str, str]:
+    text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
+    if not text.strip():
+        raise ReferenceError(f"reference {name} is empty: it holds no text")
+    # Content that announces itself wins over a hint: servers label .srt and .vtt text/plain.
+    fmt = _sniff(text) if hint != "json" else "json"
+    fmt = fmt or hint or "text"
+    if fmt == "vtt":
+        raw = _parse_vtt(text)
+    elif fmt == "srt":
+        raw = _parse_srt(text)
+    elif fmt == "json":
+        raw = _parse_json(text, name)
+    elif fmt == "html":
+        raw = _parse_html(text)
+    else:
+        raw = text
+    plain = _clean_lines(raw)
+    if not plain:
+        raise ReferenceError(f"reference {name} is empty: its {fmt} holds no transcript text")
+    return plain, fmt
+
+
+def parse_reference_text(
+    data: bytes, fmt_hint: str | None = None, *, name: str = "reference"
+) -> tuple[str, str]:
+    """Plain text and format of reference bytes already in hand (e.g. from a feed).
+
+    ``fmt_hint`` is a format name, an extension or a content type; content that identifies
+    itself (a WEBVTT header, SRT timings, JSON) overrides it. ``name`` appears in errors.
+    """
+    text, _ = decode_reference(data, name=name)
+    return _parse(text, _hint(fmt_hint), name=name)
