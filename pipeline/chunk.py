@@ -1,0 +1,286 @@
+"""Cut a decoded episode into Whisper-sized chunks, each ending inside a silence where there is one.
+
+The episode WAV is walked window by window (at most ``max_chunk_s`` of samples in memory), so a
+3-hour episode costs no more memory than a 30-second one. Chunks tile the episode exactly:
+chunk k covers samples [start, end) and the next starts at ``end``, which makes mapping chunk
+times back to episode times a single addition (like faster-whisper's SpeechTimestampsMap, with
+no gaps to account for).
+
+How a cut is chosen, for a chunk starting at ``s``:
+
+1. If the rest of the episode fits in ``max_chunk_s``, it is the last chunk (cut "end").
+2. Otherwise the cut lies in the search region [s + max(min_chunk_s, max_chunk_s - search_s),
+   s + max_chunk_s], pulled back where possible so the remainder is not shorter than
+   ``min_chunk_s``.
+3. In that region pydub finds silences (at least ``min_silence_ms`` below the threshold). The
+   longest one wins, ties going to the later one; the cut is its middle (cut "silence"). Longest
+   first because a long pause is far more likely a sentence or speaker boundary than a short
+   one, and losing up to ``search_s`` of chunk length costs little.
+4. With no silence, the cut is the middle of the quietest ``step_ms`` frame in the region, the
+   later one on ties (cut "quietest").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydub import AudioSegment
+from pydub.silence import detect_silence
+
+from pipeline.audio import CHANNELS, SAMPLE_WIDTH, read_wav_pcm
+from pipeline.errors import ChunkError, OptionsError
+from pipeline.store import atomic_path, read_json, sha256_file, write_json_atomic
+from pipeline.types import (
+    SAMPLE_RATE,
+    Chunk,
+    ChunkManifest,
+    DecodedAudio,
+    manifest_from_dict,
+    to_dict,
+)
+
+WHISPER_WINDOW_S = 30.0  # seconds Whisper reads at once; longer input is silently truncated
+MANIFEST_NAME = "manifest.json"
+CHUNKS_DIRNAME = "chunks"
+_WAV_HEADER_BYTES = 44  # what the wave module writes before the samples
+_SILENCE_SEEK_MS = 10  # pydub's silence scan step: 10 ms edges are plenty for choosing a cut
+
+
+@dataclass(frozen=True)
+class ChunkOptions:
+    """How an episode is cut into chunks; recorded in the manifest so a cut can be reproduced."""
+
+    # Longest chunk, in seconds: Whisper's 30 s window, or less.
+    max_chunk_s: float = WHISPER_WINDOW_S
+    # Never cut earlier than this into a chunk: very short chunks give Whisper too little context.
+    min_chunk_s: float = 5.0
+    # How far back from max_chunk_s to look for a silence to cut in, in seconds.
+    search_s: float = 10.0
+    # Shortest pause that counts as a silence, in ms: shorter gaps are inside words and phrases.
+    min_silence_ms: int = 300
+    # Silence threshold relative to the window's loudness (its RMS, in dBFS), in dB. Relative,
+    # because podcasts are mastered anywhere from -14 to -30 dBFS and carry room tone or music
+    # beds: a fixed threshold would find silence everywhere in a quiet show and nowhere in a
+    # noisy one. 16 dB under the average is pydub's common rule of thumb, and holds for speech
+    # whose pauses are 20-40 dB under it.
+    silence_rel_db: float = -16.0
+    # Absolute floor of that threshold, in dBFS: anything quieter is always silence. Without it a
+    # window of digital silence (-inf dBFS) would give a threshold of -inf and find no silence.
+    silence_floor_dbfs: float = -60.0
+    # Frame length for the quietest-point fallback when there is no silence, in ms.
+    step_ms: int = 20
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as plain JSON values (for manifests and provenance)."""
+        return dataclasses.asdict(self)
+
+
+def _validate(o: ChunkOptions) -> None:
+    for f in dataclasses.fields(o):
+        value = getattr(o, f.name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise OptionsError(f"ChunkOptions.{f.name} must be a finite number, got {value!r}")
+    if not 0 < o.max_chunk_s <= WHISPER_WINDOW_S:
+        raise OptionsError(
+            f"max_chunk_s must be > 0 and <= {WHISPER_WINDOW_S} (Whisper's window), "
+            f"got {o.max_chunk_s}"
+        )
+    if not 0 <= o.min_chunk_s <= o.max_chunk_s:
+        raise OptionsError(
+            f"min_chunk_s must be between 0 and max_chunk_s ({o.max_chunk_s}), got {o.min_chunk_s}"
+        )
+    if not 0 < o.search_s <= o.max_chunk_s:
+        raise OptionsError(
+            f"search_s must be > 0 and <= max_chunk_s ({o.max_chunk_s}), got {o.search_s}"
+        )
+    if not 0 < o.min_silence_ms <= o.search_s * 1000:
+        raise OptionsError(
+            f"min_silence_ms must be > 0 and fit in search_s, got {o.min_silence_ms}"
+        )
+    if not 0 < o.step_ms <= o.search_s * 1000:
+        raise OptionsError(f"step_ms must be > 0 and fit in search_s, got {o.step_ms}")
+    if o.silence_rel_db > 0:
+        raise OptionsError(f"silence_rel_db must be <= 0 dB, got {o.silence_rel_db}")
+    if o.silence_floor_dbfs >= 0:
+        raise OptionsError(f"silence_floor_dbfs must be < 0 dBFS, got {o.silence_floor_dbfs}")
+
+
+def chunk_audio(
+    decoded: DecodedAudio,
+    out_dir: Path,
+    episode_id: str,
+    options: ChunkOptions = ChunkOptions(),  # noqa: B008 - frozen, so sharing is safe
+) -> ChunkManifest:
+    """Cut ``decoded`` into chunk WAVs under ``out_dir/chunks`` and write ``out_dir/manifest.json``.
+
+    Returns the existing manifest untouched when it was made from the same audio with the same
+    options and its chunk files are intact.
+    """
+    out_dir = Path(out_dir)
+    if decoded.sample_rate != SAMPLE_RATE:
+        raise ChunkError(
+            f"{decoded.path} is {decoded.sample_rate} Hz; chunking needs {SAMPLE_RATE}"
+        )
+    manifest_path = out_dir / MANIFEST_NAME
+    existing = _reusable_manifest(manifest_path, decoded, episode_id, options)
+    if existing is not None:
+        return existing
+
+    bounds = plan_cuts(decoded, options)
+    chunks_dir = out_dir / CHUNKS_DIRNAME
+    chunks = tuple(
+        _write_chunk(decoded.path, chunks_dir, i, start, end, cut)
+        for i, (start, end, cut) in enumerate(bounds)
+    )
+    manifest = ChunkManifest(
+        episode_id=episode_id, audio=decoded, chunks=chunks, options=options.to_dict()
+    )
+    write_json_atomic(manifest_path, _manifest_to_dict(manifest))
+    _remove_stale_chunks(chunks_dir, chunks)
+    return manifest
+
+
+def load_manifest(path: Path) -> ChunkManifest:
+    """Read a manifest written by chunk_audio."""
+    try:
+        return manifest_from_dict(read_json(path))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ChunkError(f"cannot read chunk manifest {path}: {e}") from e
+
+
+def plan_cuts(decoded: DecodedAudio, options: ChunkOptions) -> list[tuple[int, int, str]]:
+    """(start_sample, end_sample, cut) of each chunk, tiling [0, num_samples) exactly."""
+    rate = decoded.sample_rate
+    max_n = int(options.max_chunk_s * rate)
+    min_n = int(options.min_chunk_s * rate)
+    search_n = int(options.search_s * rate)
+    total = decoded.num_samples
+
+    bounds: list[tuple[int, int, str]] = []
+    start = 0
+    while start < total:
+        if total - start <= max_n:
+            bounds.append((start, total, "end"))
+            break
+        lo = start + max(min_n, max_n - search_n)
+        hi = start + max_n
+        if total - min_n >= lo:
+            hi = min(hi, total - min_n)  # leave a last chunk of at least min_chunk_s
+        window = read_wav_pcm(decoded.path, start, start + max_n)
+        offset, cut = find_cut(window, lo - start, hi - start, options)
+        bounds.append((start, start + offset, cut))
+        start += offset
+
+    if len(bounds) >= 2:
+        (p_start, _, _), (t_start, t_end, t_cut) = bounds[-2], bounds[-1]
+        if t_end - t_start < min_n and t_end - p_start <= max_n:
+            bounds[-2:] = [(p_start, t_end, t_cut)]  # a tiny tail joins the chunk before it
+    return bounds
+
+
+def find_cut(window: bytes, lo: int, hi: int, options: ChunkOptions) -> tuple[int, str]:
+    """Where to end a chunk: a sample offset in [lo, hi] into ``window`` (s16le mono), and why.
+
+    Returns ("silence") the middle of the longest silence in the region, or ("quietest") the
+    middle of its quietest ``step_ms`` frame.
+    """
+    per_ms = SAMPLE_RATE // 1000
+    whole = AudioSegment(data=window, sample_width=SAMPLE_WIDTH, frame_rate=SAMPLE_RATE, channels=1)
+    threshold = max(whole.dBFS + options.silence_rel_db, options.silence_floor_dbfs)
+    region = window[lo * SAMPLE_WIDTH : hi * SAMPLE_WIDTH]
+    seg = AudioSegment(data=region, sample_width=SAMPLE_WIDTH, frame_rate=SAMPLE_RATE, channels=1)
+    silences = detect_silence(
+        seg,
+        min_silence_len=options.min_silence_ms,
+        silence_thresh=threshold,
+        seek_step=_SILENCE_SEEK_MS,
+    )
+    if silences:
+        s_ms, e_ms = max(silences, key=lambda r: (r[1] - r[0], r[0]))
+        return min(lo + (s_ms + e_ms) * per_ms // 2, hi), "silence"
+    return lo + _quietest_offset(region, options.step_ms * per_ms), "quietest"
+
+
+def _quietest_offset(region: bytes, step_n: int) -> int:
+    """Middle of the quietest ``step_n``-sample frame of ``region`` (the later one on ties)."""
+    samples = np.frombuffer(region, dtype="<i2")
+    n_frames = len(samples) // step_n
+    if n_frames == 0:
+        return len(samples)
+    frames = samples[: n_frames * step_n].astype(np.float64).reshape(n_frames, step_n)
+    energy = np.mean(frames * frames, axis=1)
+    last_min = n_frames - 1 - int(np.argmin(energy[::-1]))
+    return last_min * step_n + step_n // 2
+
+
+def _write_chunk(wav: Path, chunks_dir: Path, index: int, start: int, end: int, cut: str) -> Chunk:
+    path = chunks_dir / f"chunk-{index:04d}.wav"
+    pcm = read_wav_pcm(wav, start, end)
+    with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as w:
+        w.setnchannels(CHANNELS)
+        w.setsampwidth(SAMPLE_WIDTH)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(pcm)
+    return Chunk(
+        index=index,
+        start_sample=start,
+        end_sample=end,
+        path=path,
+        sha256=sha256_file(path),
+        cut=cut,
+    )
+
+
+def _manifest_to_dict(manifest: ChunkManifest) -> dict[str, Any]:
+    data = to_dict(manifest)
+    for chunk, entry in zip(manifest.chunks, data["chunks"], strict=True):
+        # Seconds too, for people reading the file; the samples are what code uses.
+        entry.update(start_s=chunk.start_s, end_s=chunk.end_s, duration_s=chunk.duration_s)
+    return data
+
+
+def _reusable_manifest(
+    path: Path, decoded: DecodedAudio, episode_id: str, options: ChunkOptions
+) -> ChunkManifest | None:
+    """The manifest at ``path`` if it was made the same way and its chunk files are intact."""
+    if not path.is_file():
+        return None
+    try:
+        manifest = load_manifest(path)
+    except ChunkError:
+        return None  # unreadable: cut again and overwrite it
+    same = (
+        manifest.episode_id == episode_id
+        and manifest.audio == decoded
+        and manifest.options == options.to_dict()
+    )
+    if not same:
+        return None
+    for chunk in manifest.chunks:
+        expected_size = _WAV_HEADER_BYTES + SAMPLE_WIDTH * (chunk.end_sample - chunk.start_sample)
+        if not chunk.path.is_file() or chunk.path.stat().st_size != expected_size:
+            return None
+        if sha256_file(chunk.path) != chunk.sha256:
+            return None
+    return manifest
+
+
+def _remove_stale_chunks(chunks_dir: Path, chunks: tuple[Chunk, ...]) -> None:
+    """Delete chunk files left by an earlier cut that this manifest does not list."""
+    keep = {c.path.name for c in chunks}
+    for old in chunks_dir.glob("chunk-*.wav"):
+        if old.name not in keep:
+            old.unlink(missing_ok=True)

@@ -1,0 +1,253 @@
+"""chunk_audio: properties of the cut (tiling, lengths, cuts in silences) on ffmpeg-made audio."""
+
+from __future__ import annotations
+
+import json
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.audio import decode_audio, read_wav_pcm, read_wav_samples
+from pipeline.chunk import ChunkOptions, chunk_audio, find_cut, load_manifest
+from pipeline.errors import OptionsError
+from pipeline.types import SAMPLE_RATE, ChunkManifest
+
+TOLERANCE_S = 0.050
+# Tone with a 0.6 s pause every 7 s (starting at 5 s): every 10 s search region holds a whole one.
+PAUSE_EVERY_S, PAUSE_LEN_S, FIRST_PAUSE_S = 7.0, 0.6, 5.0
+TONE_S = 100.0
+
+
+def pauses(total_s: float) -> list[tuple[float, float]]:
+    """(start, end) seconds of the pauses in the paused tone."""
+    starts = np.arange(FIRST_PAUSE_S, total_s - PAUSE_LEN_S, PAUSE_EVERY_S)
+    return [(float(s), float(s) + PAUSE_LEN_S) for s in starts]
+
+
+@pytest.fixture(scope="module")
+def paused_tone(tmp_path_factory, run_ffmpeg):
+    """100 s of 440 Hz tone with pauses of faint noise (room tone, about -50 dBFS)."""
+    d = tmp_path_factory.mktemp("paused")
+    in_pause = "+".join(f"between(t,{a},{b})" for a, b in pauses(TONE_S))
+    expr = f"0.3*sin(2*PI*440*t)*not({in_pause})+0.003*(2*random(0)-1)"
+    src = run_ffmpeg(
+        "-f", "lavfi", "-i", f"aevalsrc='{expr}':s={SAMPLE_RATE}:d={TONE_S}", d / "paused.flac"
+    )  # fmt: skip
+    return decode_audio(src, d / "audio.wav")
+
+
+@pytest.fixture(scope="module")
+def steady_tone(tmp_path_factory, run_ffmpeg):
+    """70 s of unbroken tone: no silence anywhere."""
+    d = tmp_path_factory.mktemp("steady")
+    src = run_ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=70", d / "steady.wav")
+    return decode_audio(src, d / "audio.wav")
+
+
+def assert_tiles(manifest: ChunkManifest, options: ChunkOptions) -> None:
+    """Chunks cover [0, num_samples) with no gap or overlap and respect the length limits."""
+    chunks = manifest.chunks
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert chunks[0].start_sample == 0
+    assert chunks[-1].end_sample == manifest.audio.num_samples
+    for prev, nxt in zip(chunks, chunks[1:], strict=False):
+        assert prev.end_sample == nxt.start_sample
+    assert sum(c.end_sample - c.start_sample for c in chunks) == manifest.audio.num_samples
+    assert all(c.duration_s <= options.max_chunk_s for c in chunks)
+    assert all(c.duration_s >= options.min_chunk_s for c in chunks[:-1])
+    assert [c.cut for c in chunks].count("end") == 1 and chunks[-1].cut == "end"
+
+
+def test_paused_tone_cuts_inside_pauses(tmp_path, paused_tone):
+    options = ChunkOptions()
+    manifest = chunk_audio(paused_tone, tmp_path, "ep", options)
+    assert paused_tone.duration_s == pytest.approx(TONE_S, abs=TOLERANCE_S)
+    assert_tiles(manifest, options)
+    assert len(manifest.chunks) >= 4
+    for chunk in manifest.chunks[:-1]:
+        assert chunk.cut == "silence"
+        assert any(a < chunk.end_s < b for a, b in pauses(TONE_S)), chunk
+
+
+def test_shorter_chunks_still_cut_in_pauses(tmp_path, paused_tone):
+    options = ChunkOptions(max_chunk_s=12.0, min_chunk_s=3.0, search_s=8.0)
+    manifest = chunk_audio(paused_tone, tmp_path, "ep", options)
+    assert_tiles(manifest, options)
+    assert len(manifest.chunks) >= 9
+    for chunk in manifest.chunks[:-1]:
+        assert chunk.cut == "silence" and any(a < chunk.end_s < b for a, b in pauses(TONE_S))
+
+
+def test_steady_tone_falls_back_to_quietest_and_still_tiles(tmp_path, steady_tone):
+    options = ChunkOptions()
+    manifest = chunk_audio(steady_tone, tmp_path, "ep", options)
+    assert_tiles(manifest, options)
+    assert [c.cut for c in manifest.chunks[:-1]] == ["quietest"] * (len(manifest.chunks) - 1)
+
+
+def test_noise_without_pauses_tiles(tmp_path, run_ffmpeg):
+    src = run_ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=65:c=pink:a=0.3", tmp_path / "noise.wav")
+    decoded = decode_audio(src, tmp_path / "audio.wav")
+    options = ChunkOptions(max_chunk_s=20.0)
+    assert_tiles(chunk_audio(decoded, tmp_path / "out", "noise", options), options)
+
+
+def test_chunk_files_hold_exactly_their_samples(tmp_path, paused_tone):
+    manifest = chunk_audio(paused_tone, tmp_path, "ep", ChunkOptions(max_chunk_s=20.0))
+    total_s = 0.0
+    for chunk in manifest.chunks:
+        assert chunk.path == tmp_path / "chunks" / f"chunk-{chunk.index:04d}.wav"
+        expected = read_wav_pcm(paused_tone.path, chunk.start_sample, chunk.end_sample)
+        assert read_wav_pcm(chunk.path) == expected
+        got = read_wav_samples(chunk.path)
+        assert len(got) / SAMPLE_RATE == pytest.approx(chunk.duration_s, abs=TOLERANCE_S)
+        total_s += len(got) / SAMPLE_RATE
+    assert total_s == pytest.approx(paused_tone.duration_s, abs=TOLERANCE_S)
+
+
+def test_manifest_on_disk_round_trips(tmp_path, paused_tone):
+    options = ChunkOptions(max_chunk_s=25.0)
+    manifest = chunk_audio(paused_tone, tmp_path, "ep-1", options)
+    raw = json.loads((tmp_path / "manifest.json").read_text())
+    assert raw["episode_id"] == "ep-1" and raw["options"] == options.to_dict()
+    assert raw["audio"]["source_sha256"] == paused_tone.source_sha256
+    first = raw["chunks"][0]
+    assert {"index", "start_sample", "end_sample", "start_s", "end_s", "sha256", "cut"} <= set(
+        first
+    )
+    assert load_manifest(tmp_path / "manifest.json") == manifest
+
+
+def test_rerun_reuses_the_manifest_and_files(tmp_path, paused_tone):
+    options = ChunkOptions()
+    first = chunk_audio(paused_tone, tmp_path, "ep", options)
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    time.sleep(0.01)
+    second = chunk_audio(paused_tone, tmp_path, "ep", options)
+    assert second == first
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == stamps
+
+
+def test_rerun_recuts_when_options_change_or_a_chunk_is_damaged(tmp_path, paused_tone):
+    first = chunk_audio(paused_tone, tmp_path, "ep", ChunkOptions(max_chunk_s=12.0))
+    second = chunk_audio(paused_tone, tmp_path, "ep", ChunkOptions(max_chunk_s=30.0))
+    assert len(second.chunks) < len(first.chunks)
+    on_disk = sorted(p.name for p in (tmp_path / "chunks").iterdir())
+    assert on_disk == [c.path.name for c in second.chunks]  # the extra old chunks are gone
+
+    damaged = second.chunks[1].path
+    damaged.write_bytes(damaged.read_bytes()[:-2] + b"\x00\x00")
+    third = chunk_audio(paused_tone, tmp_path, "ep", ChunkOptions(max_chunk_s=30.0))
+    assert third == second  # same cut, files rewritten
+    assert read_wav_pcm(damaged) == read_wav_pcm(
+        paused_tone.path, second.chunks[1].start_sample, second.chunks[1].end_sample
+    )
+
+
+def test_short_audio_is_one_chunk(tmp_path, run_ffmpeg):
+    src = run_ffmpeg("-f", "lavfi", "-i", "sine=duration=2", tmp_path / "short.wav")
+    decoded = decode_audio(src, tmp_path / "audio.wav")
+    manifest = chunk_audio(decoded, tmp_path / "out", "short")
+    assert [(c.start_sample, c.end_sample, c.cut) for c in manifest.chunks] == [
+        (0, decoded.num_samples, "end")
+    ]
+
+
+def test_episode_fixture_cuts_where_it_is_quiet(tmp_path, fixtures_dir):
+    decoded = decode_audio(fixtures_dir / "episode.mp3", tmp_path / "audio.wav")
+    options = ChunkOptions(max_chunk_s=15.0)
+    manifest = chunk_audio(decoded, tmp_path, "episode", options)
+    assert_tiles(manifest, options)
+    samples = read_wav_samples(decoded.path)
+    loud = np.sqrt(np.mean(samples**2))
+    half = SAMPLE_RATE // 20  # 50 ms either side of the cut
+    for chunk in manifest.chunks[:-1]:
+        around = samples[chunk.end_sample - half : chunk.end_sample + half]
+        assert np.sqrt(np.mean(around**2)) < loud / 10, chunk  # 20 dB under the episode
+
+
+def _window(parts: list[tuple[float, float]]) -> bytes:
+    """s16le audio from (seconds, amplitude) parts: a 440 Hz tone, or silence at amplitude 0."""
+    pieces = []
+    for seconds, amplitude in parts:
+        t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+        pieces.append(amplitude * np.sin(2 * np.pi * 440 * t))
+    return (np.concatenate(pieces) * 32767).astype("<i2").tobytes()
+
+
+# (name, window parts, expected cut second, expected kind): which cut find_cut picks.
+CUT_CASES = [
+    ("longest pause wins", [(21, 0.3), (1.5, 0), (4, 0.3), (0.4, 0), (3.1, 0.3)], 21.75, "silence"),
+    (
+        "later pause wins a tie",
+        [(22, 0.3), (0.5, 0), (4, 0.3), (0.5, 0), (3, 0.3)],
+        26.75,
+        "silence",
+    ),
+    ("pause too short", [(24, 0.3), (0.2, 0), (5.8, 0.3)], 24.19, "quietest"),  # last tie
+    ("quietest frame", [(25, 0.3), (0.1, 0.01), (4.9, 0.3)], 25.05, "quietest"),
+    ("pause before the region", [(10, 0.3), (2, 0), (18, 0.3)], None, "quietest"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "parts", "cut_s", "kind"), CUT_CASES, ids=[c[0] for c in CUT_CASES]
+)
+def test_find_cut_picks(name, parts, cut_s, kind):
+    lo, hi = 20 * SAMPLE_RATE, 30 * SAMPLE_RATE
+    offset, got_kind = find_cut(_window(parts), lo, hi, ChunkOptions())
+    assert got_kind == kind
+    assert lo <= offset <= hi
+    if cut_s is not None:
+        assert offset / SAMPLE_RATE == pytest.approx(cut_s, abs=0.03)
+
+
+INVALID = [
+    {"max_chunk_s": 0},
+    {"max_chunk_s": -1},
+    {"max_chunk_s": 31},
+    {"max_chunk_s": float("nan")},
+    {"min_chunk_s": 40},
+    {"min_chunk_s": -1},
+    {"min_chunk_s": 20, "max_chunk_s": 10, "search_s": 5},
+    {"search_s": 0},
+    {"search_s": 31},
+    {"min_silence_ms": 0},
+    {"step_ms": 0},
+    {"silence_rel_db": 3},
+    {"silence_floor_dbfs": 0},
+    {"max_chunk_s": True},
+    {"max_chunk_s": "30"},
+]
+
+
+@pytest.mark.parametrize("kwargs", INVALID, ids=[str(k) for k in INVALID])
+def test_invalid_options_raise(kwargs):
+    with pytest.raises(OptionsError):
+        ChunkOptions(**kwargs)
+
+
+def test_long_episode_is_chunked_in_small_memory(tmp_path, run_ffmpeg):
+    """30 minutes (57 MB of samples) must be cut reading one window at a time."""
+    src = run_ffmpeg(
+        "-f", "lavfi", "-i", f"sine=frequency=440:duration=1800:sample_rate={SAMPLE_RATE}",
+        "-af", "volume='lt(mod(t,7),6)':eval=frame", tmp_path / "long.wav",
+    )  # fmt: skip
+    decoded = decode_audio(src, tmp_path / "audio.wav")
+    wav_bytes = decoded.path.stat().st_size
+    tracemalloc.start()
+    try:
+        manifest = chunk_audio(decoded, tmp_path, "long")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert_tiles(manifest, ChunkOptions())
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB for a {wav_bytes / 2**20:.0f} MiB WAV"
+
+
+def test_manifest_paths_are_under_out_dir(tmp_path, paused_tone):
+    manifest = chunk_audio(paused_tone, tmp_path / "ep", "ep")
+    assert all(Path(c.path).parent == tmp_path / "ep" / "chunks" for c in manifest.chunks)
