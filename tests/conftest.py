@@ -1,9 +1,14 @@
-"""Shared test helpers: the committed fixtures, and ffmpeg for making audio at test time."""
+"""Shared test helpers: the committed fixtures, ffmpeg for making audio, a local HTTP server."""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -41,3 +46,81 @@ def run_ffmpeg(ffmpeg_exe: str) -> Callable[..., Path]:
         return Path(args[-1])
 
     return run
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One canned HTTP answer of the local test server."""
+
+    body: bytes = b""
+    status: int = 200
+    content_type: str = "application/octet-stream"
+    delay_s: float = 0.0  # wait before answering, to make a client time out
+
+
+class LocalHTTPServer:
+    """Routes of an http.server on 127.0.0.1: each path answers its replies in turn.
+
+    The last reply of a path repeats, so ``route("/f", Reply(status=500), Reply(b"ok"))`` is a
+    server that fails once and then recovers. Unknown paths answer 404; ``hits`` counts requests.
+    """
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.hits: Counter[str] = Counter()
+        self._routes: dict[str, list[Reply]] = {}
+        self._lock = threading.Lock()
+
+    def url(self, path: str) -> str:
+        """The full URL of ``path`` (which starts with "/")."""
+        return self.base_url + path
+
+    def route(self, path: str, *replies: Reply | bytes) -> str:
+        """Serve ``replies`` (bytes mean a 200 with that body) at ``path``; return its URL."""
+        with self._lock:
+            self._routes[path] = [r if isinstance(r, Reply) else Reply(r) for r in replies]
+        return self.url(path)
+
+    def next_reply(self, path: str) -> Reply:
+        with self._lock:
+            self.hits[path] += 1
+            replies = self._routes.get(path)
+            if not replies:
+                return Reply(b"not found", status=404, content_type="text/plain")
+            return replies.pop(0) if len(replies) > 1 else replies[0]
+
+
+def _handler_for(server: LocalHTTPServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            reply = server.next_reply(self.path.split("?")[0])
+            time.sleep(reply.delay_s)
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout test): nothing to answer
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass  # keep test output quiet
+
+    return Handler
+
+
+@pytest.fixture
+def http_server() -> Iterator[LocalHTTPServer]:
+    """A real HTTP server on 127.0.0.1 with canned routes (see LocalHTTPServer)."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    server = LocalHTTPServer(f"http://127.0.0.1:{httpd.server_address[1]}")
+    httpd.RequestHandlerClass = _handler_for(server)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -1,0 +1,390 @@
+"""Read a podcast feed (RSS 2.0 or Atom) into frozen values: audio episodes and transcript links.
+
+The feed's bytes are fetched here with httpx (so timeouts, retries and a size cap are ours), checked
+with defusedxml (an XML bomb or an HTML page is refused before feedparser sees it), then read with
+feedparser, which smooths over RSS/Atom differences and date formats. Podcasting 2.0
+``<podcast:transcript>`` links come from the raw XML: feedparser keeps only one per item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import mimetypes
+import time
+import xml.etree.ElementTree as StdET
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import defusedxml.ElementTree as SafeET
+import feedparser
+import httpx
+from defusedxml import DefusedXmlException
+
+from pipeline.errors import FeedError, PodscribeError
+from pipeline.reference import Reference, read_reference
+from pipeline.store import slugify
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 30.0  # seconds of silence from the server before an attempt fails
+DEFAULT_RETRIES = 3  # extra attempts after the first, for timeouts, dropped connections and 5xx
+DEFAULT_BACKOFF_S = 1.0  # seconds before the first retry; doubles each time
+MAX_FEED_BYTES = 50 * 1024 * 1024  # the largest real feeds (thousands of items) are a few MB
+PODCAST_NS = "https://podcastindex.org/namespace/1.0"
+_ATOM_NS = "http://www.w3.org/2005/Atom"
+_FEED_ROOTS = ("rss", "feed", "RDF")  # local names of the root element of RSS, Atom, RSS 1.0
+_USER_AGENT = "podscribe/0.1 (+https://github.com/podscribe)"
+# Best first: JSON keeps the words apart from timing; HTML and plain text often carry extra prose.
+TRANSCRIPT_PREFERENCE = ("json", "vtt", "srt", "html", "text")
+_TRANSCRIPT_TYPES = {
+    "application/json": "json",
+    "text/json": "json",
+    "text/vtt": "vtt",
+    "application/x-subrip": "srt",
+    "application/srt": "srt",
+    "text/srt": "srt",
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "text/plain": "text",
+}
+_TRANSCRIPT_EXTENSIONS = {
+    ".json": "json", ".vtt": "vtt", ".srt": "srt", ".html": "html", ".htm": "html", ".txt": "text",
+}
+
+
+@dataclass(frozen=True)
+class TranscriptLink:
+    """A Podcasting 2.0 ``<podcast:transcript>`` link of an episode."""
+
+    url: str
+    type: str  # the MIME type the feed declares, e.g. "text/vtt" ("" when absent)
+    language: str | None = None
+
+    @property
+    def format(self) -> str | None:
+        """One of TRANSCRIPT_PREFERENCE, from the declared type or else the URL's extension."""
+        declared = self.type.split(";")[0].strip().lower()
+        if declared in _TRANSCRIPT_TYPES:
+            return _TRANSCRIPT_TYPES[declared]
+        return _TRANSCRIPT_EXTENSIONS.get(Path(urlparse(self.url).path).suffix.lower())
+
+
+@dataclass(frozen=True)
+class FeedEpisode:
+    """One item of a feed that has an audio (or video) enclosure."""
+
+    guid: str  # the item's GUID (Atom id), else "sha256:<hex of the enclosure URL>"
+    episode_id: str  # slug of the title + 8 hex of sha256(feed URL, guid): path- and key-safe
+    title: str
+    audio_url: str
+    audio_type: str  # MIME type, declared or guessed from the URL
+    published: str | None  # ISO 8601 in UTC, None when the feed gives no readable date
+    transcripts: tuple[TranscriptLink, ...] = ()
+
+
+@dataclass(frozen=True)
+class Feed:
+    """A podcast feed as read at one moment."""
+
+    url: str  # the URL or path the user gave (not a redirect target: ids derive from it)
+    title: str
+    feed_id: str  # slug of the title (else the host) + 8 hex of sha256(url)
+    episodes: tuple[FeedEpisode, ...]
+    skipped: tuple[tuple[str, str], ...] = ()  # (item title, why it is not an episode)
+
+
+class _Transient(Exception):
+    """A failure worth retrying (timeout, dropped connection, 5xx); carries a one-line reason."""
+
+
+# --- fetching --------------------------------------------------------------------------------
+
+
+def fetch_feed(
+    url_or_path: str,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    retries: int = DEFAULT_RETRIES,
+    backoff_s: float = DEFAULT_BACKOFF_S,
+) -> Feed:
+    """Fetch and parse the feed at an http(s) URL or a local path.
+
+    Timeouts, dropped connections and 5xx answers are retried ``retries`` times with exponential
+    backoff; then, or at once for a 4xx, a FeedError names the URL.
+    """
+    if urlparse(url_or_path).scheme.lower() in ("http", "https"):
+        data = _download_feed(url_or_path, timeout_s, retries, backoff_s)
+    else:
+        data = _read_feed_file(url_or_path)
+    return parse_feed(data, url_or_path)
+
+
+def _read_feed_file(path_text: str) -> bytes:
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise FeedError(f"feed file not found: {path_text} (give an http(s) URL or a file path)")
+    return path.read_bytes()
+
+
+def _download_feed(url: str, timeout_s: float, retries: int, backoff_s: float) -> bytes:
+    headers = {"User-Agent": _USER_AGENT}
+    with httpx.Client(follow_redirects=True, timeout=timeout_s, headers=headers) as client:
+        for attempt in range(retries + 1):
+            try:
+                return _get_once(client, url)
+            except _Transient as exc:
+                if attempt == retries:
+                    raise FeedError(
+                        f"cannot fetch feed {url}: {exc} (gave up after {retries + 1} attempts)"
+                    ) from exc
+                delay = backoff_s * 2**attempt
+                log.warning("feed %s: %s; retrying in %.1f s", url, exc, delay)
+                time.sleep(delay)
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _get_once(client: httpx.Client, url: str) -> bytes:
+    try:
+        with client.stream("GET", url) as response:
+            if response.status_code >= 500:
+                raise _Transient(f"HTTP {response.status_code} {response.reason_phrase}")
+            if response.status_code >= 400:
+                raise FeedError(
+                    f"cannot fetch feed {url}: HTTP {response.status_code} "
+                    f"{response.reason_phrase} (check the URL)"
+                )
+            return _read_capped(response, url)
+    except httpx.TimeoutException as exc:
+        raise _Transient(f"timed out after {client.timeout.read:g} s") from exc
+    except httpx.TransportError as exc:
+        raise _Transient(f"network error: {exc}") from exc
+
+
+def _read_capped(response: httpx.Response, url: str) -> bytes:
+    body = bytearray()
+    for block in response.iter_bytes():
+        body += block
+        if len(body) > MAX_FEED_BYTES:
+            raise FeedError(f"feed {url} is larger than {MAX_FEED_BYTES} bytes: not a podcast feed")
+    return bytes(body)
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def parse_feed(data: bytes, origin: str) -> Feed:
+    """Parse feed bytes read from ``origin`` (a URL or path, used for ids and in errors).
+
+    Raises FeedError when the bytes are not an RSS/Atom feed, are unsafe XML, or hold no item with
+    an audio enclosure.
+    """
+    transcripts = _transcripts_from_xml(data, origin)
+    parsed = feedparser.parse(data)
+    if not parsed.get("version"):
+        raise FeedError(f"{origin} is not an RSS or Atom feed (give the podcast's feed URL)")
+    if transcripts is None:  # malformed XML that feedparser's lenient parser could still read
+        log.warning("feed %s is not well-formed XML; reading it leniently", origin)
+    title = str(parsed.feed.get("title") or "").strip()
+    episodes, skipped = _read_entries(parsed.entries, origin, transcripts or {})
+    if not episodes:
+        raise FeedError(_no_episodes_message(origin, parsed.entries, skipped))
+    return Feed(
+        url=origin,
+        title=title or urlparse(origin).netloc or Path(origin).stem,
+        feed_id=feed_id_for(origin, title),
+        episodes=tuple(episodes),
+        skipped=tuple(skipped),
+    )
+
+
+def feed_id_for(origin: str, title: str) -> str:
+    """A stable, path-safe feed id: slug of the title (else the host) + 8 hex of sha256(origin)."""
+    name = title or urlparse(origin).netloc or Path(origin).stem
+    return f"{slugify(name, max_len=40)}-{_short_hash(origin)}"
+
+
+def _short_hash(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:8]
+
+
+def _no_episodes_message(origin: str, entries: list[Any], skipped: list[tuple[str, str]]) -> str:
+    if not entries:
+        return f"feed {origin} has no items: nothing to transcribe"
+    reasons = "; ".join(f"{title!r}: {why}" for title, why in skipped[:3])
+    return f"feed {origin} has no item with an audio enclosure ({reasons})"
+
+
+def _transcripts_from_xml(data: bytes, origin: str) -> dict[str, tuple[TranscriptLink, ...]] | None:
+    """Transcript links per item key (GUID/id, else enclosure URL); None if the XML is malformed.
+
+    Also the safety check: DTD entities (XML bombs, external entities) are refused here, before
+    feedparser, whose parser would expand them.
+    """
+    try:
+        root = SafeET.fromstring(data)
+    except DefusedXmlException as exc:
+        raise FeedError(
+            f"feed {origin} declares XML entities ({exc}); refusing it as unsafe"
+        ) from exc
+    except StdET.ParseError:
+        if b"<!ENTITY" in data:  # lenient parsing must not become a way around the check above
+            raise FeedError(f"feed {origin} is malformed XML with entity declarations") from None
+        return None
+    if _local_name(root.tag) not in _FEED_ROOTS:
+        raise FeedError(
+            f"{origin} is not an RSS or Atom feed (its root element is <{_local_name(root.tag)}>; "
+            "give the podcast's feed URL)"
+        )
+    links: dict[str, tuple[TranscriptLink, ...]] = {}
+    for item in _xml_items(root):
+        key = _xml_item_key(item)
+        if key and key not in links:  # duplicate GUIDs: the first item wins, as in _read_entries
+            links[key] = tuple(_xml_transcripts(item))
+    return links
+
+
+def _local_name(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _xml_items(root: StdET.Element) -> Iterable[StdET.Element]:
+    for element in root.iter():
+        if element.tag in ("item", f"{{{_ATOM_NS}}}entry") or _local_name(element.tag) == "item":
+            yield element
+
+
+def _xml_item_key(item: StdET.Element) -> str | None:
+    for tag in ("guid", f"{{{_ATOM_NS}}}id"):
+        text = (item.findtext(tag) or "").strip()
+        if text:
+            return text
+    for enclosure in item.iter("enclosure"):
+        if enclosure.get("url"):
+            return _url_guid(enclosure.get("url", "").strip())
+    for link in item.iter(f"{{{_ATOM_NS}}}link"):
+        if link.get("rel") == "enclosure" and link.get("href"):
+            return _url_guid(link.get("href", "").strip())
+    return None
+
+
+def _xml_transcripts(item: StdET.Element) -> Iterable[TranscriptLink]:
+    for element in item.iter(f"{{{PODCAST_NS}}}transcript"):
+        url = (element.get("url") or "").strip()
+        if url:
+            yield TranscriptLink(
+                url=url, type=element.get("type", ""), language=element.get("language")
+            )
+
+
+def _url_guid(url: str) -> str:
+    return "sha256:" + hashlib.sha256(url.encode("utf-8")).hexdigest()
+
+
+def _read_entries(
+    entries: list[Any], origin: str, transcripts: dict[str, tuple[TranscriptLink, ...]]
+) -> tuple[list[FeedEpisode], list[tuple[str, str]]]:
+    episodes: list[FeedEpisode] = []
+    skipped: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for entry in entries:
+        title = str(entry.get("title") or "").strip() or "(untitled)"
+        episode, why = _episode_from_entry(entry, title, origin, transcripts)
+        if episode is not None and episode.guid in seen:
+            episode, why = None, f"duplicate GUID {episode.guid!r}: kept the first item"
+        if episode is None:
+            log.warning("feed %s: skipping item %r: %s", origin, title, why)
+            skipped.append((title, why))
+            continue
+        seen.add(episode.guid)
+        episodes.append(episode)
+    return episodes, skipped
+
+
+def _episode_from_entry(
+    entry: Any, title: str, origin: str, transcripts: dict[str, tuple[TranscriptLink, ...]]
+) -> tuple[FeedEpisode | None, str]:
+    """The episode of one feedparser entry, or None and the reason it is not one."""
+    enclosures = [e for e in entry.get("enclosures", []) if e.get("href")]
+    if not enclosures:
+        return None, "no enclosure"
+    media = [(e["href"].strip(), _media_type(e)) for e in enclosures]
+    audio = [(url, kind) for url, kind in media if kind.startswith(("audio/", "video/"))]
+    if not audio:
+        return None, f"enclosure is not audio ({media[0][1] or 'no type'})"
+    audio_url, audio_type = audio[0]
+    guid = str(entry.get("id") or "").strip() or _url_guid(audio_url)
+    links = transcripts.get(guid, ()) or _feedparser_transcript(entry)
+    episode = FeedEpisode(
+        guid=guid,
+        episode_id=f"{slugify(title, max_len=40)}-{_short_hash(origin, guid)}",
+        title=title,
+        audio_url=audio_url,
+        audio_type=audio_type,
+        published=_published(entry),
+        transcripts=links,
+    )
+    return episode, ""
+
+
+def _media_type(enclosure: Any) -> str:
+    declared = str(enclosure.get("type") or "").split(";")[0].strip().lower()
+    if declared:
+        return declared
+    # Many feeds omit the type; the extension (.mp3, .m4a) is then the only clue.
+    guessed, _ = mimetypes.guess_type(urlparse(enclosure["href"]).path)
+    return guessed or ""
+
+
+def _feedparser_transcript(entry: Any) -> tuple[TranscriptLink, ...]:
+    """The one transcript feedparser keeps: used only when the raw XML could not be read."""
+    found = entry.get("podcast_transcript")
+    if not found or not found.get("url"):
+        return ()
+    return (TranscriptLink(url=found["url"], type=found.get("type", ""),
+                           language=found.get("language")),)
+
+
+def _published(entry: Any) -> str | None:
+    parsed = entry.get("published_parsed") or entry.get("updated_parsed")
+    if not parsed:
+        return None
+    return datetime(*parsed[:6], tzinfo=UTC).isoformat()
+
+
+# --- transcripts -----------------------------------------------------------------------------
+
+
+def best_transcript(episode: FeedEpisode) -> TranscriptLink | None:
+    """The episode's transcript link in the most useful format (TRANSCRIPT_PREFERENCE), if any."""
+    ranked = _ranked_transcripts(episode.transcripts)
+    return ranked[0] if ranked else None
+
+
+def _ranked_transcripts(links: Iterable[TranscriptLink]) -> list[TranscriptLink]:
+    """Known formats in preference order (feed order within a format); unknown ones are dropped."""
+    known = [link for link in links if link.format in TRANSCRIPT_PREFERENCE]
+    return sorted(known, key=lambda link: TRANSCRIPT_PREFERENCE.index(link.format or ""))
+
+
+def fetch_episode_reference(
+    episode: FeedEpisode, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> Reference | None:
+    """The episode's reference transcript, or None.
+
+    Tries the transcript links best first. A link that 404s, times out or does not parse is
+    logged and the next one tried: a missing transcript must never stop transcription (the
+    episode is scored later, when a reference arrives).
+    """
+    for link in _ranked_transcripts(episode.transcripts):
+        try:
+            return read_reference(link.url, timeout_s=timeout_s)
+        except PodscribeError as exc:
+            log.warning("episode %s: transcript %s unusable: %s", episode.episode_id, link.url, exc)
+    if not episode.transcripts:
+        log.info("episode %s: the feed links no transcript", episode.episode_id)
+    return None
