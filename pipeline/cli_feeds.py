@@ -1,0 +1,100 @@
+"""CLI commands for feeds and episodes: ``feed add``, ``feed list`` and ``episodes``.
+
+``register(app)`` adds them to the main typer app; bad input raises PodscribeError subclasses,
+which the main CLI prints as one line (exit status 2).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import catalog
+from pipeline.errors import FeedError
+from pipeline.feed import fetch_feed
+from pipeline.types import to_dict
+
+out = Console()
+
+DbOption = Annotated[
+    Path, typer.Option("--db", help="The catalog of feeds and episodes (SQLite).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``feed add``, ``feed list`` and ``episodes`` to ``app``."""
+    feed_app = typer.Typer(help="Podcast feeds whose new episodes get transcribed.",
+                           no_args_is_help=True)
+    feed_app.command("add")(feed_add)
+    feed_app.command("list")(feed_list)
+    app.add_typer(feed_app, name="feed")
+    app.command("episodes")(episodes)
+
+
+def feed_add(
+    url: Annotated[str, typer.Argument(help="The feed's URL (RSS or Atom), or a local file.")],
+    db: DbOption = catalog.DEFAULT_DB,
+    timeout_s: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 30.0,
+) -> None:
+    """Read a feed, add it to the catalog and record its episodes as new."""
+    feed = fetch_feed(url, timeout_s=timeout_s)
+    row = catalog.add_feed(db, feed)
+    fresh = catalog.record_feed_episodes(db, feed)
+    out.print(f"added {row.feed_id}: {row.title} ({len(feed.episodes)} episodes, "
+              f"{len(fresh)} new)")
+    for title, why in feed.skipped:
+        out.print(f"  skipped {title!r}: {why}")
+
+
+def feed_list(db: DbOption = catalog.DEFAULT_DB, as_json: JsonOption = False) -> None:
+    """List the feeds in the catalog."""
+    _require_catalog(db)
+    feeds = catalog.list_feeds(db)
+    if as_json:
+        print(json.dumps([to_dict(f) for f in feeds], indent=2))
+        return
+    table = Table("feed id", "title", "url", "last polled")
+    for feed in feeds:
+        table.add_row(feed.feed_id, feed.title, feed.url, feed.last_polled_at or "never")
+    out.print(table)
+
+
+def episodes(
+    feed: Annotated[str | None, typer.Option("--feed", help="Only this feed id.")] = None,
+    db: DbOption = catalog.DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """List episodes with their state and last WER."""
+    _require_catalog(db)
+    if feed is not None:
+        _require_feed(db, feed)
+    rows = catalog.list_episodes(db, feed_id=feed)
+    if as_json:
+        print(json.dumps([to_dict(r) for r in rows], indent=2))
+        return
+    table = Table("episode id", "title", "published", "state", "last WER", "error")
+    for row in rows:
+        wer = "n/a" if row.last_wer is None else f"{row.last_wer:.2%}"
+        table.add_row(row.episode_id, row.title, row.published or "", row.state, wer,
+                      row.last_error or "")
+    out.print(table)
+
+
+def _require_catalog(db: Path) -> None:
+    # Reading must not create an empty catalog where a mistyped --db points.
+    if not Path(db).is_file():
+        raise FeedError(f"no catalog at {db}: add a feed first (`podscribe feed add URL`)")
+
+
+def _require_feed(db: Path, feed_id: str) -> None:
+    known = [f.feed_id for f in catalog.list_feeds(db)]
+    if feed_id not in known:
+        raise FeedError(
+            f"no feed {feed_id!r} in {db}; known feeds: {', '.join(known) or 'none'}"
+        )
