@@ -27,6 +27,7 @@ from defusedxml import DefusedXmlException
 
 from pipeline.errors import FeedError, PodscribeError
 from pipeline.reference import Reference, read_reference
+from pipeline.reference import _hint as format_hint  # one type/extension table for both
 from pipeline.store import slugify
 
 log = logging.getLogger(__name__)
@@ -41,20 +42,6 @@ _FEED_ROOTS = ("rss", "feed", "RDF")  # local names of the root element of RSS, 
 _USER_AGENT = "podscribe/0.1 (+https://github.com/podscribe)"
 # Best first: JSON keeps the words apart from timing; HTML and plain text often carry extra prose.
 TRANSCRIPT_PREFERENCE = ("json", "vtt", "srt", "html", "text")
-_TRANSCRIPT_TYPES = {
-    "application/json": "json",
-    "text/json": "json",
-    "text/vtt": "vtt",
-    "application/x-subrip": "srt",
-    "application/srt": "srt",
-    "text/srt": "srt",
-    "text/html": "html",
-    "application/xhtml+xml": "html",
-    "text/plain": "text",
-}
-_TRANSCRIPT_EXTENSIONS = {
-    ".json": "json", ".vtt": "vtt", ".srt": "srt", ".html": "html", ".htm": "html", ".txt": "text",
-}
 
 
 @dataclass(frozen=True)
@@ -68,10 +55,7 @@ class TranscriptLink:
     @property
     def format(self) -> str | None:
         """One of TRANSCRIPT_PREFERENCE, from the declared type or else the URL's extension."""
-        declared = self.type.split(";")[0].strip().lower()
-        if declared in _TRANSCRIPT_TYPES:
-            return _TRANSCRIPT_TYPES[declared]
-        return _TRANSCRIPT_EXTENSIONS.get(Path(urlparse(self.url).path).suffix.lower())
+        return format_hint(self.type) or format_hint(self.url)
 
 
 @dataclass(frozen=True)
@@ -118,16 +102,15 @@ def fetch_feed(
     backoff; then, or at once for a 4xx, a FeedError names the URL.
     """
     if urlparse(url_or_path).scheme.lower() in ("http", "https"):
-        data = _download_feed(url_or_path, timeout_s, retries, backoff_s)
-    else:
-        data = _read_feed_file(url_or_path)
-    return parse_feed(data, url_or_path)
+        return parse_feed(_download_feed(url_or_path, timeout_s, retries, backoff_s), url_or_path)
+    # An absolute path as the origin: ids derive from it, so they must not depend on the cwd.
+    path = Path(url_or_path).expanduser().resolve()
+    return parse_feed(_read_feed_file(path, url_or_path), str(path))
 
 
-def _read_feed_file(path_text: str) -> bytes:
-    path = Path(path_text).expanduser()
+def _read_feed_file(path: Path, given: str) -> bytes:
     if not path.is_file():
-        raise FeedError(f"feed file not found: {path_text} (give an http(s) URL or a file path)")
+        raise FeedError(f"feed file not found: {given} (give an http(s) URL or a file path)")
     return path.read_bytes()
 
 
@@ -195,7 +178,7 @@ def parse_feed(data: bytes, origin: str) -> Feed:
         raise FeedError(_no_episodes_message(origin, parsed.entries, skipped))
     return Feed(
         url=origin,
-        title=title or urlparse(origin).netloc or Path(origin).stem,
+        title=title or _origin_name(origin),
         feed_id=feed_id_for(origin, title),
         episodes=tuple(episodes),
         skipped=tuple(skipped),
@@ -204,8 +187,12 @@ def parse_feed(data: bytes, origin: str) -> Feed:
 
 def feed_id_for(origin: str, title: str) -> str:
     """A stable, path-safe feed id: slug of the title (else the host) + 8 hex of sha256(origin)."""
-    name = title or urlparse(origin).netloc or Path(origin).stem
-    return f"{slugify(name, max_len=40)}-{_short_hash(origin)}"
+    return f"{slugify(title or _origin_name(origin), max_len=40)}-{_short_hash(origin)}"
+
+
+def _origin_name(origin: str) -> str:
+    """A name for an untitled feed: the URL's host, or the file's stem."""
+    return urlparse(origin).netloc or Path(origin).stem
 
 
 def _short_hash(*parts: str) -> str:

@@ -238,6 +238,8 @@ def test_xml_bomb_is_refused() -> None:
 def test_local_feed_file(tmp_path: Path) -> None:
     path = tmp_path / "feed.xml"
     path.write_bytes(rss("Local", [Item("E", "g", ("http://x/e.mp3", "audio/mpeg"))]))
-    assert fetch_feed(str(path)).episodes[0].guid == "g"
+    feed = fetch_feed(str(path))
+    assert feed.episodes[0].guid == "g"
+    assert feed.url == str(path.resolve())  # ids must not depend on the working directory
     with pytest.raises(FeedError, match="feed file not found: .*nope.xml"):
         fetch_feed(str(tmp_path / "nope.xml"))
