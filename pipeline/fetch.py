@@ -27,7 +27,7 @@ DEFAULT_BACKOFF_S = 1.0  # seconds before the first retry; doubles each time
 # Types a server sends for error pages and APIs: never an episode, whatever the URL ends with.
 _NOT_AUDIO_TYPES = ("text/", "application/json", "application/xhtml+xml")
 _SIDECAR_SUFFIX = ".sha256.json"
-_USER_AGENT = "podscribe/0.1 (+https://github.com/podscribe)"
+_USER_AGENT = "podscribe/0.1"  # some CDNs refuse requests without one
 
 
 class _Transient(Exception):
@@ -152,6 +152,8 @@ def _download_once(client: httpx.Client, url: str, part: Path, max_bytes: int) -
                 offset = 0  # the server sent the whole file: start the .part again
             _stream_body(url, response, part, offset, max_bytes)
             return content_type
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
+        raise FetchError(f"cannot download {url}: not a valid URL ({e})") from e
     except httpx.TimeoutException as e:
         raise _Transient(f"timed out ({type(e).__name__})") from e
     except httpx.TransportError as e:

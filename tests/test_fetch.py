@@ -232,6 +232,11 @@ def test_unreachable_url_is_one_line_naming_it(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_malformed_url_is_not_retried(tmp_path):
+    with pytest.raises(FetchError, match=r"http:///x\.mp3: not a valid URL"):
+        fetch_source("http:///x.mp3", tmp_path, **FAST)
+
+
 def test_local_file_is_checked_not_copied(tmp_path, fixtures_dir):
     src = fixtures_dir / "speech.ogg"
     got = fetch_source(str(src), tmp_path / "dest")
