@@ -161,6 +161,29 @@ def load_manifest(path: Path) -> ChunkManifest:
         raise ChunkError(f"cannot read chunk manifest {path}: {e}") from e
 
 
+def verify_chunk(chunk: Chunk, episode_id: str = "") -> Chunk:
+    """Check that a chunk WAV still holds what was cut (its sha256); ChunkError if not.
+
+    Run before transcribing: a chunk rewritten or damaged since ``chunk_audio`` would give a
+    transcript that no longer matches its recorded hash, and a cached result would lie.
+    """
+    where = f" of {episode_id}" if episode_id else ""
+    try:
+        actual = sha256_file(chunk.path)
+    except OSError as exc:
+        raise ChunkError(
+            f"chunk {chunk.index}{where} cannot be read ({chunk.path}): {exc}; "
+            "cut the episode again (re-run it)"
+        ) from exc
+    if actual != chunk.sha256:
+        raise ChunkError(
+            f"chunk {chunk.index}{where} changed since it was cut (sha256 mismatch): "
+            f"{chunk.path} has {actual[:12]}, the manifest says {chunk.sha256[:12]}; "
+            "cut the episode again (re-run it) or restore the file"
+        )
+    return chunk
+
+
 def plan_cuts(decoded: DecodedAudio, options: ChunkOptions) -> list[tuple[int, int, str]]:
     """(start_sample, end_sample, cut) of each chunk, tiling [0, num_samples) exactly."""
     rate = decoded.sample_rate
