@@ -22,7 +22,8 @@ from pipeline.transcript import merge_transcripts, write_transcript
 from pipeline.types import ChunkManifest, ChunkTranscript, Score, Transcript, to_dict
 from pipeline.version import code_version
 
-DECODED_NAME = "audio.wav"
+# Distinct from any downloaded file name, so decoding never targets its own input.
+DECODED_NAME = "decoded-16k-mono.wav"
 
 
 @dataclass(frozen=True)
@@ -127,12 +128,14 @@ def run_episode(
 ) -> EpisodeResult:
     """Transcribe (and score) one episode; nothing is written to ``out_dir`` unless all succeed."""
     # Imported here: torch and whisper load only when transcription really starts.
+    from pipeline.models import resolve_model
     from pipeline.transcribe import TranscribeOptions, load_model, transcribe_chunks
 
     started = time.perf_counter()
     options = transcribe_options or TranscribeOptions()
-    loaded = load_model(options)  # unknown model or device fails before any audio work
+    resolve_model(options.model)  # an unknown model fails before any audio work (no torch yet)
     manifest = prepare_episode(source, episode_id, audio_root, chunk_options)
+    loaded = load_model(options)
     if on_chunks_ready is not None:
         on_chunks_ready(manifest)
     total = len(manifest.chunks)

@@ -5,7 +5,7 @@ tests and the demo never need espeak-ng; this script documents exactly how they 
 
 Outputs:
 - tests/fixtures/speech.ogg + speech.txt: ~6 s, one voice, two sentences.
-- tests/fixtures/episode.mp3 + episode.txt: ~70 s, two voices, sentences separated by
+- tests/fixtures/episode.mp3 + episode.txt: ~48 s, two voices, sentences separated by
   silences of different lengths, opened by a 2 s tone (a "jingle"): several 30 s chunks.
 - pipeline/data/demo/episode-<n>.mp3 + episode-<n>.txt: the bundled demo episodes.
 """
@@ -43,7 +43,11 @@ EPISODE = [
 DEMO_EPISODES = [
     [
         ("en-us", "Hello and welcome to the podscribe demo. This is episode one.", 0.8),
-        ("en-gb", "In this episode we explain how a transcript is checked against a reference.", 1.0),
+        (
+            "en-gb",
+            "In this episode we explain how a transcript is checked against a reference.",
+            1.0,
+        ),
         ("en-us", "Every word the model gets wrong is counted, chunk by chunk.", 0.7),
         ("en-gb", "Thank you for listening, and see you next time.", 0.0),
     ],
@@ -76,8 +80,17 @@ def build(parts: list[tuple[str, str, float]], out: Path, jingle_s: float = 0.0)
         pieces: list[Path] = []
         if jingle_s:
             tone = tmp / "tone.wav"
-            ffmpeg("-f", "lavfi", "-i", f"sine=frequency=660:duration={jingle_s}:sample_rate={RATE}",
-                   "-af", "volume=0.3", "-ac", "1", tone.as_posix())
+            ffmpeg(
+                "-f",
+                "lavfi",
+                "-i",
+                f"sine=frequency=660:duration={jingle_s}:sample_rate={RATE}",
+                "-af",
+                "volume=0.3",
+                "-ac",
+                "1",
+                tone.as_posix(),
+            )
             pieces.append(tone)
             pieces.append(silence(tmp, 0.7))
         for i, (voice, text, pause) in enumerate(parts):
@@ -90,7 +103,18 @@ def build(parts: list[tuple[str, str, float]], out: Path, jingle_s: float = 0.0)
                 pieces.append(silence(tmp, pause))
         listing = tmp / "list.txt"
         listing.write_text("".join(f"file '{p.as_posix()}'\n" for p in pieces))
-        args = ["-f", "concat", "-safe", "0", "-i", listing.as_posix(), "-ar", str(RATE), "-ac", "1"]
+        args = [
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            listing.as_posix(),
+            "-ar",
+            str(RATE),
+            "-ac",
+            "1",
+        ]
         if out.suffix == ".mp3":
             args += ["-c:a", "libmp3lame", "-b:a", "32k"]
         elif out.suffix == ".ogg":
@@ -102,7 +126,9 @@ def build(parts: list[tuple[str, str, float]], out: Path, jingle_s: float = 0.0)
 def silence(tmp: Path, seconds: float) -> Path:
     out = tmp / f"sil{seconds}.wav"
     if not out.exists():
-        ffmpeg("-f", "lavfi", "-i", f"anullsrc=r={RATE}:cl=mono", "-t", str(seconds), out.as_posix())
+        ffmpeg(
+            "-f", "lavfi", "-i", f"anullsrc=r={RATE}:cl=mono", "-t", str(seconds), out.as_posix()
+        )
     return out
 
 
