@@ -231,6 +231,11 @@ def demo(
     out.print(f"Transcripts (.txt .srt .vtt .json) and score.json are in {transcripts_root}/.")
 
 
+from pipeline.cli_feeds import register as _reg_feeds  # noqa: E402 - commands live beside
+
+_reg_feeds(app)
+
+
 def main() -> None:
     """Entry point: run the app, turning podscribe's errors into one clean line."""
     try:
