@@ -23,6 +23,7 @@ from pipeline.types import Chunk, ChunkTranscript, ModelInfo, Segment
 DEVICES = ("auto", "cpu", "cuda")
 # Whisper's own defaults for deciding that a decode failed and a hotter one should be tried.
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+MAX_BATCH_SIZE = 256  # windows per forward pass; more only costs memory
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6
     # Optional text (names, jargon) given to the decoder as context for every chunk.
     initial_prompt: str | None = None
+    # Chunk windows decoded together by `transcribe_chunks` (pipeline/batch.py); 1 decodes each
+    # chunk alone with whisper.transcribe; 0 picks a size from free GPU memory (8 on CPU).
+    # A chunk's text does not depend on it (see BENCHMARKS.md for the floating-point caveat).
+    batch_size: int = 8
 
     def __post_init__(self) -> None:
         if not self.model.strip():
@@ -67,6 +72,11 @@ class TranscribeOptions:
                 f"temperatures must be a non-empty rising list within [0, 2], not {temps}"
             )
         object.__setattr__(self, "temperatures", temps)
+        if not 0 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise OptionsError(
+                f"batch_size must be between 1 and {MAX_BATCH_SIZE} (or 0: automatic), "
+                f"not {self.batch_size}"
+            )
         if self.model.endswith(".en") and self.language not in ("en", None):
             raise OptionsError(f"model {self.model} is English-only: language must be 'en'")
 
@@ -189,8 +199,20 @@ def transcribe_chunks(
     on_done: Callable[[ChunkTranscript], None] | None = None,
     loaded: LoadedModel | None = None,
 ) -> list[ChunkTranscript]:
-    """Transcribe chunks in order, calling ``on_done`` after each (for progress bars)."""
+    """Transcribe chunks, calling ``on_done`` as each finishes (for progress bars).
+
+    With ``options.batch_size`` other than 1, chunk windows are decoded in batches
+    (``pipeline.batch``); results come back in chunk order either way.
+    """
     loaded = loaded or load_model(options)
+    # Beam search and per-chunk language detection stay on whisper.transcribe's path.
+    batchable = options.beam_size is None and (
+        options.language is not None or not loaded.model.is_multilingual
+    )
+    if options.batch_size != 1 and batchable:
+        from pipeline.batch import transcribe_chunks_batched
+
+        return transcribe_chunks_batched(chunks, options, on_done=on_done, loaded=loaded)
     results = []
     for chunk in chunks:
         result = transcribe_chunk(chunk, options, loaded)

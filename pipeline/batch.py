@@ -1,0 +1,685 @@
+"""Batched openai-whisper decoding: several chunk windows per encoder and decoder pass.
+
+Each chunk is at most 30 s, so each window is its own padded 30 s log-mel and every window in a
+batch starts from the same SOT sequence: no left padding, one encoder call, one decoder call per
+token for the whole batch (Whisper's own ``DecodingTask`` with its KV cache). Three changes to
+that task make batching pay on a CPU, where the per-token Python work dominates:
+
+- ``ApplyTimestampRules`` loops over the batch in Python at every token; ``apply_timestamp_rules``
+  does the same masking with a few tensor ops (tests check it gives identical logits);
+- a greedy decode drops sequences that reached EOT from the batch (and from the KV cache), so a
+  long window does not drag finished ones through every step;
+- windows are scheduled, not chunks: when Whisper stops a window early on a "continue from here"
+  timestamp, the rest of that chunk becomes a new window that joins the next batch (the seek
+  logic of ``whisper.transcribe``, which single-pass batch decoding lacks: ../shared/eval).
+
+A window that fails Whisper's thresholds at temperature 0 is redone alone with the seeded
+fallback ladder, and a chunk's segments depend only on its own windows: what else was in the
+batch does not change its text, up to floating-point differences between batch shapes
+(BENCHMARKS.md measures them).
+
+``transcribe_chunks_batched`` serves the CLI; ``MicroBatcher`` lets one task per chunk (Prefect)
+share batches: concurrent ``submit`` calls within a short window are decoded together.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from whisper.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+from whisper.audio import SAMPLE_RATE as WHISPER_SAMPLE_RATE
+from whisper.decoding import (
+    ApplyTimestampRules,
+    DecodingOptions,
+    DecodingResult,
+    DecodingTask,
+    GreedyDecoder,
+    LogitFilter,
+)
+from whisper.tokenizer import Tokenizer, get_tokenizer
+
+from pipeline.audio import read_wav_samples
+from pipeline.errors import TranscriptionError
+from pipeline.transcribe import (
+    LoadedModel,
+    TranscribeOptions,
+    load_model,
+    segments_from_whisper,
+)
+from pipeline.types import Chunk, ChunkTranscript
+
+# Largest automatic batch: beyond it the per-step cost grows with no fewer steps to save.
+MAX_AUTO_BATCH = 64
+DEFAULT_CPU_BATCH = 8
+
+# --------------------------------------------------------------------------------------------
+# Timestamp rules, vectorised
+
+
+def apply_timestamp_rules(
+    logits: torch.Tensor,
+    tokens: torch.Tensor,
+    *,
+    sample_begin: int,
+    timestamp_begin: int,
+    eot: int,
+    no_timestamps: int | None,
+    max_initial_timestamp_index: int | None,
+) -> None:
+    """Whisper's ``ApplyTimestampRules.apply`` for a whole batch at once, in place.
+
+    Same rules, row by row: timestamps come in pairs except right before EOT; they never
+    decrease and each segment has a nonzero length; the first token is a timestamp no later
+    than ``max_initial_timestamp_index``; and when the timestamps together are likelier than
+    any text token, a timestamp must come next.
+    """
+    neg_inf = -math.inf
+    if no_timestamps is not None:
+        logits[:, no_timestamps] = neg_inf
+    sampled = tokens[:, sample_begin:]
+    n_rows, n_sampled = sampled.shape
+    cols = torch.arange(logits.shape[-1], device=logits.device)
+    if n_sampled > 0:
+        is_ts = sampled >= timestamp_begin
+        last_ts = is_ts[:, -1]
+        penult_ts = is_ts[:, -2] if n_sampled >= 2 else torch.ones_like(last_ts)
+        # After a pair (or a lone opening timestamp) text must follow; after text+timestamp,
+        # another timestamp or EOT must.
+        no_ts = (last_ts & penult_ts)[:, None] & (cols >= timestamp_begin)[None, :]
+        no_text = (last_ts & ~penult_ts)[:, None] & (cols < eot)[None, :]
+        # The last timestamp sampled so far: timestamps never decrease, so it bounds the next.
+        has_ts = is_ts.any(dim=1)
+        positions = torch.arange(n_sampled, device=tokens.device).expand(n_rows, -1)
+        last_pos = torch.where(is_ts, positions, -1).amax(dim=1).clamp(min=0)
+        last_value = sampled.gather(1, last_pos[:, None])[:, 0]
+        upper = last_value + (~(last_ts & ~penult_ts)).long()
+        below = (cols[None, :] >= timestamp_begin) & (cols[None, :] < upper[:, None])
+        below &= has_ts[:, None]
+        logits.masked_fill_(no_ts | no_text | below, neg_inf)
+    else:
+        # The first sampled token must be a timestamp, and an early one.
+        logits[:, :timestamp_begin] = neg_inf
+        if max_initial_timestamp_index is not None:
+            logits[:, timestamp_begin + max_initial_timestamp_index + 1 :] = neg_inf
+    logprobs = F.log_softmax(logits.float(), dim=-1)
+    timestamp_logprob = logprobs[:, timestamp_begin:].logsumexp(dim=-1)
+    max_text_logprob = logprobs[:, :timestamp_begin].max(dim=-1).values
+    force_ts = timestamp_logprob > max_text_logprob
+    logits.masked_fill_(force_ts[:, None] & (cols < timestamp_begin)[None, :], neg_inf)
+
+
+class VectorTimestampRules(LogitFilter):
+    """Drop-in replacement for whisper's ``ApplyTimestampRules`` (same constructor)."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, sample_begin: int, max_initial_timestamp_index: int | None
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.sample_begin = sample_begin
+        self.max_initial_timestamp_index = max_initial_timestamp_index
+
+    def apply(self, logits: torch.Tensor, tokens: torch.Tensor) -> None:
+        apply_timestamp_rules(
+            logits,
+            tokens,
+            sample_begin=self.sample_begin,
+            timestamp_begin=self.tokenizer.timestamp_begin,
+            eot=self.tokenizer.eot,
+            no_timestamps=self.tokenizer.no_timestamps,
+            max_initial_timestamp_index=self.max_initial_timestamp_index,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# A DecodingTask for batches
+
+
+class BatchDecodingTask(DecodingTask):
+    """Whisper's ``DecodingTask`` with vectorised timestamp rules and finished rows dropped."""
+
+    def __init__(self, model: Any, options: DecodingOptions) -> None:
+        super().__init__(model, options)
+        self.logit_filters = [
+            VectorTimestampRules(f.tokenizer, f.sample_begin, f.max_initial_timestamp_index)
+            if isinstance(f, ApplyTimestampRules)
+            else f
+            for f in self.logit_filters
+        ]
+
+    def _main_loop(self, audio_features: torch.Tensor, tokens: torch.Tensor) -> Any:
+        if not isinstance(self.decoder, GreedyDecoder):
+            return super()._main_loop(audio_features, tokens)  # beams keep their groups
+        return self._greedy_loop(audio_features, tokens)
+
+    def _greedy_loop(self, audio_features: torch.Tensor, tokens: torch.Tensor) -> Any:
+        # The same steps as DecodingTask._main_loop; rows are only ever dropped once their last
+        # token is EOT, after which the greedy decoder would append EOT forever (and add 0 to
+        # their log-probability), so the result equals the undropped loop's.
+        eot = self.tokenizer.eot
+        n_batch = tokens.shape[0]
+        rows = torch.arange(n_batch)  # original row of each live row
+        sum_logprobs = torch.zeros(n_batch, device=audio_features.device)
+        live_sums = sum_logprobs.clone()
+        finished: list[torch.Tensor | None] = [None] * n_batch
+        no_speech_probs = [np.nan] * n_batch
+        try:
+            for i in range(self.sample_len):
+                logits = self.inference.logits(tokens, audio_features)
+                if i == 0 and self.tokenizer.no_speech is not None:
+                    probs_at_sot = logits[:, self.sot_index].float().softmax(dim=-1)
+                    no_speech_probs = probs_at_sot[:, self.tokenizer.no_speech].tolist()
+                logits = logits[:, -1]
+                for logit_filter in self.logit_filters:
+                    logit_filter.apply(logits, tokens)
+                tokens, completed = self.decoder.update(tokens, logits, live_sums)
+                if completed or tokens.shape[-1] > self.n_ctx:
+                    break
+                done = tokens[:, -1] == eot
+                if bool(done.any()):
+                    for j in done.nonzero()[:, 0].tolist():
+                        finished[int(rows[j])] = tokens[j]
+                        sum_logprobs[rows[j]] = live_sums[j]
+                    keep = (~done).nonzero()[:, 0]
+                    rows, tokens, live_sums = rows[keep], tokens[keep], live_sums[keep]
+                    audio_features = audio_features[keep.to(audio_features.device)]
+                    self._keep_cache_rows(keep)
+        finally:
+            self.inference.cleanup_caching()
+        for j, row in enumerate(rows.tolist()):
+            finished[row] = tokens[j]
+            sum_logprobs[row] = live_sums[j]
+        width = max(int(t.shape[0]) for t in finished if t is not None)
+        out = torch.stack([F.pad(t, (0, width - t.shape[0]), value=eot) for t in finished])
+        return out, sum_logprobs, no_speech_probs
+
+    def _keep_cache_rows(self, keep: torch.Tensor) -> None:
+        # Self- and cross-attention caches alike (whisper's rearrange_kv_cache touches only
+        # self-attention, which is enough for beams but not for dropping rows).
+        cache = self.inference.kv_cache  # type: ignore[attr-defined]
+        for module, value in cache.items():
+            cache[module] = value[keep.to(value.device)]
+
+
+def decode_batch(model: Any, mels: torch.Tensor, options: DecodingOptions) -> list[DecodingResult]:
+    """Decode a batch of 30 s log-mel windows, shape (n, n_mels, 3000), with one options value."""
+    with torch.inference_mode():
+        return BatchDecodingTask(model, options).run(mels)
+
+
+# --------------------------------------------------------------------------------------------
+# Chunks as windows: whisper.transcribe's seek logic, one window at a time
+
+
+@dataclass
+class _ChunkState:
+    """One chunk in flight: its mel, how far it has been decoded, and what it produced."""
+
+    chunk: Chunk
+    mel: torch.Tensor  # (n_mels, content_frames + N_FRAMES), on the model's device
+    content_frames: int
+    future: Future | None = None
+    seek: int = 0
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    all_tokens: list[int] = field(default_factory=list)
+    prompt_reset_since: int = 0
+    elapsed_s: float = 0.0  # this chunk's share of the batches it ran in, plus its fallbacks
+    windows: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.seek >= self.content_frames
+
+    def segment_size(self) -> int:
+        return min(N_FRAMES, self.content_frames - self.seek)
+
+    def window_mel(self) -> torch.Tensor:
+        seg = self.mel[:, self.seek : self.seek + self.segment_size()]
+        return pad_or_trim(seg, N_FRAMES)
+
+
+class BatchTranscriber:
+    """Decodes chunk windows in batches for one model and one set of options."""
+
+    def __init__(self, options: TranscribeOptions, loaded: LoadedModel | None = None) -> None:
+        self.options = options
+        self.loaded = loaded or load_model(options)
+        self.model = self.loaded.model
+        fp16 = options.fp16 if options.fp16 is not None else self.loaded.device == "cuda"
+        self.fp16 = bool(fp16) and self.loaded.device == "cuda"
+        self.dtype = torch.float16 if self.fp16 else torch.float32
+        self.language = options.language or ("en" if not self.model.is_multilingual else None)
+        if self.language is None:
+            raise TranscriptionError(
+                "batched decoding needs a language (language detection runs per chunk): "
+                "set language, or use batch_size=1"
+            )
+        self.tokenizer = get_tokenizer(
+            self.model.is_multilingual,
+            num_languages=self.model.num_languages,
+            language=self.language,
+            task="transcribe",
+        )
+        self.initial_prompt_tokens = (
+            self.tokenizer.encode(" " + options.initial_prompt.strip())
+            if options.initial_prompt
+            else []
+        )
+        self.input_stride = N_FRAMES // self.model.dims.n_audio_ctx  # mel frames per token: 2
+        self.time_precision = self.input_stride * HOP_LENGTH / WHISPER_SAMPLE_RATE  # 0.02 s
+        self.batch_size = resolve_batch_size(options.batch_size, self.loaded)
+        self.result_options = options.to_dict() | {
+            "resolved_device": self.loaded.device,
+            "batch_size": self.batch_size,
+        }
+
+    # -- chunks in and out ---------------------------------------------------------------
+
+    def start(self, chunk: Chunk, future: Future | None = None) -> _ChunkState:
+        """Read a chunk's samples and compute its padded log-mel (on the model's device)."""
+        try:
+            samples = read_wav_samples(chunk.path)
+        except OSError as exc:
+            raise TranscriptionError(
+                f"cannot read chunk {chunk.index} ({chunk.path}): {exc}"
+            ) from exc
+        device = self.loaded.device
+        # As whisper.transcribe: 30 s of zeros after the audio, so every window slices cleanly.
+        mel = log_mel_spectrogram(
+            torch.from_numpy(samples), self.model.dims.n_mels, padding=N_SAMPLES, device=device
+        )
+        state = _ChunkState(chunk, mel, content_frames=mel.shape[-1] - N_FRAMES, future=future)
+        state.all_tokens = list(self.initial_prompt_tokens)
+        return state
+
+    def finish(self, state: _ChunkState) -> ChunkTranscript:
+        """The chunk's segments in episode time, as ``transcribe_chunk`` returns them."""
+        return ChunkTranscript(
+            chunk_index=state.chunk.index,
+            chunk_sha256=state.chunk.sha256,
+            start_s=state.chunk.start_s,
+            end_s=state.chunk.end_s,
+            segments=segments_from_whisper(state.segments, state.chunk),
+            model=self.loaded.info,
+            options=self.result_options,
+            elapsed_s=round(state.elapsed_s, 4),
+        )
+
+    # -- decoding ------------------------------------------------------------------------
+
+    def prompt_of(self, state: _ChunkState) -> tuple[int, ...]:
+        """The prompt tokens of a chunk's next window (windows in a batch must share it)."""
+        return tuple(state.all_tokens[state.prompt_reset_since :])
+
+    def _decoding_options(self, temperature: float, prompt: tuple[int, ...]) -> DecodingOptions:
+        beam = self.options.beam_size if temperature == 0 else None
+        return DecodingOptions(
+            task="transcribe",
+            language=self.language,
+            temperature=temperature,
+            beam_size=beam,
+            prompt=list(prompt) or None,
+            fp16=self.fp16,
+        )
+
+    def _needs_fallback(self, result: DecodingResult) -> bool:
+        o = self.options
+        failed = (
+            o.compression_ratio_threshold is not None
+            and result.compression_ratio > o.compression_ratio_threshold
+        ) or (o.logprob_threshold is not None and result.avg_logprob < o.logprob_threshold)
+        silent = (
+            o.no_speech_threshold is not None
+            and result.no_speech_prob > o.no_speech_threshold
+            and o.logprob_threshold is not None
+            and result.avg_logprob < o.logprob_threshold
+        )
+        return failed and not silent
+
+    def _decode_with_fallback(self, state: _ChunkState) -> DecodingResult:
+        # Whisper's fallback ladder for one window, alone and seeded, so that the sampled
+        # decodes depend only on this window (never on batch mates or on chunk order).
+        torch.manual_seed(self.options.seed)
+        mel = state.window_mel()[None].to(self.dtype)
+        prompt = self.prompt_of(state)
+        result = None
+        for t in self.options.temperatures:
+            result = decode_batch(self.model, mel, self._decoding_options(t, prompt))[0]
+            if not self._needs_fallback(result):
+                break
+        assert result is not None
+        return result
+
+    def run_batch(self, states: Sequence[_ChunkState]) -> None:
+        """Decode the next window of each state (all sharing one prompt) and advance them."""
+        started = time.perf_counter()
+        prompt = self.prompt_of(states[0])
+        first_t = self.options.temperatures[0]
+        if first_t == 0:
+            mels = torch.stack([s.window_mel() for s in states]).to(self.dtype)
+            results = decode_batch(self.model, mels, self._decoding_options(0.0, prompt))
+        else:  # sampling from the first try: every window alone, seeded
+            results = [self._decode_with_fallback(s) for s in states]
+        share = (time.perf_counter() - started) / len(states)
+        for state, result in zip(states, results, strict=True):
+            t0 = time.perf_counter()
+            if first_t == 0 and self._needs_fallback(result) and len(self.options.temperatures) > 1:
+                result = self._decode_with_fallback(state)
+            self._advance(state, result)
+            state.elapsed_s += share + (time.perf_counter() - t0)
+            state.windows += 1
+
+    def _advance(self, state: _ChunkState, result: DecodingResult) -> None:
+        # whisper.transcribe's loop body (word timestamps off), for one window.
+        o = self.options
+        segment_size = state.segment_size()
+        if o.no_speech_threshold is not None:
+            should_skip = result.no_speech_prob > o.no_speech_threshold
+            if o.logprob_threshold is not None and result.avg_logprob > o.logprob_threshold:
+                should_skip = False  # confident text despite the no-speech probability
+            if should_skip:
+                state.seek += segment_size
+                return
+        new = self._segments(state, result, segment_size)
+        for seg in new:  # an instantaneous or empty segment is kept but cleared
+            if seg["start"] == seg["end"] or not seg["text"].strip():
+                seg["text"], seg["tokens"] = "", []
+        state.segments.extend(new)
+        state.all_tokens.extend(t for seg in new for t in seg["tokens"])
+        if not o.condition_on_previous_text or result.temperature > 0.5:
+            state.prompt_reset_since = len(state.all_tokens)
+
+    def _segments(
+        self, state: _ChunkState, result: DecodingResult, segment_size: int
+    ) -> list[dict[str, Any]]:
+        """Split a window's tokens into segments and move the chunk's seek, as transcribe does."""
+        tokens = list(result.tokens)
+        tb = self.tokenizer.timestamp_begin
+        time_offset = state.seek * HOP_LENGTH / WHISPER_SAMPLE_RATE
+        is_ts = [t >= tb for t in tokens]
+        single_timestamp_ending = is_ts[-2:] == [False, True]
+        consecutive = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+        segments = []
+        if consecutive:
+            slices = consecutive + ([len(tokens)] if single_timestamp_ending else [])
+            last = 0
+            for current in slices:
+                part = tokens[last:current]
+                segments.append(
+                    self._segment(
+                        time_offset + (part[0] - tb) * self.time_precision,
+                        time_offset + (part[-1] - tb) * self.time_precision,
+                        part,
+                        result,
+                    )
+                )
+                last = current
+            if single_timestamp_ending:
+                state.seek += segment_size  # no speech after the last timestamp
+            else:
+                # Whisper stopped early: the rest of the chunk is decoded in a later window.
+                state.seek += (tokens[last - 1] - tb) * self.input_stride
+        else:
+            duration = segment_size * HOP_LENGTH / WHISPER_SAMPLE_RATE
+            timestamps = [t for t in tokens if t >= tb]
+            if timestamps and timestamps[-1] != tb:
+                duration = (timestamps[-1] - tb) * self.time_precision
+            segments.append(self._segment(time_offset, time_offset + duration, tokens, result))
+            state.seek += segment_size
+        return segments
+
+    def _segment(
+        self, start: float, end: float, tokens: list[int], result: DecodingResult
+    ) -> dict[str, Any]:
+        return {
+            "start": start,
+            "end": end,
+            "text": self.tokenizer.decode([t for t in tokens if t < self.tokenizer.eot]),
+            "tokens": tokens,
+            "temperature": result.temperature,
+            "avg_logprob": result.avg_logprob,
+            "compression_ratio": result.compression_ratio,
+            "no_speech_prob": result.no_speech_prob,
+        }
+
+    def next_batch(self, pending: deque[_ChunkState]) -> list[_ChunkState]:
+        """Take up to batch_size states that share the first one's prompt, in queue order."""
+        if not pending:
+            return []
+        prompt = self.prompt_of(pending[0])
+        batch, rest = [], deque()
+        while pending:
+            state = pending.popleft()
+            if len(batch) < self.batch_size and self.prompt_of(state) == prompt:
+                batch.append(state)
+            else:
+                rest.append(state)
+        pending.extend(rest)
+        return batch
+
+
+# --------------------------------------------------------------------------------------------
+# Batch size
+
+
+def resolve_batch_size(batch_size: int, loaded: LoadedModel) -> int:
+    """``batch_size``, or (0: automatic) a size that fits the device's free memory."""
+    if batch_size > 0:
+        return batch_size
+    if loaded.device != "cuda":
+        return DEFAULT_CPU_BATCH
+    free, _total = torch.cuda.mem_get_info()
+    return auto_batch_size(free, loaded.model.dims, fp16=True)
+
+
+def auto_batch_size(free_bytes: int, dims: Any, fp16: bool = True) -> int:
+    """How many 30 s windows fit in ``free_bytes``: a generous per-window estimate, half the
+    free memory, at most MAX_AUTO_BATCH."""
+    width = 2 if fp16 else 4
+    ctx, state = dims.n_audio_ctx, dims.n_audio_state
+    # Encoder activations (the MLP's 4x expansion and the attention inputs, a few at a time),
+    # the decoder's cross-attention cache (keys and values per layer) and the logits.
+    encoder = ctx * state * width * 12
+    cache = 2 * dims.n_text_layer * ctx * dims.n_text_state * width
+    logits = dims.n_vocab * 4 * 4
+    per_window = encoder + cache + logits
+    return max(1, min(MAX_AUTO_BATCH, int(free_bytes * 0.5 // per_window)))
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+
+
+def transcribe_chunks_batched(
+    chunks: Sequence[Chunk],
+    options: TranscribeOptions,
+    batch_size: int | None = None,
+    on_done: Callable[[ChunkTranscript], None] | None = None,
+    loaded: LoadedModel | None = None,
+) -> list[ChunkTranscript]:
+    """Transcribe chunks in batches; results in chunk order, ``on_done`` as each chunk ends."""
+    if batch_size is not None and batch_size != options.batch_size:
+        options = _with_batch_size(options, batch_size)
+    engine = BatchTranscriber(options, loaded)
+    results: dict[int, ChunkTranscript] = {}
+    todo = deque(enumerate(chunks))
+    pending: deque[_ChunkState] = deque()  # remainders first: they finish their chunks
+    order: dict[int, int] = {}
+    while todo or pending:
+        while todo and len(pending) < engine.batch_size:
+            pos, chunk = todo.popleft()
+            state = engine.start(chunk)
+            order[id(state)] = pos
+            pending.append(state)
+        batch = engine.next_batch(pending)
+        engine.run_batch(batch)
+        unfinished = []
+        for state in batch:
+            if state.done:
+                result = engine.finish(state)
+                results[order.pop(id(state))] = result
+                if on_done is not None:
+                    on_done(result)
+            else:
+                unfinished.append(state)
+        pending.extendleft(reversed(unfinished))
+    return [results[i] for i in range(len(chunks))]
+
+
+def _with_batch_size(options: TranscribeOptions, batch_size: int) -> TranscribeOptions:
+    import dataclasses
+
+    return dataclasses.replace(options, batch_size=batch_size)
+
+
+@dataclass
+class _Request:
+    chunk: Chunk
+    options: TranscribeOptions
+    future: Future
+
+
+class MicroBatcher:
+    """Groups chunks that concurrent callers submit into batches, decoded by one worker thread.
+
+    ``submit`` returns at once with a future; requests that arrive within ``max_wait_s`` of the
+    first waiting one are decoded together (up to the options' batch size). Requests with
+    different options never share a batch. Use one per process (``shared_batcher``).
+    """
+
+    def __init__(self, max_wait_s: float = 0.05) -> None:
+        self.max_wait_s = max_wait_s
+        self._requests: queue.Queue[_Request | None] = queue.Queue()
+        self._engines: dict[TranscribeOptions, BatchTranscriber] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._worker = threading.Thread(target=self._run, name="podscribe-batcher", daemon=True)
+        self._worker.start()
+
+    def submit(self, chunk: Chunk, options: TranscribeOptions) -> Future[ChunkTranscript]:
+        """Queue one chunk; the future holds its ``ChunkTranscript`` (or the error)."""
+        future: Future[ChunkTranscript] = Future()
+        with self._lock:
+            if self._closed:
+                raise TranscriptionError("the micro-batcher is closed")
+            self._requests.put(_Request(chunk, options, future))
+        return future
+
+    def close(self) -> None:
+        """Finish what was submitted, then stop the worker."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._requests.put(None)
+        self._worker.join()
+
+    def __enter__(self) -> MicroBatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- worker ------------------------------------------------------------------------
+
+    def _engine(self, options: TranscribeOptions) -> BatchTranscriber:
+        if options not in self._engines:
+            self._engines[options] = BatchTranscriber(options)  # models caches loaded weights
+        return self._engines[options]
+
+    def _gather(self, block: bool) -> tuple[list[_Request], bool]:
+        """New requests: wait for one if ``block``, then for more until max_wait_s passes."""
+        got: list[_Request] = []
+        stop = False
+        deadline = None
+        while True:
+            timeout = None if block and not got else 0.0
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.perf_counter())
+            try:
+                item = self._requests.get(timeout=timeout) if timeout != 0.0 else (
+                    self._requests.get_nowait()
+                )
+            except queue.Empty:
+                return got, stop
+            if item is None:
+                stop = True
+                return got, stop
+            got.append(item)
+            if deadline is None:
+                deadline = time.perf_counter() + self.max_wait_s
+            if len(got) >= max(1, item.options.batch_size or DEFAULT_CPU_BATCH):
+                return got, stop
+
+    def _run(self) -> None:
+        pending: dict[TranscribeOptions, deque[_ChunkState]] = {}
+        stopping = False
+        while True:
+            idle = not any(pending.values())
+            if not stopping:
+                new, stopping = self._gather(block=idle)
+                for req in new:
+                    if not req.future.set_running_or_notify_cancel():
+                        continue
+                    try:
+                        engine = self._engine(req.options)
+                        state = engine.start(req.chunk, req.future)
+                    except Exception as exc:  # noqa: BLE001 - handed to the caller's future
+                        req.future.set_exception(exc)
+                        continue
+                    pending.setdefault(req.options, deque()).append(state)
+            if not any(pending.values()):
+                if stopping:
+                    return
+                continue
+            options = next(o for o, q in pending.items() if q)
+            self._step(self._engines[options], pending[options])
+
+    def _step(self, engine: BatchTranscriber, pending: deque[_ChunkState]) -> None:
+        batch = engine.next_batch(pending)
+        try:
+            engine.run_batch(batch)
+        except Exception as exc:  # noqa: BLE001 - every caller in the batch gets the error
+            for state in batch:
+                assert state.future is not None
+                state.future.set_exception(
+                    TranscriptionError(
+                        f"Whisper failed on chunk {state.chunk.index} ({state.chunk.path.name}): "
+                        f"{exc}"
+                    )
+                )
+            return
+        for state in batch:
+            assert state.future is not None
+            if state.done:
+                try:
+                    state.future.set_result(engine.finish(state))
+                except Exception as exc:  # noqa: BLE001
+                    state.future.set_exception(exc)
+            else:
+                pending.appendleft(state)
+
+
+_SHARED: MicroBatcher | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_batcher(max_wait_s: float = 0.05) -> MicroBatcher:
+    """The process-wide micro-batcher (made on first use): one task per chunk calls
+    ``shared_batcher().submit(chunk, options).result()``."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            _SHARED = MicroBatcher(max_wait_s=max_wait_s)
+        return _SHARED
+
