@@ -57,6 +57,13 @@ def transcribe(
     beam_size: Annotated[
         int | None, typer.Option(help="Beam search width [default: greedy].")
     ] = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair/--no-repair",
+            help="Transcribe chunks flagged by the quality checks once more (beam 5).",
+        ),
+    ] = True,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON summary as the last line.")
     ] = False,
@@ -65,6 +72,7 @@ def transcribe(
     from pipeline.chunk import ChunkOptions
     from pipeline.episode import run_episode
     from pipeline.reference import read_reference
+    from pipeline.repair import RepairPolicy
     from pipeline.transcribe import TranscribeOptions
 
     options = TranscribeOptions(model=model, device=device, beam_size=beam_size)
@@ -104,6 +112,7 @@ def transcribe(
             out_dir=out_dir,
             on_chunk=on_chunk,
             on_chunks_ready=on_ready,
+            repair_policy=RepairPolicy(enabled=repair),
         )
     score = result.score
     err.print(
@@ -122,6 +131,13 @@ def transcribe(
             "chunks": result.chunks,
             "out": str(result.out_dir),
             "model": result.transcript.chunks[0].model.name if result.transcript.chunks else model,
+            "run_id": result.run_id,
+            "flagged": {
+                str(f.chunk_index): list(f.names) for f in result.quality.flagged()
+            } if result.quality else {},
+            "repaired": [r.chunk_index for r in result.quality.repairs if r.kept == "retry"]
+            if result.quality else [],
+            "report": str(result.out_dir / "report.html"),
         }
         print(json.dumps(summary))
 
@@ -234,6 +250,10 @@ def demo(
 from pipeline.cli_feeds import register as _reg_feeds  # noqa: E402 - commands live beside
 
 _reg_feeds(app)
+
+from pipeline.cli_quality import register as _reg_quality  # noqa: E402 - commands live beside
+
+_reg_quality(app)
 
 
 def main() -> None:

@@ -15,9 +15,25 @@ from typing import Any
 from pipeline.audio import decode_audio
 from pipeline.chunk import ChunkOptions, chunk_audio
 from pipeline.fetch import episode_id_for, fetch_source
+from pipeline.history import HISTORY_NAME, append_record, make_record, new_run_id
+from pipeline.quality import QualityReport, assess_chunks
 from pipeline.reference import Reference
+from pipeline.report import (
+    QUALITY_NAME,
+    REFERENCE_NAME,
+    REPORT_NAME,
+    RUN_NAME,
+    ReportInput,
+    flags_by_chunk,
+    render_html_report,
+)
 from pipeline.score import score_transcript
-from pipeline.store import DEFAULT_AUDIO_ROOT, DEFAULT_TRANSCRIPTS_ROOT, write_json_atomic
+from pipeline.store import (
+    DEFAULT_AUDIO_ROOT,
+    DEFAULT_TRANSCRIPTS_ROOT,
+    write_json_atomic,
+    write_text_atomic,
+)
 from pipeline.transcript import merge_transcripts, write_transcript
 from pipeline.types import ChunkManifest, ChunkTranscript, Score, Transcript, to_dict
 from pipeline.version import code_version
@@ -38,6 +54,8 @@ class EpisodeResult:
     elapsed_s: float  # whole run: fetch, decode, chunk, transcribe, score, write
     transcript: Transcript
     score: Score | None
+    quality: QualityReport | None = None  # reference-free signals, flags and repairs
+    run_id: str | None = None  # this run's line in transcripts/history.jsonl
 
     @property
     def rtfx(self) -> float:
@@ -81,18 +99,54 @@ def finish_episode(
     chunk_transcripts: Sequence[ChunkTranscript],
     reference: Reference | None,
     out_dir: Path,
+    *,
+    quality: QualityReport | None = None,
+    elapsed_s: float | None = None,
+    feed: str | None = None,
+    history_path: Path | None = None,
+    run_id: str | None = None,
 ) -> tuple[Transcript, Score | None, dict[str, Path]]:
-    """Merge, score (when there is a reference) and write the episode's outputs atomically."""
+    """Merge, score, flag, write the outputs and report atomically, and record the run.
+
+    ``quality`` comes from the repair step when it ran; otherwise the chunks are assessed
+    here. ``elapsed_s`` (wall time so far) gives the report its RTFx. The run is appended to
+    ``history_path`` (default: ``history.jsonl`` beside ``out_dir``) after every file is written.
+    """
+    out_dir = Path(out_dir)
     transcript = merge_transcripts(
         manifest.episode_id,
         manifest.audio.duration_s,
         chunk_transcripts,
         build_provenance(manifest, chunk_transcripts),
     )
-    # Score before writing anything: a scoring failure must not leave new files beside old ones.
+    # Score, assess and render before writing anything: a failure in any of them must not
+    # leave new files beside old ones.
     score = score_transcript(transcript, reference.text) if reference is not None else None
+    if quality is None:
+        quality = assess_chunks(manifest.episode_id, manifest.chunks, transcript.chunks)
+    run_id = run_id or new_run_id()
+    report_input = ReportInput(
+        transcript, score, quality, reference.text if reference else None, elapsed_s, run_id
+    )
+    report_html = render_html_report(report_input)
     files = write_transcript(transcript, out_dir)
     files["score.json"] = write_score(out_dir / "score.json", transcript, score, reference)
+    files[QUALITY_NAME] = write_json_atomic(out_dir / QUALITY_NAME, to_dict(quality))
+    if reference is not None:
+        files[REFERENCE_NAME] = write_text_atomic(out_dir / REFERENCE_NAME, reference.text)
+    else:  # a reference left from an earlier run would make a rebuilt report lie
+        (out_dir / REFERENCE_NAME).unlink(missing_ok=True)
+    files[RUN_NAME] = write_json_atomic(
+        out_dir / RUN_NAME,
+        {"run_id": run_id, "episode_id": transcript.episode_id, "elapsed_s": elapsed_s,
+         "feed": feed},
+    )
+    files[REPORT_NAME] = write_text_atomic(out_dir / REPORT_NAME, report_html)
+    record = make_record(
+        transcript, score, feed=feed, elapsed_s=elapsed_s, flags=flags_by_chunk(quality),
+        run_id=run_id,
+    )
+    append_record(history_path or out_dir.parent / HISTORY_NAME, record)
     return transcript, score, files
 
 
@@ -125,10 +179,13 @@ def run_episode(
     out_dir: Path | None = None,
     on_chunk: Callable[[ChunkTranscript, int], None] | None = None,
     on_chunks_ready: Callable[[ChunkManifest], None] | None = None,
+    repair_policy: Any = None,
+    feed: str | None = None,
 ) -> EpisodeResult:
     """Transcribe (and score) one episode; nothing is written to ``out_dir`` unless all succeed."""
     # Imported here: torch and whisper load only when transcription really starts.
     from pipeline.models import resolve_model
+    from pipeline.repair import RepairPolicy, repair_chunks
     from pipeline.transcribe import TranscribeOptions, load_model, transcribe_chunks
 
     started = time.perf_counter()
@@ -145,8 +202,23 @@ def run_episode(
         on_done=(lambda ct: on_chunk(ct, total)) if on_chunk else None,
         loaded=loaded,
     )
+    # Flag suspect chunks and transcribe each once more (RepairPolicy(enabled=False): flag only).
+    chunk_transcripts, quality = repair_chunks(
+        manifest, chunk_transcripts, options, loaded, repair_policy or RepairPolicy()
+    )
     out = Path(out_dir) if out_dir else Path(transcripts_root) / manifest.episode_id
-    transcript, score, files = finish_episode(manifest, chunk_transcripts, reference, out)
+    run_id = new_run_id()
+    transcript, score, files = finish_episode(
+        manifest,
+        chunk_transcripts,
+        reference,
+        out,
+        quality=quality,
+        elapsed_s=time.perf_counter() - started,
+        feed=feed,
+        history_path=Path(transcripts_root) / HISTORY_NAME,
+        run_id=run_id,
+    )
     return EpisodeResult(
         episode_id=manifest.episode_id,
         out_dir=out,
@@ -156,4 +228,6 @@ def run_episode(
         elapsed_s=time.perf_counter() - started,
         transcript=transcript,
         score=score,
+        quality=quality,
+        run_id=run_id,
     )

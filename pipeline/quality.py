@@ -1,0 +1,460 @@
+"""Reference-free quality signals per chunk, and the flags a reviewer should look at.
+
+Most episodes have no reference, so every chunk is also judged on what needs none:
+
+- from Whisper's segments: average log-probability, no-speech probability, fallback temperature,
+  the compression ratio of the chunk's text and its most repeated word 3-gram (loops), words per
+  second;
+- from the chunk's audio (numpy only): each 1 s window (0.5 s hop) is called ``silence``,
+  ``noise``, ``music`` or ``speech``. Music here means *spectrally stationary* sound: the
+  normalised magnitude spectrum of a frame hardly changes 30 ms later (tones, chords, held
+  notes, hum; a tremolo changes loudness, not the shape of the spectrum), while speech moves its
+  formants and pitch all the time. Measured on ../shared/eval/dev-episode (290 s, several
+  speakers) the window median of that similarity never exceeded 0.93 on speech, and never fell
+  below 0.97 on its jingle or on synthetic chords and melodies, hence ``music_similarity`` 0.95.
+  Noise (hiss, rain) is told apart by a flat spectrum.
+
+From these, three flags:
+
+- ``hallucination``: words where the audio holds no speech (text over music, tone or silence),
+  or a repetition loop (a 3-gram said again and again, or text that zlib squeezes like Whisper's
+  own loop test);
+- ``dropped_speech``: seconds of sound (speech or music-like: both lie in the speech band) that
+  no segment covers; a chunk whose speech became music or that Whisper skipped lands here;
+- ``low_confidence``: Whisper's own failure level (average log-probability below -1).
+
+A short jingle before speech does not fire any of them: its seconds are under the
+``dropped_sound_s`` floor, and a segment spanning jingle and speech still holds mostly speech.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.audio import read_wav_samples
+from pipeline.errors import OptionsError
+from pipeline.score import normalize_words
+from pipeline.types import SAMPLE_RATE, Chunk, ChunkTranscript, Segment
+
+__all__ = [
+    "ChunkFlags",
+    "ChunkSignals",
+    "QualityReport",
+    "QualityThresholds",
+    "Repair",
+    "WindowClasses",
+    "assess_chunk",
+    "assess_chunks",
+    "chunk_signals",
+    "classify_windows",
+    "flag_chunk",
+    "quality_report_from_dict",
+    "repeated_ngram",
+    "text_compression_ratio",
+]
+
+FRAME_N = 1024  # samples per analysis frame (64 ms): resolves chord notes ~50 Hz apart
+HOP_N = 160  # 10 ms between frames
+LAG_FRAMES = 3  # spectra compared 30 ms apart: long enough for speech to move, not a held note
+BAND_HZ = (80.0, 4000.0)  # where speech (and most music) puts its energy
+WINDOW_S = 1.0  # a window is classified as a whole...
+WINDOW_HOP_S = 0.5  # ...and each stands for this many seconds of the chunk
+SILENCE_DBFS = -50.0  # frames quieter than this are silent whatever the chunk's level
+DYNAMIC_RANGE_DB = 40.0  # and so are frames this far below the chunk's loud frames (p99)
+ACTIVE_FRACTION = 0.25  # a window with fewer loud frames than this is silence
+NGRAM = 3  # word n-grams counted for loops
+CLASSES = ("silence", "noise", "music", "speech")
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """Where a signal becomes a flag; defaults tuned on the dev episode (see module doc)."""
+
+    # Window median spectral similarity at or above which sound counts as music (stationary).
+    music_similarity: float = 0.95
+    # Window median spectral flatness above which sound counts as noise, not speech.
+    noise_flatness: float = 0.3
+    # Seconds either side of a segment that still count as covered (Whisper's times are rough).
+    coverage_tolerance_s: float = 1.0
+    # A segment whose windows hold less speech than this fraction is text over non-speech.
+    segment_speech_fraction: float = 0.25
+    # Words over non-speech at or above which a chunk is flagged as hallucinating.
+    hallucinated_words: int = 2
+    # A 3-gram said this many times in one chunk is a loop.
+    ngram_repeats: int = 4
+    # Whisper's own loop test: text that zlib compresses better than this repeats itself.
+    compression_ratio: float = 2.4
+    # Seconds of sound without text at or above which speech counts as dropped.
+    dropped_sound_s: float = 5.0
+    # Whisper's own failure level for the duration-weighted average log-probability.
+    avg_logprob: float = -1.0
+
+    def __post_init__(self) -> None:
+        for name in ("music_similarity", "noise_flatness", "segment_speech_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise OptionsError(f"{name} must be within [0, 1], not {value}")
+        for name in ("coverage_tolerance_s", "dropped_sound_s", "compression_ratio"):
+            if getattr(self, name) < 0:
+                raise OptionsError(f"{name} must be >= 0, not {getattr(self, name)}")
+        if self.hallucinated_words < 1 or self.ngram_repeats < 2:
+            raise OptionsError("hallucinated_words must be >= 1 and ngram_repeats >= 2")
+        if self.avg_logprob > 0:
+            raise OptionsError(f"avg_logprob is a log-probability (<= 0), not {self.avg_logprob}")
+
+
+@dataclass(frozen=True)
+class WindowClasses:
+    """The class of each 1 s audio window of a chunk (hop 0.5 s), in chunk order."""
+
+    start_s: float  # episode time of the chunk's first sample
+    classes: tuple[str, ...]  # one of CLASSES per window
+    hop_s: float = WINDOW_HOP_S
+
+    def center(self, k: int) -> float:
+        """Episode time of window ``k``'s share of the chunk (the middle of its hop)."""
+        return self.start_s + (k + 0.5) * self.hop_s
+
+    def seconds(self, kind: str) -> float:
+        """Seconds of the chunk in windows of this class."""
+        return self.classes.count(kind) * self.hop_s
+
+
+@dataclass(frozen=True)
+class ChunkSignals:
+    """Everything measured on one chunk without a reference."""
+
+    chunk_index: int
+    start_s: float
+    end_s: float
+    words: int  # normalised words in the chunk's text
+    words_per_s: float  # over the chunk's speech seconds (0 where there is no speech)
+    avg_logprob: float | None  # duration-weighted over segments; None without segments
+    no_speech_prob: float | None  # duration-weighted over segments
+    max_temperature: float  # hottest fallback Whisper needed (0 = greedy throughout)
+    compression_ratio: float  # of the chunk's text, Whisper's formula; 0 for no text
+    top_ngram: str  # most repeated word 3-gram ("" when none repeats)
+    top_ngram_count: int
+    speech_s: float
+    music_s: float
+    noise_s: float
+    silence_s: float
+    uncovered_sound_s: float  # speech + music seconds no segment covers
+    uncovered_music_s: float  # the music-like part of it
+    words_over_nonspeech: int  # words in segments over (mostly) no speech
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True)
+class ChunkFlags:
+    """The flags raised on one chunk, each with the reason in words."""
+
+    chunk_index: int
+    hallucination: bool = False
+    dropped_speech: bool = False
+    low_confidence: bool = False
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The raised flags' names, in a fixed order."""
+        return tuple(
+            n for n in ("hallucination", "dropped_speech", "low_confidence") if getattr(self, n)
+        )
+
+    @property
+    def any(self) -> bool:
+        return bool(self.names)
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One flagged chunk transcribed again, and which result was kept."""
+
+    chunk_index: int
+    flags_before: tuple[str, ...]
+    flags_after: tuple[str, ...]  # flags of the result that was kept
+    before: ChunkSignals
+    after: ChunkSignals  # signals of the retry (kept or not)
+    kept: str  # "retry" or "original"
+    policy: dict[str, Any]  # the options the retry ran with
+    reasons_before: tuple[str, ...] = ()
+    reasons_after: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """Signals and flags of every chunk of an episode, and what was repaired."""
+
+    episode_id: str
+    signals: tuple[ChunkSignals, ...]
+    flags: tuple[ChunkFlags, ...]
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+    repairs: tuple[Repair, ...] = ()
+
+    def flagged(self) -> tuple[ChunkFlags, ...]:
+        """The chunks with at least one flag."""
+        return tuple(f for f in self.flags if f.any)
+
+
+# --- audio -------------------------------------------------------------------------------------
+
+
+def _frames(samples: np.ndarray) -> np.ndarray:
+    if len(samples) < FRAME_N:
+        samples = np.pad(samples, (0, FRAME_N - len(samples)))
+    count = 1 + (len(samples) - FRAME_N) // HOP_N
+    index = np.arange(FRAME_N)[None, :] + HOP_N * np.arange(count)[:, None]
+    return samples[index]
+
+
+def _frame_features(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: level (dBFS), spectral flatness and similarity to the frame LAG_FRAMES back."""
+    frames = _frames(samples.astype(np.float32, copy=False))
+    level = 10 * np.log10((frames.astype(np.float64) ** 2).mean(axis=1) + 1e-12)
+    spectrum = np.abs(np.fft.rfft(frames * np.hanning(FRAME_N).astype(np.float32), axis=1))
+    freqs = np.fft.rfftfreq(FRAME_N, 1 / SAMPLE_RATE)
+    band = spectrum[:, (freqs >= BAND_HZ[0]) & (freqs <= BAND_HZ[1])].astype(np.float64) + 1e-9
+    power = band**2
+    flatness = np.exp(np.log(power).mean(axis=1)) / power.mean(axis=1)
+    unit = band / np.linalg.norm(band, axis=1, keepdims=True)
+    similarity = np.ones(len(unit))
+    if len(unit) > LAG_FRAMES:
+        similarity[LAG_FRAMES:] = (unit[LAG_FRAMES:] * unit[:-LAG_FRAMES]).sum(axis=1)
+    return level, flatness, similarity
+
+
+def classify_windows(
+    samples: np.ndarray, start_s: float = 0.0, thresholds: QualityThresholds | None = None
+) -> WindowClasses:
+    """Call each 1 s window of 16 kHz mono ``samples`` silence, noise, music or speech."""
+    t = thresholds or QualityThresholds()
+    hop_frames = round(WINDOW_HOP_S * SAMPLE_RATE / HOP_N)
+    width = round(WINDOW_S * SAMPLE_RATE / HOP_N)
+    n_windows = max(1, math.ceil(len(samples) / (WINDOW_HOP_S * SAMPLE_RATE) - 1e-9))
+    if len(samples) == 0:
+        return WindowClasses(start_s, ())
+    level, flatness, similarity = _frame_features(samples)
+    # Loudness is judged against the chunk itself, so a quiet recording still has speech.
+    loud = np.percentile(level, 99)
+    active = (level > SILENCE_DBFS) & (level > loud - DYNAMIC_RANGE_DB)
+    classes = []
+    for k in range(n_windows):
+        # Window k is centred on its hop: [k*hop - (width-hop)/2, ...+width), clipped.
+        lo = max(0, k * hop_frames - (width - hop_frames) // 2)
+        hi = min(len(level), lo + width)
+        a = active[lo:hi]
+        if hi <= lo or a.mean() < ACTIVE_FRACTION:
+            classes.append("silence")
+        elif np.median(similarity[lo:hi][a]) >= t.music_similarity:
+            classes.append("music")
+        elif np.median(flatness[lo:hi][a]) > t.noise_flatness:
+            classes.append("noise")
+        else:
+            classes.append("speech")
+    return WindowClasses(start_s, tuple(classes))
+
+
+# --- text --------------------------------------------------------------------------------------
+
+
+def text_compression_ratio(text: str) -> float:
+    """Whisper's loop test: UTF-8 length over zlib-compressed length (0 for empty text)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def repeated_ngram(words: Sequence[str], n: int = NGRAM) -> tuple[str, int]:
+    """The most frequent word n-gram and its count; ("", 0) when no n-gram occurs twice."""
+    grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    if not grams:
+        return "", 0
+    gram, count = max(grams.items(), key=lambda kv: (kv[1], -len(" ".join(kv[0]))))
+    return (" ".join(gram), count) if count > 1 else ("", 0)
+
+
+def _weighted(segments: Sequence[Segment], attr: str) -> float | None:
+    if not segments:
+        return None
+    weights = [max(s.end - s.start, 0.01) for s in segments]
+    return sum(getattr(s, attr) * w for s, w in zip(segments, weights, strict=True)) / sum(weights)
+
+
+# --- signals and flags ------------------------------------------------------------------------
+
+
+def _covered(time: float, spans: Sequence[tuple[float, float]], tolerance: float) -> bool:
+    return any(a - tolerance <= time <= b + tolerance for a, b in spans)
+
+
+def _segment_words_over_nonspeech(
+    seg: Segment, n_words: int, windows: WindowClasses, t: QualityThresholds
+) -> int:
+    inside = [
+        c for k, c in enumerate(windows.classes) if seg.start <= windows.center(k) <= seg.end
+    ]
+    if not inside:  # a segment shorter than a hop: judge it by the nearest window
+        mid = (seg.start + seg.end) / 2
+        nearest = min(
+            range(len(windows.classes)), key=lambda k: abs(windows.center(k) - mid), default=None
+        )
+        inside = [] if nearest is None else [windows.classes[nearest]]
+    if not inside:
+        return 0
+    speech = inside.count("speech") / len(inside)
+    return n_words if speech < t.segment_speech_fraction else 0
+
+
+def chunk_signals(
+    transcript: ChunkTranscript,
+    windows: WindowClasses,
+    thresholds: QualityThresholds | None = None,
+) -> ChunkSignals:
+    """Signals of one chunk from its transcript and its classified audio windows."""
+    t = thresholds or QualityThresholds()
+    segments = [s for s in transcript.segments if s.text.strip()]
+    seg_words = [normalize_words(s.text) for s in segments]
+    words = [w for ws in seg_words for w in ws]
+    spans = [(s.start, s.end) for s, ws in zip(segments, seg_words, strict=True) if ws]
+    uncovered = [
+        c
+        for k, c in enumerate(windows.classes)
+        if c in ("speech", "music")
+        and not _covered(windows.center(k), spans, t.coverage_tolerance_s)
+    ]
+    over_nonspeech = sum(
+        _segment_words_over_nonspeech(s, len(ws), windows, t)
+        for s, ws in zip(segments, seg_words, strict=True)
+        if ws
+    )
+    speech_s = windows.seconds("speech")
+    gram, count = repeated_ngram(words)
+    return ChunkSignals(
+        chunk_index=transcript.chunk_index,
+        start_s=transcript.start_s,
+        end_s=transcript.end_s,
+        words=len(words),
+        words_per_s=round(len(words) / speech_s, 3) if speech_s else 0.0,
+        avg_logprob=_round(_weighted(segments, "avg_logprob")),
+        no_speech_prob=_round(_weighted(segments, "no_speech_prob")),
+        max_temperature=max((s.temperature for s in segments), default=0.0),
+        compression_ratio=round(text_compression_ratio(transcript.text), 3),
+        top_ngram=gram,
+        top_ngram_count=count,
+        speech_s=speech_s,
+        music_s=windows.seconds("music"),
+        noise_s=windows.seconds("noise"),
+        silence_s=windows.seconds("silence"),
+        uncovered_sound_s=len(uncovered) * windows.hop_s,
+        uncovered_music_s=uncovered.count("music") * windows.hop_s,
+        words_over_nonspeech=over_nonspeech,
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def flag_chunk(signals: ChunkSignals, thresholds: QualityThresholds | None = None) -> ChunkFlags:
+    """The flags a chunk's signals raise, with a reason for each."""
+    t = thresholds or QualityThresholds()
+    s = signals
+    reasons: list[str] = []
+    hallucination = dropped = low = False
+    if s.words_over_nonspeech >= t.hallucinated_words:
+        hallucination = True
+        reasons.append(
+            f"hallucination: {s.words_over_nonspeech} words where the audio holds no speech "
+            f"({s.music_s:.1f} s music-like, {s.silence_s:.1f} s silent)"
+        )
+    if s.top_ngram_count >= t.ngram_repeats:
+        hallucination = True
+        reasons.append(f"hallucination: loop, '{s.top_ngram}' said {s.top_ngram_count} times")
+    if s.compression_ratio > t.compression_ratio:
+        hallucination = True
+        reasons.append(f"hallucination: text repeats itself (compression {s.compression_ratio})")
+    if s.uncovered_sound_s >= t.dropped_sound_s:
+        dropped = True
+        reasons.append(
+            f"dropped_speech: {s.uncovered_sound_s:.1f} s of sound without text "
+            f"({s.uncovered_music_s:.1f} s of it music-like)"
+        )
+    if s.avg_logprob is not None and s.avg_logprob < t.avg_logprob:
+        low = True
+        reasons.append(f"low_confidence: average log-probability {s.avg_logprob:.2f}")
+    return ChunkFlags(s.chunk_index, hallucination, dropped, low, tuple(reasons))
+
+
+def assess_chunk(
+    chunk: Chunk, transcript: ChunkTranscript, thresholds: QualityThresholds | None = None
+) -> tuple[ChunkSignals, ChunkFlags]:
+    """Signals and flags of one chunk, reading its WAV."""
+    windows = classify_windows(read_wav_samples(Path(chunk.path)), chunk.start_s, thresholds)
+    signals = chunk_signals(transcript, windows, thresholds)
+    return signals, flag_chunk(signals, thresholds)
+
+
+def assess_chunks(
+    episode_id: str,
+    chunks: Sequence[Chunk],
+    transcripts: Sequence[ChunkTranscript],
+    thresholds: QualityThresholds | None = None,
+    repairs: Sequence[Repair] = (),
+) -> QualityReport:
+    """Signals and flags of every chunk (matched to its transcript by index)."""
+    t = thresholds or QualityThresholds()
+    by_index = {c.index: c for c in chunks}
+    assessed = [
+        assess_chunk(by_index[ct.chunk_index], ct, t)
+        for ct in sorted(transcripts, key=lambda c: c.chunk_index)
+    ]
+    return QualityReport(
+        episode_id=episode_id,
+        signals=tuple(s for s, _ in assessed),
+        flags=tuple(f for _, f in assessed),
+        thresholds=t,
+        repairs=tuple(repairs),
+    )
+
+
+# --- JSON --------------------------------------------------------------------------------------
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    names = {f.name for f in fields(cls)}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
+    return cls(**kwargs)
+
+
+def quality_report_from_dict(d: dict[str, Any]) -> QualityReport:
+    """Read back a QualityReport written with ``types.to_dict`` (quality.json)."""
+    repairs = tuple(
+        _build(
+            Repair,
+            r
+            | {
+                "before": _build(ChunkSignals, r["before"]),
+                "after": _build(ChunkSignals, r["after"]),
+                "policy": dict(r.get("policy", {})),
+            },
+        )
+        for r in d.get("repairs", [])
+    )
+    return QualityReport(
+        episode_id=d["episode_id"],
+        signals=tuple(_build(ChunkSignals, s) for s in d["signals"]),
+        flags=tuple(_build(ChunkFlags, f) for f in d["flags"]),
+        thresholds=_build(QualityThresholds, d.get("thresholds", {})),
+        repairs=repairs,
+    )
