@@ -1,0 +1,225 @@
+"""The episode report: numbers on a hand-made transcript, files written by finish_episode on real
+chunked audio, the rebuild from disk, and the page rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.episode import finish_episode, prepare_episode
+from pipeline.history import HISTORY_NAME, read_history
+from pipeline.reference import read_reference
+from pipeline.report import (
+    ReportInput,
+    confusion_pairs,
+    load_report_input,
+    rebuild_report,
+    render_html_report,
+    render_markdown_report,
+    worst_chunks,
+)
+from pipeline.score import align_words, normalize_words, score_transcript
+from pipeline.types import ChunkManifest, ChunkTranscript, ModelInfo, Segment, Transcript
+
+MODEL = ModelInfo(name="tiny.en", sha256="ab" * 32, source="test data", path=Path("t.pt"))
+
+# Three 10 s chunks with known errors (as in test_score): brown→crown and "dog" deleted in
+# chunk 0, "today" inserted in chunk 1, glitters→glitter in chunk 2.
+REFERENCE = (
+    "The quick brown fox jumps over the lazy dog.\n"
+    "A stitch in time saves lives.\n"
+    "All that glitters is not gold."
+)
+
+
+def _ct(index: int, start: float, end: float, *segments: Segment) -> ChunkTranscript:
+    return ChunkTranscript(index, f"{index}" * 64, start, end, segments, MODEL, {}, 0.5)
+
+
+def _synthetic() -> Transcript:
+    chunks = [
+        _ct(0, 0.0, 10.0, Segment(0.0, 4.0, "The quick crown fox", 0),
+            Segment(4.0, 8.0, "jumps over the lazy", 0)),
+        _ct(1, 10.0, 20.0, Segment(10.0, 14.0, "A stitch in time", 1),
+            Segment(17.0, 19.8, "saves lives today.", 1)),
+        _ct(2, 20.0, 30.0, Segment(20.5, 26.0, "All that glitter is not gold.", 2)),
+    ]
+    return Transcript("synthetic", 30.0, tuple(s for c in chunks for s in c.segments),
+                      tuple(chunks), {"code_version": "test", "models": [
+                          {"name": "tiny.en", "sha256": "ab" * 32, "source": "test"}]})
+
+
+def test_worst_chunks_and_confusions() -> None:
+    t = _synthetic()
+    score = score_transcript(t, REFERENCE)
+    assert worst_chunks(score) == [0, 1, 2]  # 2 errors, then 1 (WER 1/6) before 1 (WER 1/6)
+    assert worst_chunks(score, top=1) == [0]
+    assert confusion_pairs(align_words(t, REFERENCE)) == [
+        ("brown", "crown", 1),
+        ("glitters", "glitter", 1),
+    ]
+
+
+def test_html_report_content() -> None:
+    t = _synthetic()
+    score = score_transcript(t, REFERENCE)
+    page = render_html_report(ReportInput(t, score, None, REFERENCE, elapsed_s=3.0))
+    assert f"{score.wer:.2%}" in page  # 19.05%
+    assert "2 / 1 / 1" in page  # S / D / I
+    assert "33.33% (2/6) / 13.33% (2/15)" in page  # near cuts / elsewhere, hand-computed
+    assert "RTFx</td><td>10.0" in page
+    assert 'id="timeline"' in page and "data:image/png;base64," in page
+    assert '<span class="r">brown</span><span class="h">crown</span>' in page
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+
+
+def test_markdown_report_content() -> None:
+    t = _synthetic()
+    md = render_markdown_report(ReportInput(t, score_transcript(t, REFERENCE), None, REFERENCE))
+    assert "| WER | 19.05% |" in md
+    assert "~~brown~~ **crown**" in md and "~~dog~~" in md and "**+today**" in md
+    assert "| brown | crown | 1 |" in md
+    assert "prefect" not in md.lower()
+
+
+# --- finish_episode on real chunked audio ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def episode(tmp_path_factory, fixtures_dir) -> tuple[ChunkManifest, str]:
+    """The 48 s fixture episode (2 s tone, then espeak speech) decoded and chunked."""
+    audio_root = tmp_path_factory.mktemp("audio")
+    manifest = prepare_episode(str(fixtures_dir / "episode.mp3"), "fixture", audio_root)
+    return manifest, (fixtures_dir / "episode.txt").read_text(encoding="utf-8")
+
+
+def _transcripts_from_reference(manifest: ChunkManifest, text: str) -> list[ChunkTranscript]:
+    """Chunk transcripts that say the reference's words, spread over chunks by duration,
+    with one word of the last chunk changed: exactly one substitution."""
+    words = normalize_words(text)
+    total = manifest.audio.duration_s
+    out, taken = [], 0
+    for k, c in enumerate(manifest.chunks):
+        last = k == len(manifest.chunks) - 1
+        n = len(words) - taken if last else round(len(words) * c.duration_s / total)
+        mine = words[taken : taken + n]
+        taken += n
+        if last:
+            mine = [*mine[:-1], "zebra"]
+        seg = Segment(c.start_s, c.end_s, " ".join(mine), c.index, -0.2, 0.01)
+        out.append(_ct(c.index, c.start_s, c.end_s, seg))
+    return out
+
+
+def test_finish_episode_writes_report_quality_and_history(episode, tmp_path) -> None:
+    manifest, text = episode
+    ref_file = tmp_path / "ref.txt"
+    ref_file.write_text(text, encoding="utf-8")
+    reference = read_reference(ref_file)
+    cts = _transcripts_from_reference(manifest, text)
+    out = tmp_path / "transcripts" / "fixture"
+    transcript, score, files = finish_episode(manifest, cts, reference, out, elapsed_s=4.0)
+    assert score is not None
+    n = len(normalize_words(text))
+    assert score.wer == pytest.approx(1 / n) and score.counts.substitutions == 1
+    for name in ("report.html", "quality.json", "reference.txt", "run.json", "score.json"):
+        assert files[name].exists(), name
+    page = files["report.html"].read_text(encoding="utf-8")
+    assert f"{score.wer:.2%}" in page
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+    (record,) = read_history(out.parent / HISTORY_NAME)
+    assert record.wer == score.wer and record.episode_id == "fixture"
+    assert record.model == "tiny.en" and record.weights_sha256 == "ab" * 32
+    assert [c.index for c in record.chunks] == [c.index for c in manifest.chunks]
+    assert sum(c.errors for c in record.chunks) == 1
+    assert json.loads(files["run.json"].read_text())["run_id"] == record.run_id
+
+    # Rebuilt from the folder alone: the same numbers.
+    again = load_report_input(out)
+    assert again.score == score and again.reference_text == reference.text
+    assert again.quality is not None and again.elapsed_s == 4.0
+    files["report.html"].unlink()
+    assert f"{score.wer:.2%}" in rebuild_report(out).read_text(encoding="utf-8")
+
+
+def test_finish_episode_without_reference(episode, tmp_path) -> None:
+    manifest, text = episode
+    out = tmp_path / "fixture"
+    (out).mkdir()
+    (out / "reference.txt").write_text("stale", encoding="utf-8")
+    _, score, files = finish_episode(manifest, _transcripts_from_reference(manifest, text),
+                                     None, out)
+    assert score is None and not (out / "reference.txt").exists()
+    page = files["report.html"].read_text(encoding="utf-8")
+    assert "no reference: reference-free signals only" in page
+    assert "words per speech second" not in page  # it is in the plot's PNG, not the text
+    assert load_report_input(out).quality is not None
+    assert read_history(tmp_path / HISTORY_NAME)[0].wer is None
+
+
+def test_report_command_rebuilds_without_opening(episode, tmp_path) -> None:
+    manifest, text = episode
+    root = tmp_path / "transcripts"
+    finish_episode(manifest, _transcripts_from_reference(manifest, text), None, root / "fixture")
+    (root / "fixture" / "report.html").unlink()
+    result = CliRunner().invoke(app, ["report", "fixture", "--transcripts-root", str(root),
+                                      "--no-open"])
+    assert result.exit_code == 0, result.output
+    assert (root / "fixture" / "report.html").exists()
+    missing = CliRunner().invoke(app, ["report", "nope", "--transcripts-root", str(root)])
+    assert missing.exit_code != 0
+
+
+# --- the page in a real browser -------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@pytest.mark.e2e
+def test_report_plot_renders_in_headless_chromium(tmp_path) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no browser at {CHROMIUM}")
+    import numpy as np
+    from PIL import Image
+
+    t = _synthetic()
+    page_file = tmp_path / "report.html"
+    page_file.write_text(
+        render_html_report(ReportInput(t, score_transcript(t, REFERENCE), None, REFERENCE)),
+        encoding="utf-8",
+    )
+    blocked: list[str] = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+
+            def guard(route) -> None:
+                if route.request.url.startswith(("file:", "data:")):
+                    route.continue_()
+                else:  # a self-contained page asks for nothing else
+                    blocked.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", guard)
+            page.goto(page_file.as_uri())
+            plot = page.locator("#timeline")
+            plot.wait_for(state="visible")
+            assert page.evaluate("document.getElementById('timeline').naturalWidth") > 500
+            shot = plot.screenshot()
+        finally:
+            browser.close()
+    assert blocked == []
+    pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), dtype=float)
+    assert pixels.shape[1] > 500
+    assert pixels.std() > 10  # bars, axes and labels: far from a blank (uniform) image
+    assert (pixels < 128).mean() > 0.01  # and some of it is dark ink
