@@ -23,7 +23,13 @@ from typing import Any
 
 from pipeline.errors import PodscribeError
 from pipeline.quality import ChunkSignals, QualityReport, quality_report_from_dict
-from pipeline.score import AlignedWord, WordAlignment, align_words, chunk_alignment
+from pipeline.score import (
+    AlignedWord,
+    WordAlignment,
+    align_words,
+    chunk_alignment,
+    segment_error_counts,
+)
 from pipeline.store import read_json, write_text_atomic
 from pipeline.types import Score, Transcript, score_from_dict
 
@@ -337,6 +343,7 @@ def render_html_report(data: ReportInput) -> str:
                      "<span style='background:#c9def7'>inserted</span></p>")
         by_index = {c.chunk_index: c for c in s.chunks}
         worst = worst_chunks(s)
+        per_segment = segment_error_counts(alignment, t)
         for index in worst:
             c = by_index[index]
             n = c.counts
@@ -345,6 +352,11 @@ def render_html_report(data: ReportInput) -> str:
                 f"(S {n.substitutions}, D {n.deletions}, I {n.insertions} of {n.ref_words})</h3>"
             )
             parts.append(_alignment_html(chunk_alignment(alignment, index)))
+            segs = " · ".join(
+                f"{seg.start:.1f}–{seg.end:.1f} s: {_pct(n.wer)} ({n.errors} errors)"
+                for seg, n in per_segment if seg.chunk_index == index
+            )
+            parts.append(f"<p class='muted'>WER per segment: {_esc(segs)}</p>")
         if not worst:
             parts.append("<p>No chunk has an error.</p>")
         pairs = confusion_pairs(alignment)

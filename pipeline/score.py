@@ -32,6 +32,7 @@ from pipeline.types import (
     CutErrorRates,
     ErrorCounts,
     Score,
+    Segment,
     Transcript,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "normalize_words",
     "score_texts",
     "score_transcript",
+    "segment_error_counts",
 ]
 
 NORMALIZER_NAME = "typography+whisper.EnglishTextNormalizer"
@@ -382,6 +384,32 @@ def _counts(words: Sequence[AlignedWord]) -> ErrorCounts:
 
 def _rate(errors: int, words: int) -> float | None:
     return errors / words if words else None
+
+
+def segment_error_counts(
+    alignment: WordAlignment, transcript: Transcript
+) -> list[tuple[Segment, ErrorCounts]]:
+    """Error counts per segment, from the same whole-episode alignment as the chunk counts.
+
+    Each step goes to the segment of its chunk whose time span holds it (hypothesis words lie
+    inside their segment by construction); a deleted reference word between two segments goes
+    to the nearer one, the earlier on a tie. Steps of a chunk without segments are not counted.
+    """
+    by_chunk: dict[int, list[int]] = {}
+    for k, seg in enumerate(transcript.segments):
+        by_chunk.setdefault(seg.chunk_index, []).append(k)
+    steps: list[list[AlignedWord]] = [[] for _ in transcript.segments]
+    for w in alignment.words:
+        candidates = by_chunk.get(w.chunk_index) or []
+        if not candidates:
+            continue
+
+        def distance(k: int, time: float = w.time) -> float:
+            seg = transcript.segments[k]
+            return max(seg.start - time, time - seg.end, 0.0)
+
+        steps[min(candidates, key=lambda k: (distance(k), k))].append(w)
+    return [(seg, _counts(s)) for seg, s in zip(transcript.segments, steps, strict=True)]
 
 
 def near_cut_error_rates(

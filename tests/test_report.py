@@ -75,6 +75,7 @@ def test_html_report_content() -> None:
     assert "RTFx</td><td>10.0" in page
     assert 'id="timeline"' in page and "data:image/png;base64," in page
     assert '<span class="r">brown</span><span class="h">crown</span>' in page
+    assert "WER per segment: 0.0–4.0 s: 25.00% (1 errors) · 4.0–8.0 s: 20.00% (1 errors)" in page
     assert "http://" not in page and "https://" not in page  # nothing to fetch
 
 

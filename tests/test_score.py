@@ -17,6 +17,7 @@ from pipeline.score import (
     normalize_text,
     score_texts,
     score_transcript,
+    segment_error_counts,
 )
 from pipeline.types import (
     ChunkTranscript,
@@ -262,6 +263,20 @@ def test_alignment_of_one_chunk() -> None:
         "REF: the quick BROWN fox jumps over the lazy DOG\n"
         "HYP: the quick CROWN fox jumps over the lazy ***"
     )
+
+
+def test_per_segment_counts() -> None:
+    t = _transcript()
+    per_segment = segment_error_counts(align_words(t, REFERENCE), t)
+    assert [(seg.start, _tuple(c)) for seg, c in per_segment] == [
+        (0.0, (4, 3, 1, 0, 0)),  # A: brown -> crown
+        (4.0, (5, 4, 0, 1, 0)),  # B: "dog" deleted at 8.83 s, nearest to B (ends 8.0)
+        (10.0, (4, 4, 0, 0, 0)),  # C
+        (17.0, (2, 2, 0, 0, 1)),  # D: "today" inserted
+        (20.5, (6, 5, 1, 0, 0)),  # E: glitters -> glitter
+    ]
+    summed = [sum(_tuple(c)[k] for _, c in per_segment) for k in range(5)]
+    assert tuple(summed) == (21, 18, 2, 1, 1)
 
 
 def test_reference_words_dropped_at_the_start_get_times_in_the_episode() -> None:
