@@ -57,6 +57,13 @@ def transcribe(
     beam_size: Annotated[
         int | None, typer.Option(help="Beam search width [default: greedy].")
     ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Chunk windows decoded together (1: one at a time) "
+            "[default: 8 on CPU, from free memory on a GPU]."
+        ),
+    ] = None,
     repair: Annotated[
         bool,
         typer.Option(
@@ -75,7 +82,12 @@ def transcribe(
     from pipeline.repair import RepairPolicy
     from pipeline.transcribe import TranscribeOptions
 
-    options = TranscribeOptions(model=model, device=device, beam_size=beam_size)
+    options = TranscribeOptions(
+        model=model,
+        device=device,
+        beam_size=beam_size,
+        batch_size=0 if batch_size is None else batch_size,  # 0: automatic
+    )
     chunk_options = ChunkOptions(max_chunk_s=max_chunk_s)
     ref = read_reference(reference) if reference else None  # bad reference fails before work
 
@@ -254,6 +266,10 @@ _reg_feeds(app)
 from pipeline.cli_quality import register as _reg_quality  # noqa: E402 - commands live beside
 
 _reg_quality(app)
+
+from pipeline.cli_bench import register as _reg_bench  # noqa: E402 - commands live beside
+
+_reg_bench(app)
 
 
 def main() -> None:

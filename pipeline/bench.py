@@ -1,0 +1,349 @@
+"""Benchmark: openai-whisper's own ``transcribe()`` against the podscribe pipeline, one process.
+
+Both use the same loaded weights (loaded before any timing), the same thread count and the same
+text normaliser (``pipeline.score.score_texts``), so their ratio means something on a shared,
+noisy machine where absolute times do not. The pipeline runs end to end as ``podscribe
+transcribe`` does (decode, chunk, transcribe, quality checks and repair, score, write) into
+fresh temporary folders, so nothing is reused from earlier runs.
+
+Memory: each run's peak resident set is sampled every few milliseconds while it runs (the
+process-wide ``ru_maxrss`` high-water mark cannot tell two runs in one process apart); the
+process high-water mark is reported too.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import OptionsError
+
+BACKENDS = ("openai-whisper", "faster-whisper")
+BASELINE_DEFAULT = "whisper-transcribe-default"
+BASELINE_DETERMINISTIC = "whisper-transcribe-t0-nocond"
+PIPELINE = "podscribe"
+_RSS_SAMPLE_S = 0.005
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One timed transcription of the whole episode."""
+
+    name: str
+    description: str
+    audio_s: float
+    wall_s: float
+    wer: float | None
+    peak_rss_mb: float  # sampled while this run ran
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per pipeline stage
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rtfx(self) -> float:
+        """Seconds of audio per second of wall-clock time."""
+        return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Baseline(s) and pipeline measured in one process, and how they compare."""
+
+    source: str
+    reference: str
+    model: str
+    backend: str
+    device: str
+    batch_size: int
+    threads: int
+    machine: str
+    runs: tuple[BenchRun, ...]  # every repetition, in the order they ran
+    process_max_rss_mb: float
+
+    def median(self, name: str) -> BenchRun:
+        """The repetition of ``name`` with the median wall time."""
+        runs = sorted((r for r in self.runs if r.name == name), key=lambda r: r.wall_s)
+        if not runs:
+            raise KeyError(name)
+        return runs[(len(runs) - 1) // 2]
+
+    @property
+    def speedup(self) -> float:
+        """Pipeline RTFx / baseline (default ``transcribe()``) RTFx."""
+        return self.median(PIPELINE).rtfx / self.median(BASELINE_DEFAULT).rtfx
+
+    @property
+    def wer_delta(self) -> float | None:
+        """Pipeline WER − baseline WER (positive: the pipeline makes more errors)."""
+        p, b = self.median(PIPELINE).wer, self.median(BASELINE_DEFAULT).wer
+        return None if p is None or b is None else p - b
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready summary: the headline numbers plus every run."""
+        names = list(dict.fromkeys(r.name for r in self.runs))
+        med = {n: self.median(n) for n in names}
+        return {
+            "speedup": round(self.speedup, 3),
+            "wer_delta": None if self.wer_delta is None else round(self.wer_delta, 5),
+            "baseline_rtfx": round(med[BASELINE_DEFAULT].rtfx, 2),
+            "baseline_wer": med[BASELINE_DEFAULT].wer,
+            "pipeline_rtfx": round(med[PIPELINE].rtfx, 2),
+            "pipeline_wer": med[PIPELINE].wer,
+            "transcribe_stage_rtfx": round(
+                med[PIPELINE].audio_s / med[PIPELINE].stages["transcribe"], 2
+            )
+            if med[PIPELINE].stages.get("transcribe")
+            else None,
+            "source": self.source,
+            "model": self.model,
+            "backend": self.backend,
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "threads": self.threads,
+            "machine": self.machine,
+            "process_max_rss_mb": round(self.process_max_rss_mb, 1),
+            "runs": [
+                {
+                    "name": r.name,
+                    "description": r.description,
+                    "wall_s": round(r.wall_s, 3),
+                    "rtfx": round(r.rtfx, 2),
+                    "wer": r.wer,
+                    "peak_rss_mb": round(r.peak_rss_mb, 1),
+                    "stages": {k: round(v, 3) for k, v in r.stages.items()},
+                    **r.extra,
+                }
+                for r in self.runs
+            ],
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring
+
+
+@contextmanager
+def sampled_peak_rss() -> Iterator[Callable[[], float]]:
+    """Sample this process's RSS in a thread; the yielded function returns the peak in MB."""
+    import psutil
+
+    proc = psutil.Process()
+    peak = [proc.memory_info().rss]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(_RSS_SAMPLE_S):
+            peak[0] = max(peak[0], proc.memory_info().rss)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield lambda: peak[0] / 2**20
+    finally:
+        stop.set()
+        thread.join()
+        peak[0] = max(peak[0], proc.memory_info().rss)
+
+
+def process_max_rss_mb() -> float:
+    """The process's resident-set high-water mark (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine_description(device: str) -> str:
+    """CPU count and model, and the GPU when one is used."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{os.cpu_count()} CPU cores ({cpu})"
+    if device == "cuda":
+        import torch
+
+        text += f", GPU {torch.cuda.get_device_name(0)}"
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# The runs
+
+
+def _wer(text: str, reference: str) -> float | None:
+    from pipeline.score import score_texts
+
+    return score_texts(text, reference).wer
+
+
+def run_whisper_baseline(
+    model: Any, source: str, reference: str, device: str, deterministic: bool = False
+) -> BenchRun:
+    """openai-whisper ``transcribe()`` on the whole file (it decodes the file itself)."""
+    import torch
+    import whisper
+
+    kwargs: dict[str, Any] = {"fp16": device == "cuda", "verbose": None}
+    if deterministic:
+        kwargs |= {"temperature": 0.0, "condition_on_previous_text": False}
+        name, desc = BASELINE_DETERMINISTIC, (
+            "openai-whisper transcribe(temperature=0, condition_on_previous_text=False)"
+        )
+    else:
+        name, desc = BASELINE_DEFAULT, (
+            "openai-whisper transcribe() with default options (greedy, temperature fallback "
+            "0.2..1.0 seeded by torch.manual_seed(0), condition_on_previous_text=True)"
+        )
+    torch.manual_seed(0)
+    with sampled_peak_rss() as peak:
+        started = time.perf_counter()
+        result = whisper.transcribe(model, source, **kwargs)
+        wall = time.perf_counter() - started
+    audio_s = float(result["segments"][-1]["end"]) if result["segments"] else 0.0
+    return BenchRun(name, desc, audio_s, wall, _wer(result["text"], reference), peak())
+
+
+def run_pipeline(source: str, reference: Any, options: Any, work_dir: Path) -> BenchRun:
+    """The podscribe pipeline end to end, into fresh folders under ``work_dir``."""
+    from pipeline.episode import run_episode
+
+    marks: dict[str, float] = {}
+
+    def ready(_manifest: Any) -> None:
+        marks["ready"] = time.perf_counter()
+
+    def chunk_done(_ct: Any, _total: int) -> None:
+        marks["transcribed"] = time.perf_counter()
+
+    with sampled_peak_rss() as peak:
+        started = time.perf_counter()
+        result = run_episode(
+            source,
+            reference=reference,
+            transcribe_options=options,
+            audio_root=work_dir / "audio",
+            transcripts_root=work_dir / "transcripts",
+            on_chunk=chunk_done,
+            on_chunks_ready=ready,
+        )
+        wall = time.perf_counter() - started
+    ready_at = marks.get("ready", started)
+    transcribed_at = marks.get("transcribed", ready_at)
+    stages = {
+        "prepare": ready_at - started,  # fetch/check, decode to WAV, chunk
+        "transcribe": transcribed_at - ready_at,
+        "finish": started + wall - transcribed_at,  # quality checks, repair, merge, score, write
+    }
+    quality = getattr(result, "quality", None)
+    extra: dict[str, Any] = {"chunks": result.chunks}
+    if quality is not None:  # chunks the quality checks sent back for a second transcription
+        extra["retried_chunks"] = [r.chunk_index for r in quality.repairs]
+    desc = (
+        f"podscribe pipeline ({options.model}, batch_size={options.batch_size}): decode, "
+        "chunk, transcribe, quality checks + repair, score, write"
+    )
+    return BenchRun(
+        PIPELINE,
+        desc,
+        result.duration_s,
+        wall,
+        _wer(result.transcript.text, reference.text),
+        peak(),
+        stages,
+        extra,
+    )
+
+
+def _warm_up(model: Any, device: str) -> None:
+    # First calls pay for kernel selection and allocation: not part of either run's cost.
+    import torch
+    import whisper
+
+    mel = torch.zeros(1, model.dims.n_mels, 3000, device=device)
+    options = whisper.DecodingOptions(language="en", fp16=device == "cuda", sample_len=8)
+    whisper.decode(model, mel, options)
+
+
+def run_bench(
+    source: str,
+    reference_source: str,
+    *,
+    model: str = "tiny.en",
+    backend: str = "openai-whisper",
+    device: str = "auto",
+    batch_size: int = 8,
+    repeat: int = 1,
+    deterministic_baseline: bool = True,
+    threads: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Run the baseline(s) and the pipeline ``repeat`` times, interleaved, in this process."""
+    import torch
+
+    from pipeline.reference import read_reference
+    from pipeline.transcribe import TranscribeOptions, load_model
+
+    if backend not in BACKENDS:
+        raise OptionsError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend != "openai-whisper":
+        raise OptionsError(
+            "the faster-whisper backend is not part of the pipeline yet (issue 5, item 4): "
+            "use --backend openai-whisper"
+        )
+    if repeat < 1:
+        raise OptionsError(f"repeat must be at least 1, not {repeat}")
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    ref = read_reference(reference_source)
+    options = TranscribeOptions(model=model, device=device, batch_size=batch_size)
+    loaded = load_model(options)  # both runs use these weights, loaded before any timing
+    from pipeline.batch import resolve_batch_size
+
+    effective_batch = resolve_batch_size(batch_size, loaded)
+    _warm_up(loaded.model, loaded.device)
+    say = log or (lambda _msg: None)
+    runs: list[BenchRun] = []
+    for i in range(repeat):
+        say(f"[{i + 1}/{repeat}] baseline: openai-whisper transcribe() (default options)")
+        runs.append(run_whisper_baseline(loaded.model, source, ref.text, loaded.device))
+        if deterministic_baseline:
+            say(f"[{i + 1}/{repeat}] baseline: transcribe(temperature=0, no conditioning)")
+            runs.append(
+                run_whisper_baseline(loaded.model, source, ref.text, loaded.device, True)
+            )
+        say(f"[{i + 1}/{repeat}] podscribe pipeline (batch {effective_batch})")
+        with tempfile.TemporaryDirectory(prefix="podscribe-bench-") as tmp:
+            runs.append(run_pipeline(source, ref, options, Path(tmp)))
+    # The baseline's audio length is its last segment's end; use the decoded duration for all.
+    audio_s = next(r.audio_s for r in runs if r.name == PIPELINE)
+    runs = [_with_audio(r, audio_s) for r in runs]
+    return BenchResult(
+        source=source,
+        reference=reference_source,
+        model=model,
+        backend=backend,
+        device=loaded.device,
+        batch_size=effective_batch,
+        threads=threads,
+        machine=machine_description(loaded.device),
+        runs=tuple(runs),
+        process_max_rss_mb=process_max_rss_mb(),
+    )
+
+
+def _with_audio(run: BenchRun, audio_s: float) -> BenchRun:
+    import dataclasses
+
+    return dataclasses.replace(run, audio_s=audio_s)
+
