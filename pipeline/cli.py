@@ -233,8 +233,16 @@ def demo(
         "transcripts"
     ),
     audio_root: Annotated[Path, typer.Option(help="Where decoded audio goes.")] = Path("audio"),
+    no_prefect: Annotated[bool, typer.Option(
+        "--no-prefect", help="Transcribe the files directly, without a feed or Prefect.")] = False,
 ) -> None:
-    """Transcribe and score the bundled demo episodes, then say where the outputs are."""
+    """Poll a local feed of the bundled demo episodes with Prefect, transcribe and score the
+    new ones, then say where the outputs and the UI are (``--no-prefect``: plain run)."""
+    if not no_prefect:
+        from pipeline.cli_serve import prefect_demo
+
+        prefect_demo(model, transcripts_root, audio_root)
+        return
     from pipeline.episode import run_episode
     from pipeline.reference import read_reference
     from pipeline.transcribe import TranscribeOptions
@@ -270,6 +278,10 @@ _reg_quality(app)
 from pipeline.cli_bench import register as _reg_bench  # noqa: E402 - commands live beside
 
 _reg_bench(app)
+
+from pipeline.cli_serve import register as _reg_serve  # noqa: E402 - commands live beside
+
+_reg_serve(app)
 
 
 def main() -> None:

@@ -1,0 +1,246 @@
+"""Flows for one episode: ``transcribe_episode`` and ``rerun_chunks``.
+
+prepare (fetch, decode, cut) → one task per chunk → finish (merge, score, write) → artifacts.
+Chunk results are persisted in the results folder (PODSCRIBE_RESULTS_DIR) under a cache key
+made of the task's inputs (chunk incl. its sha256, options, episode id) and the flow run id, so
+Retry on a failed run takes the finished chunks from disk (they show as Cached) and transcribes
+only the ones that failed. The model is never a task argument: each process loads it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
+from prefect.runtime import flow_run, task_run
+
+from flows.device import device_slot, ensure_device_limit
+from flows.report import chunk_rows, outputs_markdown, quality_key
+from flows.runners import make_task_runner
+from flows.settings import FlowSettings, load_settings
+from pipeline import catalog
+from pipeline.batch import shared_batcher
+from pipeline.chunk import MANIFEST_NAME, ChunkOptions, load_manifest, verify_chunk
+from pipeline.episode import finish_episode, prepare_episode
+from pipeline.errors import FeedError, OptionsError, PodscribeError, TranscriptionError
+from pipeline.reference import Reference, read_reference
+from pipeline.report import load_report_input, render_markdown_report
+from pipeline.store import read_json
+from pipeline.transcribe import TranscribeOptions
+from pipeline.transcript import load_transcript
+from pipeline.types import Chunk, ChunkManifest, ChunkTranscript
+
+# --- tasks: one line of pipeline each ----------------------------------------------------------
+
+
+@task(task_run_name="prepare {source}")
+def prepare(source: str, episode_id: str | None, audio_root: Path, chunk: dict) -> ChunkManifest:
+    """Fetch, decode once and cut into chunks (reused when already cut the same way)."""
+    return prepare_episode(source, episode_id, audio_root, ChunkOptions(**chunk))
+
+
+@task(task_run_name="read reference")
+def load_reference(source: str | None) -> Reference | None:
+    """The reference text, or None: a missing reference must not stop transcription."""
+    if not source:
+        return None
+    try:
+        return read_reference(source)
+    except PodscribeError as exc:
+        get_run_logger().warning("reference %s unusable, not scoring: %s", source, exc)
+        return None
+
+
+def _chunk_run_name() -> str:
+    p = task_run.parameters
+    return f"chunk {p['chunk'].index + 1}/{p['total']} · {p['title']}"
+
+
+@task(task_run_name=_chunk_run_name, persist_result=True)
+def transcribe_one_chunk(
+    chunk: Chunk, options: dict[str, Any], episode_id: str, total: int, title: str
+) -> ChunkTranscript:
+    """Verify the chunk WAV against its manifest hash, then transcribe it on a device slot."""
+    with device_slot():
+        verify_chunk(chunk, episode_id)
+        get_run_logger().info("transcribing chunk %d of %s", chunk.index, episode_id)
+        return shared_batcher().submit(chunk, TranscribeOptions(**options)).result()
+
+
+@task(task_run_name="merge, score and write")
+def finish(manifest: ChunkManifest, transcripts: list[ChunkTranscript],
+           reference: Reference | None, out_dir: Path, feed: str | None, elapsed_s: float,
+           ) -> tuple[Any, Any, dict[str, Path]]:
+    """Merge the chunk transcripts, score, flag and write the outputs and report atomically."""
+    return finish_episode(manifest, transcripts, reference, out_dir, feed=feed,
+                          elapsed_s=elapsed_s, run_id=str(flow_run.id))
+
+
+@task(task_run_name="render report")
+def render_report(out_dir: Path) -> str:
+    """The episode's quality report as markdown, from the files finish wrote."""
+    return render_markdown_report(load_report_input(out_dir))
+
+
+# --- composition -------------------------------------------------------------------------------
+
+
+def run_chunks(
+    manifest: ChunkManifest, chunks: list[Chunk], options: TranscribeOptions, title: str,
+    settings: FlowSettings,
+) -> tuple[dict[int, ChunkTranscript], dict[int, str], dict[int, str]]:
+    """Submit every chunk, wait for all; return (transcripts, statuses, errors) by chunk index.
+
+    A failing chunk never stops the others: the caller decides what failures mean.
+    """
+    ensure_device_limit(settings.device_slots)
+    chunk_task = transcribe_one_chunk.with_options(result_storage=settings.result_storage())
+    total = len(manifest.chunks)
+    progress = create_progress_artifact(0.0, description=f"chunks of {title} transcribed")
+    futures = {
+        chunk_task.submit(chunk, options.to_dict(), manifest.episode_id, total, title): chunk
+        for chunk in chunks
+    }
+    done: dict[int, ChunkTranscript] = {}
+    statuses: dict[int, str] = {}
+    errors: dict[int, str] = {}
+    for finished, future in enumerate(as_completed(list(futures)), start=1):
+        index = futures[future].index
+        try:
+            done[index] = future.result()
+            statuses[index] = future.state.name.lower()  # "completed" or "cached"
+        except Exception as exc:  # noqa: BLE001 - any failure of a chunk is reported as such
+            statuses[index], errors[index] = "failed", f"{type(exc).__name__}: {exc}"
+        update_progress_artifact(progress, 100.0 * finished / len(futures))
+    return done, statuses, errors
+
+
+def complete_episode(
+    manifest: ChunkManifest, new: dict[int, ChunkTranscript], kept: list[ChunkTranscript],
+    statuses: dict[int, str], errors: dict[int, str], reference: Reference | None, title: str,
+    settings: FlowSettings, feed: str | None = None,
+) -> dict[str, Any]:
+    """Publish the chunk table; raise if chunks failed, else finish and publish the report."""
+    key = quality_key(manifest.episode_id)
+    if errors:
+        create_table_artifact(chunk_rows(manifest, statuses, None), key=f"chunks-{key[8:]}",
+                              description=f"chunks of {title}")
+        lines = "; ".join(f"chunk {i}: {msg}" for i, msg in sorted(errors.items()))
+        raise TranscriptionError(
+            f"{len(errors)} of {len(manifest.chunks)} chunks of {manifest.episode_id} failed "
+            f"({lines}); fix the cause and Retry this run: finished chunks are kept"
+        )
+    transcripts = sorted([*kept, *new.values()], key=lambda c: c.chunk_index)
+    out_dir = settings.transcripts_root / manifest.episode_id
+    elapsed_s = time.time() - flow_run.start_time.timestamp() if flow_run.start_time else None
+    _, score, files = finish(manifest, transcripts, reference, out_dir, feed, elapsed_s)
+    create_table_artifact(chunk_rows(manifest, statuses, score), key=f"chunks-{key[8:]}",
+                          description=f"chunks of {title}")
+    create_markdown_artifact(render_report(out_dir) + outputs_markdown(files), key=key,
+                             description=f"quality report of {title}")
+    return {
+        "episode_id": manifest.episode_id,
+        "wer": score.wer if score else None,
+        "chunks": len(manifest.chunks),
+        "transcribed": sorted(i for i, s in statuses.items() if s == "completed"),
+        "out_dir": str(out_dir),
+    }
+
+
+def record_state(settings: FlowSettings, episode_id: str | None, state: str,
+                 wer: float | None = None, error: str | None = None) -> None:
+    """Update the catalog when the episode is in it (episodes of polled feeds are)."""
+    if not episode_id or not Path(settings.db).is_file():
+        return
+    with contextlib.suppress(FeedError):  # an episode given by hand, not from a feed
+        catalog.set_episode_state(settings.db, episode_id, state, wer=wer, error=error)
+
+
+def _episode_run_name() -> str:
+    p = flow_run.parameters
+    return f"transcribe {p.get('title') or p.get('episode_id') or p['source']}"
+
+
+@flow(name="transcribe-episode", flow_run_name=_episode_run_name,
+      task_runner=make_task_runner(load_settings()))
+def transcribe_episode(
+    source: str,
+    episode_id: str | None = None,
+    reference: str | None = None,
+    title: str | None = None,
+    model: str = "tiny.en",
+    device: str = "auto",
+    max_chunk_s: float = 30.0,
+    beam_size: int | None = None,
+    feed: str | None = None,
+) -> dict[str, Any]:
+    """Transcribe one episode chunk by chunk, score it against ``reference`` and report."""
+    settings = load_settings()
+    try:
+        options = TranscribeOptions(model=model, device=device, beam_size=beam_size)
+        chunk_options = ChunkOptions(max_chunk_s=max_chunk_s, min_chunk_s=min(5.0, max_chunk_s),
+                                     search_s=min(10.0, max_chunk_s))
+        manifest = prepare(source, episode_id, settings.audio_root, chunk_options.to_dict())
+        name = title or manifest.episode_id
+        ref = load_reference(reference)
+        new, statuses, errors = run_chunks(manifest, list(manifest.chunks), options, name,
+                                           settings)
+        summary = complete_episode(manifest, new, [], statuses, errors, ref, name, settings,
+                                   feed)
+    except Exception as exc:
+        record_state(settings, episode_id, "failed", error=str(exc).splitlines()[0][:500])
+        raise
+    record_state(settings, manifest.episode_id, "done", wer=summary["wer"])
+    return summary
+
+
+@flow(name="rerun-chunks", flow_run_name="rerun chunks {chunk_indices} of {episode_id}",
+      task_runner=make_task_runner(load_settings()))
+def rerun_chunks(
+    episode_id: str,
+    chunk_indices: list[int],
+    model: str = "tiny.en",
+    device: str = "auto",
+    reference: str | None = None,
+) -> dict[str, Any]:
+    """Transcribe some chunks of a finished episode again (e.g. with another model) and
+    rebuild its transcript, score and report from the new and the kept chunks."""
+    settings = load_settings()
+    manifest = load_manifest(settings.audio_root / episode_id / MANIFEST_NAME)
+    out_dir = settings.transcripts_root / episode_id
+    old = load_transcript(out_dir / "transcript.json")
+    wanted = set(chunk_indices)
+    unknown = wanted - {c.index for c in manifest.chunks}
+    if unknown or not wanted:
+        raise OptionsError(f"chunk indices {sorted(unknown) or '[]'} are not chunks of "
+                           f"{episode_id} (0..{len(manifest.chunks) - 1})")
+    cut = {c.index: c.sha256 for c in manifest.chunks}
+    kept = [c for c in old.chunks if c.chunk_index not in wanted]
+    if any(cut.get(c.chunk_index) != c.chunk_sha256 for c in kept):
+        raise TranscriptionError(f"{out_dir}/transcript.json was made from another cut of "
+                                 f"{episode_id}: transcribe the whole episode again")
+    options = TranscribeOptions(model=model, device=device)
+    ref = load_reference(reference or _scored_reference(out_dir))
+    chunks = [c for c in manifest.chunks if c.index in wanted]
+    new, statuses, errors = run_chunks(manifest, chunks, options, episode_id, settings)
+    summary = complete_episode(manifest, new, kept, statuses, errors, ref, episode_id, settings)
+    record_state(settings, episode_id, "done", wer=summary["wer"])
+    return summary
+
+
+def _scored_reference(out_dir: Path) -> str | None:
+    """The reference the episode was last scored against, from its score.json."""
+    try:
+        return (read_json(out_dir / "score.json").get("reference") or {}).get("origin")
+    except (OSError, ValueError):
+        return None

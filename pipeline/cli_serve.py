@@ -1,0 +1,91 @@
+"""CLI commands that run podscribe on Prefect: ``serve``, and the Prefect path of ``demo``.
+
+This module must not import Prefect at import time (pipeline/ is plain Python): ``flows`` is
+imported inside the commands only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to ``app``."""
+    app.command("serve")(serve)
+
+
+def _offline() -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def serve(
+    poll_every: Annotated[float, typer.Option(
+        help="Minutes between scheduled feed polls (0: no interval schedule).")] = 60.0,
+    poll_cron: Annotated[str | None, typer.Option(
+        help="Cron schedule for feed polls instead of the interval, e.g. '0 * * * *'.")] = None,
+    feed: Annotated[list[str] | None, typer.Option(
+        "--feed", help="Feeds to poll [default: every feed in the catalog].")] = None,
+    port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
+    limit: Annotated[int | None, typer.Option(
+        help="Most flow runs at once in this process.")] = None,
+) -> None:
+    """Serve the transcribe-episode, rerun-chunks and poll-feeds deployments.
+
+    Starts a local Prefect server (SQLite, analytics off) unless PREFECT_API_URL is set.
+    Environment: PODSCRIBE_RESULTS_DIR (persisted chunk results, default ./results),
+    PODSCRIBE_AUDIO_ROOT, PODSCRIBE_TRANSCRIPTS_ROOT, PODSCRIBE_DB, PODSCRIBE_TASK_RUNNER
+    (threads|dask), PODSCRIBE_WORKERS, PODSCRIBE_DASK_ADDRESS, PODSCRIBE_DEVICE_SLOTS.
+    """
+    _offline()
+    from flows.deploy import serve_deployments
+    from flows.server import local_server, ui_url
+
+    with local_server(port=port) as api_url:
+        schedule = f"cron {poll_cron}" if poll_cron else (
+            f"every {poll_every:g} min" if poll_every else "on demand only")
+        out.print(f"Prefect UI: [bold]{ui_url(api_url)}[/bold]  (API {api_url})")
+        out.print(f"serving transcribe-episode, rerun-chunks, poll-feeds ({schedule}); "
+                  "Ctrl-C stops")
+        serve_deployments(poll_every or None, poll_cron, feed or None, limit)
+
+
+def prefect_demo(model: str, transcripts_root: Path, audio_root: Path, port: int = 4200) -> None:
+    """Serve the demo feed on 127.0.0.1, poll it with Prefect, transcribe and score the new
+    episodes in this process, and say where to look."""
+    _offline()
+    os.environ.setdefault("PODSCRIBE_TRANSCRIPTS_ROOT", str(transcripts_root))
+    os.environ.setdefault("PODSCRIBE_AUDIO_ROOT", str(audio_root))
+    from flows.feeds import poll_feeds
+    from flows.server import local_server, ui_url
+    from flows.settings import load_settings
+    from pipeline import catalog
+    from pipeline.demo import serve_demo_feed
+
+    settings = load_settings()
+    with serve_demo_feed() as feed_url, local_server(port=port) as api_url:
+        out.print(f"demo feed {feed_url}; Prefect API {api_url}")
+        summary = poll_feeds(feeds=[feed_url], model=model)
+        feed_id = next(f.feed_id for f in catalog.list_feeds(settings.db) if f.url == feed_url)
+        rows = catalog.list_episodes(settings.db, feed_id=feed_id)
+    table = Table(title="podscribe demo (Prefect)")
+    for col in ("episode", "state", "WER", "this run", "outputs"):
+        table.add_column(col)
+    for row in rows:
+        wer = "n/a" if row.last_wer is None else f"{row.last_wer:.2%}"
+        how = "transcribed" if row.episode_id in summary["started"] else "already done"
+        table.add_row(row.title, row.state, wer, how,
+                      str(settings.transcripts_root / row.episode_id))
+    out.print(table)
+    out.print(f"Flow runs and quality reports (Artifacts): {ui_url(api_url)}/runs — "
+              f"the UI is up while a server runs (`podscribe serve` starts one).")
+    out.print(f"Transcripts (.txt .srt .vtt .json), score.json: {settings.transcripts_root}/")
