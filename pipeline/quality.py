@@ -136,7 +136,8 @@ class ChunkSignals:
     start_s: float
     end_s: float
     words: int  # normalised words in the chunk's text
-    words_per_s: float  # over the chunk's speech seconds (0 where there is no speech)
+    words_per_s: float  # over the chunk's length (a rate over speech seconds explodes on
+    # a chunk with almost no speech, which is exactly where it would be read)
     avg_logprob: float | None  # duration-weighted over segments; None without segments
     no_speech_prob: float | None  # duration-weighted over segments
     max_temperature: float  # hottest fallback Whisper needed (0 = greedy throughout)
@@ -339,13 +340,14 @@ def chunk_signals(
         if ws
     )
     speech_s = windows.seconds("speech")
+    duration = transcript.end_s - transcript.start_s
     gram, count = repeated_ngram(words)
     return ChunkSignals(
         chunk_index=transcript.chunk_index,
         start_s=transcript.start_s,
         end_s=transcript.end_s,
         words=len(words),
-        words_per_s=round(len(words) / speech_s, 3) if speech_s else 0.0,
+        words_per_s=round(len(words) / duration, 3) if duration > 0 else 0.0,
         avg_logprob=_round(_weighted(segments, "avg_logprob")),
         no_speech_prob=_round(_weighted(segments, "no_speech_prob")),
         max_temperature=max((s.temperature for s in segments), default=0.0),

@@ -169,7 +169,7 @@ def timeline_png(data: ReportInput) -> bytes:
             sig = {x.chunk_index: x for x in (q.signals if q else ())}
             heights = [sig[c.chunk_index].words_per_s if c.chunk_index in sig else 0.0
                        for c in t.chunks]
-            ax.set_ylabel("words per speech second")
+            ax.set_ylabel("words per second")
         ax.bar(starts, heights, width=widths, align="edge", color="#4c78a8", alpha=0.85,
                edgecolor="white", linewidth=1)
         top = max([*heights, 1.0]) * 1.25
@@ -246,6 +246,7 @@ def _alignment_html(words: Sequence[AlignedWord]) -> str:
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[int]) -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    head = f"<tr>{head}</tr>" if any(headers) else ""
     body = "".join(
         "<tr>" + "".join(
             f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
@@ -253,7 +254,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[i
         ) + "</tr>"
         for row in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{head}{body}</table>"
 
 
 def _signal_cells(s: ChunkSignals) -> list[str]:

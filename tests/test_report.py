@@ -158,7 +158,7 @@ def test_finish_episode_without_reference(episode, tmp_path) -> None:
     assert score is None and not (out / "reference.txt").exists()
     page = files["report.html"].read_text(encoding="utf-8")
     assert "no reference: reference-free signals only" in page
-    assert "words per speech second" not in page  # it is in the plot's PNG, not the text
+    assert "words per second" not in page  # the plot's label is in its PNG, not the text
     assert load_report_input(out).quality is not None
     assert read_history(tmp_path / HISTORY_NAME)[0].wer is None
 
