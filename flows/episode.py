@@ -128,7 +128,7 @@ def run_chunks(
 def complete_episode(
     manifest: ChunkManifest, new: dict[int, ChunkTranscript], kept: list[ChunkTranscript],
     statuses: dict[int, str], errors: dict[int, str], reference: Reference | None, title: str,
-    settings: FlowSettings, feed: str | None = None,
+    settings: FlowSettings, started: float, feed: str | None = None,
 ) -> dict[str, Any]:
     """Publish the chunk table; raise if chunks failed, else finish and publish the report."""
     key = quality_key(manifest.episode_id)
@@ -142,7 +142,7 @@ def complete_episode(
         )
     transcripts = sorted([*kept, *new.values()], key=lambda c: c.chunk_index)
     out_dir = settings.transcripts_root / manifest.episode_id
-    elapsed_s = time.time() - flow_run.start_time.timestamp() if flow_run.start_time else None
+    elapsed_s = time.perf_counter() - started
     _, score, files = finish(manifest, transcripts, reference, out_dir, feed, elapsed_s)
     create_table_artifact(chunk_rows(manifest, statuses, score), key=f"chunks-{key[8:]}",
                           description=f"chunks of {title}")
@@ -185,6 +185,7 @@ def transcribe_episode(
     feed: str | None = None,
 ) -> dict[str, Any]:
     """Transcribe one episode chunk by chunk, score it against ``reference`` and report."""
+    started = time.perf_counter()
     settings = load_settings()
     try:
         options = TranscribeOptions(model=model, device=device, beam_size=beam_size)
@@ -196,7 +197,7 @@ def transcribe_episode(
         new, statuses, errors = run_chunks(manifest, list(manifest.chunks), options, name,
                                            settings)
         summary = complete_episode(manifest, new, [], statuses, errors, ref, name, settings,
-                                   feed)
+                                   started, feed)
     except Exception as exc:
         record_state(settings, episode_id, "failed", error=str(exc).splitlines()[0][:500])
         raise
@@ -215,6 +216,7 @@ def rerun_chunks(
 ) -> dict[str, Any]:
     """Transcribe some chunks of a finished episode again (e.g. with another model) and
     rebuild its transcript, score and report from the new and the kept chunks."""
+    started = time.perf_counter()
     settings = load_settings()
     manifest = load_manifest(settings.audio_root / episode_id / MANIFEST_NAME)
     out_dir = settings.transcripts_root / episode_id
@@ -233,7 +235,8 @@ def rerun_chunks(
     ref = load_reference(reference or _scored_reference(out_dir))
     chunks = [c for c in manifest.chunks if c.index in wanted]
     new, statuses, errors = run_chunks(manifest, chunks, options, episode_id, settings)
-    summary = complete_episode(manifest, new, kept, statuses, errors, ref, episode_id, settings)
+    summary = complete_episode(manifest, new, kept, statuses, errors, ref, episode_id, settings,
+                               started)
     record_state(settings, episode_id, "done", wer=summary["wer"])
     return summary
 

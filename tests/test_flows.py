@@ -21,13 +21,6 @@ def flow_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: str) 
     return tmp_path
 
 
-def _artifact(key: str):  # noqa: ANN202 - a prefect Artifact
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        return client.read_latest_artifacts(limit=200)
-
-
 def test_transcribe_episode_writes_outputs_and_quality_report(
     flow_env: Path, fixtures_dir: Path
 ) -> None:
@@ -49,7 +42,28 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=["quality-fixture-episode-1"])))
-    assert found and "WER" in str(found[0].data)
+    assert found and "Worst chunks" in str(found[0].data)
+
+    from flows.episode import rerun_chunks
+
+    again = rerun_chunks(episode_id="Fixture_Episode.1", chunk_indices=[1])
+    assert again["transcribed"] == [1] and again["chunks"] == summary["chunks"]
+    assert again["wer"] == pytest.approx(summary["wer"], abs=0.05)
+
+
+def test_dask_task_runner_with_two_local_workers(flow_env: Path, fixtures_dir: Path) -> None:
+    from flows.episode import transcribe_episode
+    from flows.runners import make_task_runner
+    from flows.settings import FlowSettings
+
+    runner = make_task_runner(FlowSettings(task_runner="dask", dask_workers=2, workers=1))
+    assert runner.cluster_kwargs["n_workers"] == 2
+    summary = transcribe_episode.with_options(task_runner=runner)(
+        source=str(fixtures_dir / "speech.ogg"), episode_id="dask-1",
+        reference=str(fixtures_dir / "speech.txt"), max_chunk_s=4.0,
+    )
+    assert summary["chunks"] >= 2 and summary["transcribed"] == list(range(summary["chunks"]))
+    assert summary["wer"] is not None and summary["wer"] < 0.8  # 4 s chunks: little context
 
 
 def _demo_feed(server: LocalHTTPServer, numbers: list[int]) -> str:

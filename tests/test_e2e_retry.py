@@ -1,0 +1,183 @@
+"""The Prefect UI's Retry on a failed transcribe-episode run re-runs only the failed chunks.
+
+A real Prefect server (the session harness) and `podscribe serve` in a subprocess; two chunk
+WAVs are corrupted after the run has cut them (the test holds the only slot of the device
+limit until then, so no chunk starts early), their sha256 checks fail and the run is Failed.
+The chunks are restored, headless Chromium clicks ⋮ → Retry → Retry, and the run must
+complete having transcribed each chunk exactly once over both attempts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parent.parent
+EPISODE = "e2e-episode"
+CORRUPT = (0, 2)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"]
+LOG_LINE = re.compile(rf"transcribing chunk (\d+) of {EPISODE}")
+
+
+@pytest.fixture
+def served(prefect_api: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """`podscribe serve` against the harness server, writing under tmp_path."""
+    env = os.environ | {
+        "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+        "PODSCRIBE_RESULTS_DIR": str(tmp_path / "results"),
+        "PODSCRIBE_AUDIO_ROOT": str(tmp_path / "audio"),
+        "PODSCRIBE_TRANSCRIPTS_ROOT": str(tmp_path / "transcripts"),
+        "PODSCRIBE_DB": str(tmp_path / "catalog.db"),
+    }
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "serve", "--poll-every", "0"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield env | {"log": str(log)}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait(what: str, check, timeout_s: float, every_s: float = 0.5):  # noqa: ANN001, ANN202
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def _deployment_id(client, name: str):  # noqa: ANN001, ANN202
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return client.read_deployment_by_name(name).id
+    except ObjectNotFound:
+        return None
+
+
+def _final_state(client, run_id):  # noqa: ANN001, ANN202
+    state = client.read_flow_run(run_id).state
+    return state if state is not None and state.is_final() else None
+
+
+def _transcribed(client, run_id) -> Counter[int]:  # noqa: ANN001
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                            limit=200)
+    return Counter(int(m.group(1)) for log in logs if (m := LOG_LINE.search(log.message)))
+
+
+def _local_only(route) -> None:  # noqa: ANN001 - a playwright Route
+    host = urlparse(route.request.url).hostname
+    if host in ("127.0.0.1", "localhost"):
+        route.continue_()
+    else:
+        route.abort()
+
+
+def _click_retry(ui: str, run_id, shots: Path) -> None:  # noqa: ANN001
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        context.route("**/*", _local_only)
+        page = context.new_page()
+        try:
+            page.goto(f"{ui}/v2/runs/flow-run/{run_id}", wait_until="domcontentloaded")
+            page.get_by_text("Failed").first.wait_for(timeout=60_000)
+            page.get_by_role("button", name="Open menu").first.click(timeout=30_000)
+            page.get_by_role("menuitem", name="Retry").click(timeout=30_000)
+            dialog = page.get_by_role("dialog")
+            dialog.get_by_text("Retry Flow Run").wait_for(timeout=30_000)
+            dialog.get_by_role("button", name="Retry").click(timeout=30_000)
+            dialog.wait_for(state="hidden", timeout=30_000)
+        except Exception:
+            page.screenshot(path=str(shots / "retry-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+def test_ui_retry_reruns_only_the_failed_chunks(
+    served: dict[str, str], prefect_api: str, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.concurrency.sync import concurrency
+    from prefect.deployments import run_deployment
+
+    from flows.device import ensure_device_limit
+    from flows.settings import DEVICE_LIMIT
+
+    ensure_device_limit(1)
+    with get_client(sync_client=True) as client:
+        old_limit = client.read_global_concurrency_limit_by_name(DEVICE_LIMIT).limit
+        client.update_global_concurrency_limit(DEVICE_LIMIT, GlobalConcurrencyLimitUpdate(limit=1))
+        try:
+            _wait("the served deployment", lambda: _deployment_id(
+                client, "transcribe-episode/transcribe-episode"), 120)
+            chunks_dir = tmp_path / "audio" / EPISODE / "chunks"
+            with concurrency(DEVICE_LIMIT, occupy=1):  # no chunk starts before the damage
+                run = run_deployment(
+                    "transcribe-episode/transcribe-episode", timeout=0,
+                    parameters={"source": str(fixtures_dir / "episode.mp3"),
+                                "episode_id": EPISODE, "title": "E2E episode",
+                                "reference": str(fixtures_dir / "episode.txt"),
+                                "max_chunk_s": 15.0})
+                _wait("the chunk manifest", lambda: (chunks_dir.parent / "manifest.json")
+                      .is_file(), 180)
+                originals = {i: (chunks_dir / f"chunk-{i:04d}.wav").read_bytes() for i in CORRUPT}
+                for i, data in originals.items():
+                    (chunks_dir / f"chunk-{i:04d}.wav").write_bytes(data[:100] + bytes(
+                        len(data) - 100))
+            total = len(list(chunks_dir.glob("chunk-*.wav")))
+            assert total >= 3
+            failed = _wait("the run to fail", lambda: _final_state(client, run.id), 300)
+            assert failed.is_failed(), failed
+            first = _wait("the first attempt's logs", lambda: (
+                c if sum((c := _transcribed(client, run.id)).values()) == total - 2 else None), 30)
+            assert set(first) == set(range(total)) - set(CORRUPT)
+
+            for i, data in originals.items():
+                (chunks_dir / f"chunk-{i:04d}.wav").write_bytes(data)
+            _click_retry(prefect_api.removesuffix("/api"), run.id, tmp_path)
+
+            _wait("the retried run to leave Failed", lambda: not client.read_flow_run(
+                run.id).state.is_failed(), 60)
+            done = _wait("the retried run", lambda: _final_state(client, run.id), 300)
+            assert done.is_completed(), (done, Path(served["log"]).read_text()[-3000:])
+            counts = _wait("the retry's logs", lambda: (
+                c if sum((c := _transcribed(client, run.id)).values()) >= total else None), 30)
+            assert counts == Counter(range(total)), "each chunk transcribed exactly once"
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[f"quality-{EPISODE}"])))
+            assert artifacts and "Worst chunks" in str(artifacts[0].data)
+        finally:
+            client.update_global_concurrency_limit(
+                DEVICE_LIMIT, GlobalConcurrencyLimitUpdate(limit=old_limit))
