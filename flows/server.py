@@ -27,9 +27,14 @@ def _healthy(api_url: str) -> bool:
 
 
 @contextlib.contextmanager
-def local_server(host: str = "127.0.0.1", port: int = 4200) -> Iterator[str]:
+def local_server(
+    host: str = "127.0.0.1", port: int = 4200, home: Path | None = None
+) -> Iterator[str]:
     """Use PREFECT_API_URL when set, else a Prefect server on host:port (started unless one
-    already answers there); yield the API URL with Prefect's settings pointed at it."""
+    already answers there); yield the API URL with Prefect's settings pointed at it.
+
+    ``home``: the started server's PREFECT_HOME (its SQLite database), default Prefect's own.
+    """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     given = os.environ.get("PREFECT_API_URL")
@@ -44,7 +49,9 @@ def local_server(host: str = "127.0.0.1", port: int = 4200) -> Iterator[str]:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "server", "start", "--host", host,
                  "--port", str(port)],
-                env=os.environ | OFFLINE_ENV, stdout=log_file, stderr=subprocess.STDOUT,
+                env=os.environ | OFFLINE_ENV | {"PREFECT_UI_API_URL": api_url}
+                | ({"PREFECT_HOME": str(home)} if home else {}),
+                stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         _wait_healthy(api_url, proc, log)

@@ -1,6 +1,7 @@
 """The Prefect UI's Retry on a failed transcribe-episode run re-runs only the failed chunks.
 
-A real Prefect server (the session harness) and `podscribe serve` in a subprocess; two chunk
+A real Prefect server (`prefect server start`, fresh SQLite: the test harness's ephemeral
+server has no UI) and `podscribe serve` in a subprocess; two chunk
 WAVs are corrupted after the run has cut them (the test holds the only slot of the device
 limit until then, so no chunk starts early), their sha256 checks fail and the run is Failed.
 The chunks are restored, headless Chromium clicks ⋮ → Retry → Retry, and the run must
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,8 +36,21 @@ LOG_LINE = re.compile(rf"transcribing chunk (\d+) of {EPISODE}")
 
 
 @pytest.fixture
-def served(prefect_api: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """`podscribe serve` against the harness server, writing under tmp_path."""
+def prefect_ui_server(tmp_path: Path) -> Iterator[str]:
+    """A real Prefect server with its UI on a free port; yields its API URL."""
+    from flows.server import local_server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with local_server(port=port, home=tmp_path / "prefect-home") as api_url:
+        yield api_url
+
+
+@pytest.fixture
+def served(prefect_ui_server: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """`podscribe serve` against that server, writing under tmp_path."""
+    prefect_api = prefect_ui_server
     env = os.environ | {
         "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "2",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
@@ -112,10 +127,11 @@ def _click_retry(ui: str, run_id, shots: Path) -> None:  # noqa: ANN001
             page.get_by_text("Failed").first.wait_for(timeout=60_000)
             page.get_by_role("button", name="Open menu").first.click(timeout=30_000)
             page.get_by_role("menuitem", name="Retry").click(timeout=30_000)
-            dialog = page.get_by_role("dialog")
-            dialog.get_by_text("Retry Flow Run").wait_for(timeout=30_000)
-            dialog.get_by_role("button", name="Retry").click(timeout=30_000)
-            dialog.wait_for(state="hidden", timeout=30_000)
+            title = page.get_by_text("Retry Flow Run", exact=True)
+            title.wait_for(timeout=30_000)
+            # The confirmation dialog's own Retry button (an alertdialog, opened last).
+            page.get_by_role("button", name="Retry", exact=True).last.click(timeout=30_000)
+            title.wait_for(state="hidden", timeout=30_000)
         except Exception:
             page.screenshot(path=str(shots / "retry-failure.png"), full_page=True)
             raise
@@ -124,7 +140,7 @@ def _click_retry(ui: str, run_id, shots: Path) -> None:  # noqa: ANN001
 
 
 def test_ui_retry_reruns_only_the_failed_chunks(
-    served: dict[str, str], prefect_api: str, fixtures_dir: Path, tmp_path: Path
+    served: dict[str, str], prefect_ui_server: str, fixtures_dir: Path, tmp_path: Path
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
@@ -166,7 +182,7 @@ def test_ui_retry_reruns_only_the_failed_chunks(
 
             for i, data in originals.items():
                 (chunks_dir / f"chunk-{i:04d}.wav").write_bytes(data)
-            _click_retry(prefect_api.removesuffix("/api"), run.id, tmp_path)
+            _click_retry(prefect_ui_server.removesuffix("/api"), run.id, tmp_path)
 
             _wait("the retried run to leave Failed", lambda: not client.read_flow_run(
                 run.id).state.is_failed(), 60)
