@@ -50,7 +50,7 @@ from whisper.decoding import (
 from whisper.tokenizer import Tokenizer, get_tokenizer
 
 from pipeline.audio import read_wav_samples
-from pipeline.errors import TranscriptionError
+from pipeline.errors import AudioError, TranscriptionError
 from pipeline.transcribe import (
     LoadedModel,
     TranscribeOptions,
@@ -168,7 +168,7 @@ class BatchDecodingTask(DecodingTask):
         # their log-probability), so the result equals the undropped loop's.
         eot = self.tokenizer.eot
         n_batch = tokens.shape[0]
-        rows = torch.arange(n_batch)  # original row of each live row
+        rows = torch.arange(n_batch, device=tokens.device)  # original row of each live row
         sum_logprobs = torch.zeros(n_batch, device=audio_features.device)
         live_sums = sum_logprobs.clone()
         finished: list[torch.Tensor | None] = [None] * n_batch
@@ -188,11 +188,12 @@ class BatchDecodingTask(DecodingTask):
                 done = tokens[:, -1] == eot
                 if bool(done.any()):
                     for j in done.nonzero()[:, 0].tolist():
-                        finished[int(rows[j])] = tokens[j]
-                        sum_logprobs[rows[j]] = live_sums[j]
+                        row = int(rows[j])
+                        finished[row] = tokens[j]
+                        sum_logprobs[row] = live_sums[j]
                     keep = (~done).nonzero()[:, 0]
                     rows, tokens, live_sums = rows[keep], tokens[keep], live_sums[keep]
-                    audio_features = audio_features[keep.to(audio_features.device)]
+                    audio_features = audio_features[keep]
                     self._keep_cache_rows(keep)
         finally:
             self.inference.cleanup_caching()
@@ -289,7 +290,7 @@ class BatchTranscriber:
         """Read a chunk's samples and compute its padded log-mel (on the model's device)."""
         try:
             samples = read_wav_samples(chunk.path)
-        except OSError as exc:
+        except (OSError, AudioError) as exc:
             raise TranscriptionError(
                 f"cannot read chunk {chunk.index} ({chunk.path}): {exc}"
             ) from exc

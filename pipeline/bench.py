@@ -214,7 +214,9 @@ def run_whisper_baseline(
     return BenchRun(name, desc, audio_s, wall, _wer(result["text"], reference), peak())
 
 
-def run_pipeline(source: str, reference: Any, options: Any, work_dir: Path) -> BenchRun:
+def run_pipeline(
+    source: str, reference: Any, options: Any, work_dir: Path, batch_size: int | None = None
+) -> BenchRun:
     """The podscribe pipeline end to end, into fresh folders under ``work_dir``."""
     from pipeline.episode import run_episode
 
@@ -249,8 +251,9 @@ def run_pipeline(source: str, reference: Any, options: Any, work_dir: Path) -> B
     extra: dict[str, Any] = {"chunks": result.chunks}
     if quality is not None:  # chunks the quality checks sent back for a second transcription
         extra["retried_chunks"] = [r.chunk_index for r in quality.repairs]
+    batch_size = batch_size or options.batch_size
     desc = (
-        f"podscribe pipeline ({options.model}, batch_size={options.batch_size}): decode, "
+        f"podscribe pipeline ({options.model}, batch_size={batch_size}): decode, "
         "chunk, transcribe, quality checks + repair, score, write"
     )
     return BenchRun(
@@ -324,7 +327,7 @@ def run_bench(
             )
         say(f"[{i + 1}/{repeat}] podscribe pipeline (batch {effective_batch})")
         with tempfile.TemporaryDirectory(prefix="podscribe-bench-") as tmp:
-            runs.append(run_pipeline(source, ref, options, Path(tmp)))
+            runs.append(run_pipeline(source, ref, options, Path(tmp), effective_batch))
     # The baseline's audio length is its last segment's end; use the decoded duration for all.
     audio_s = next(r.audio_s for r in runs if r.name == PIPELINE)
     runs = [_with_audio(r, audio_s) for r in runs]

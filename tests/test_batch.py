@@ -1,0 +1,219 @@
+"""Batched decoding: whisper's timestamp rules exactly, batch-invariant text, remainders decoded,
+and the micro-batcher under concurrent callers."""
+
+from __future__ import annotations
+
+import threading
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from whisper.decoding import ApplyTimestampRules, DecodingOptions
+from whisper.tokenizer import get_tokenizer
+
+from pipeline.audio import decode_audio, read_wav_samples
+from pipeline.batch import (
+    BatchTranscriber,
+    MicroBatcher,
+    VectorTimestampRules,
+    auto_batch_size,
+    decode_batch,
+    transcribe_chunks_batched,
+)
+from pipeline.chunk import ChunkOptions, chunk_audio
+from pipeline.errors import OptionsError
+from pipeline.score import normalize_words
+from pipeline.store import sha256_file
+from pipeline.transcribe import TranscribeOptions, load_model, transcribe_chunk
+from pipeline.types import SAMPLE_RATE, Chunk
+
+TOKENIZER = get_tokenizer(False)  # tiny.en's: English-only vocabulary
+SAMPLE_BEGIN = len(TOKENIZER.sot_sequence)  # English-only: <|startoftranscript|> alone
+VOCAB = 51864
+
+
+def _random_sequences(rng: np.random.Generator, rows: int, length: int) -> torch.Tensor:
+    """Token rows mixing text, EOT and timestamps, in the patterns the rules branch on."""
+    tb = TOKENIZER.timestamp_begin
+    kinds = rng.integers(0, 3, size=(rows, length))
+    text = rng.integers(0, TOKENIZER.eot, size=(rows, length))
+    stamps = tb + rng.integers(0, 1501, size=(rows, length))
+    sampled = np.where(kinds == 0, text, np.where(kinds == 1, stamps, TOKENIZER.eot))
+    prefix = np.tile(np.array(TOKENIZER.sot_sequence), (rows, 1))
+    return torch.from_numpy(np.concatenate([prefix, sampled], axis=1)).long()
+
+
+@pytest.mark.parametrize("max_initial", [None, 50])
+@pytest.mark.parametrize("length", [0, 1, 2, 3, 7, 40])
+def test_vectorised_timestamp_rules_match_whisper(length: int, max_initial: int | None) -> None:
+    rng = np.random.default_rng(length * 7 + (max_initial or 0))
+    for trial in range(20):
+        tokens = _random_sequences(rng, rows=9, length=length)
+        # Skewed logits so that both outcomes of the "timestamps likelier than text" rule occur.
+        logits = torch.from_numpy(rng.normal(size=(9, VOCAB)).astype(np.float32))
+        logits[: 4 + trial % 3, TOKENIZER.timestamp_begin :] += 6.0
+        expected, got = logits.clone(), logits.clone()
+        ApplyTimestampRules(TOKENIZER, SAMPLE_BEGIN, max_initial).apply(expected, tokens)
+        VectorTimestampRules(TOKENIZER, SAMPLE_BEGIN, max_initial).apply(got, tokens)
+        assert torch.equal(expected, got), f"trial {trial}"
+
+
+def test_auto_batch_size_fits_memory() -> None:
+    from whisper.model import ModelDimensions
+
+    tiny = ModelDimensions(80, 1500, 384, 6, 4, 51864, 448, 384, 6, 4)
+    assert auto_batch_size(80 * 2**30, tiny) == 64  # capped
+    assert auto_batch_size(200 * 2**20, tiny) < 16
+    assert auto_batch_size(0, tiny) == 1
+
+
+def test_batch_size_is_validated() -> None:
+    with pytest.raises(OptionsError, match="batch_size"):
+        TranscribeOptions(batch_size=-1)
+    with pytest.raises(OptionsError, match="batch_size"):
+        TranscribeOptions(batch_size=10_000)
+
+
+# --------------------------------------------------------------------------------------------
+# With the real tiny.en model
+
+
+def _write_chunk(samples: np.ndarray, path: Path, index: int = 0) -> Chunk:
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(pcm.tobytes())
+    return Chunk(index, 0, len(pcm), path, sha256_file(path), "end")
+
+
+@pytest.fixture(scope="module")
+def episode_chunks(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> list[Chunk]:
+    """tests/fixtures/episode.mp3 cut into ~10 s chunks, plus speech.ogg as one more chunk."""
+    root = tmp_path_factory.mktemp("episode")
+    decoded = decode_audio(fixtures_dir / "episode.mp3", root / "audio.wav")
+    options = ChunkOptions(max_chunk_s=10.0, min_chunk_s=3.0, search_s=5.0)
+    chunks = list(chunk_audio(decoded, root / "chunks", "fixture", options).chunks)
+    speech = decode_audio(fixtures_dir / "speech.ogg", root / "speech.wav")
+    extra = _write_chunk(read_wav_samples(speech.path), root / "speech-chunk.wav", len(chunks))
+    return [*chunks, extra]
+
+
+def _texts(results: list) -> list[tuple[str, list[tuple[float, float]]]]:
+    return [(r.text, [(s.start, s.end) for s in r.segments]) for r in results]
+
+
+@pytest.mark.slow
+def test_batched_text_does_not_depend_on_the_batch(episode_chunks: list[Chunk]) -> None:
+    options = TranscribeOptions()
+    loaded = load_model(options)
+    alone = transcribe_chunks_batched(episode_chunks, options, batch_size=1, loaded=loaded)
+    together = transcribe_chunks_batched(
+        episode_chunks, options, batch_size=len(episode_chunks), loaded=loaded
+    )
+    pairs = transcribe_chunks_batched(episode_chunks, options, batch_size=2, loaded=loaded)
+    assert _texts(alone) == _texts(together) == _texts(pairs)
+    # ... and the same segments as whisper.transcribe on each chunk (the single-chunk path).
+    single = [transcribe_chunk(c, TranscribeOptions(batch_size=1), loaded) for c in episode_chunks]
+    assert _texts(single) == _texts(together)
+    assert [r.chunk_index for r in together] == [c.index for c in episode_chunks]
+    words = normalize_words(" ".join(r.text for r in together))
+    assert {"rivers", "mountains", "weather", "fox", "podcasts"} <= set(words)
+
+
+@pytest.mark.slow
+def test_real_decoding_matches_whisper_decode(episode_chunks: list[Chunk]) -> None:
+    import whisper
+
+    loaded = load_model(TranscribeOptions())
+    mels = torch.stack(
+        [
+            whisper.pad_or_trim(whisper.log_mel_spectrogram(read_wav_samples(c.path)), 3000)
+            for c in episode_chunks[:3]
+        ]
+    )
+    options = DecodingOptions(language="en", fp16=False)
+    ours = decode_batch(loaded.model, mels, options)
+    theirs = whisper.decode(loaded.model, mels, options)
+    assert [r.tokens for r in ours] == [r.tokens for r in theirs]
+    assert [r.avg_logprob for r in ours] == pytest.approx([r.avg_logprob for r in theirs])
+    assert [r.no_speech_prob for r in ours] == pytest.approx([r.no_speech_prob for r in theirs])
+
+
+@pytest.mark.slow
+def test_speech_after_an_early_timestamp_is_decoded(tmp_path: Path, fixtures_dir: Path) -> None:
+    # Speech, 8 s of silence, speech again (fixture seconds 10-20 and 20-30): tiny.en closes the
+    # first window on a "continue from here" timestamp before the second part ends. The rest
+    # of the chunk must then be decoded from that timestamp, not dropped.
+    episode = read_wav_samples(
+        decode_audio(fixtures_dir / "episode.mp3", tmp_path / "e.wav").path
+    )
+    first, second = episode[10 * SAMPLE_RATE : 20 * SAMPLE_RATE], episode[20 * SAMPLE_RATE :]
+    silence = np.zeros(8 * SAMPLE_RATE, dtype=np.float32)
+    audio = np.concatenate([first, silence, second[: 10 * SAMPLE_RATE]])
+    chunk = _write_chunk(audio, tmp_path / "gap.wav")
+    options = TranscribeOptions()
+    loaded = load_model(options)
+
+    engine = BatchTranscriber(options, loaded)
+    state = engine.start(chunk)
+    engine.run_batch([state])  # one window: what single-pass batch decoding would keep
+    assert not state.done, "the first window was expected to stop early"
+    first_pass = set(normalize_words(" ".join(s["text"] for s in state.segments)))
+
+    [result] = transcribe_chunks_batched([chunk], options, batch_size=4, loaded=loaded)
+    words = set(normalize_words(result.text))
+    assert {"rivers", "years", "surprised", "stream", "storm", "worry"} <= words
+    recovered = {"plan", "map"} & words
+    assert recovered and not recovered & first_pass  # spoken after the early stop
+    assert max(s.end for s in result.segments) > 26.0  # decoded up to the chunk's end
+
+
+@pytest.mark.slow
+def test_micro_batcher_serves_concurrent_callers(episode_chunks: list[Chunk]) -> None:
+    options = TranscribeOptions(batch_size=4)
+    expected = _texts(transcribe_chunks_batched(episode_chunks, options))
+    results: dict[int, object] = {}
+    errors: list[BaseException] = []
+
+    def worker(chunks: list[Chunk], batcher: MicroBatcher) -> None:
+        try:
+            futures = [(c.index, batcher.submit(c, options)) for c in chunks]
+            for index, future in futures:
+                results[index] = future.result(timeout=600)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    with MicroBatcher(max_wait_s=0.2) as batcher:
+        threads = [
+            threading.Thread(target=worker, args=(episode_chunks[i::3], batcher))
+            for i in range(3)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    got = [results[c.index] for c in episode_chunks]
+    assert _texts(got) == expected
+    with pytest.raises(Exception, match="closed"):
+        batcher.submit(episode_chunks[0], options)
+
+
+@pytest.mark.slow
+def test_micro_batcher_reports_a_bad_chunk_to_its_caller_only(
+    episode_chunks: list[Chunk], tmp_path: Path
+) -> None:
+    missing = Chunk(99, 0, 16000, tmp_path / "missing.wav", "0" * 64, "end")
+    options = TranscribeOptions(batch_size=4)
+    with MicroBatcher() as batcher:
+        bad = batcher.submit(missing, options)
+        good = batcher.submit(episode_chunks[-1], options)
+        with pytest.raises(Exception, match="chunk 99"):
+            bad.result(timeout=600)
+        assert "fox" in good.result(timeout=600).text.lower()
+
