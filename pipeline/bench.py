@@ -292,11 +292,6 @@ def run_bench(
     log: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Run the baseline(s) and the pipeline ``repeat`` times, interleaved, in this process."""
-    import torch
-
-    from pipeline.reference import read_reference
-    from pipeline.transcribe import TranscribeOptions, load_model
-
     if backend not in BACKENDS:
         raise OptionsError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if backend != "openai-whisper":
@@ -306,6 +301,11 @@ def run_bench(
         )
     if repeat < 1:
         raise OptionsError(f"repeat must be at least 1, not {repeat}")
+    import torch
+
+    from pipeline.reference import read_reference
+    from pipeline.transcribe import TranscribeOptions, load_model
+
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     ref = read_reference(reference_source)
