@@ -40,6 +40,10 @@ from pipeline.transcribe import TranscribeOptions
 from pipeline.transcript import load_transcript
 from pipeline.types import Chunk, ChunkManifest, ChunkTranscript
 
+# Chunk tasks reach the micro-batcher ~0.1 s apart (task start-up, slot acquisition): wait
+# longer than the batcher's default for the first batch to fill before decoding it.
+BATCH_WAIT_S = 1.0
+
 # --- tasks: one line of pipeline each ----------------------------------------------------------
 
 
@@ -74,7 +78,7 @@ def transcribe_one_chunk(
     with device_slot():
         verify_chunk(chunk, episode_id)
         get_run_logger().info("transcribing chunk %d of %s", chunk.index, episode_id)
-        return shared_batcher().submit(chunk, TranscribeOptions(**options)).result()
+        return shared_batcher(BATCH_WAIT_S).submit(chunk, TranscribeOptions(**options)).result()
 
 
 @task(task_run_name="merge, score and write")
