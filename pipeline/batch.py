@@ -347,14 +347,16 @@ class BatchTranscriber:
         )
         return failed and not silent
 
-    def _decode_with_fallback(self, state: _ChunkState) -> DecodingResult:
+    def _decode_with_fallback(
+        self, state: _ChunkState, temperatures: Sequence[float]
+    ) -> DecodingResult:
         # Whisper's fallback ladder for one window, alone and seeded, so that the sampled
         # decodes depend only on this window (never on batch mates or on chunk order).
         torch.manual_seed(self.options.seed)
         mel = state.window_mel()[None].to(self.dtype)
         prompt = self.prompt_of(state)
         result = None
-        for t in self.options.temperatures:
+        for t in temperatures:
             result = decode_batch(self.model, mel, self._decoding_options(t, prompt))[0]
             if not self._needs_fallback(result):
                 break
@@ -370,12 +372,14 @@ class BatchTranscriber:
             mels = torch.stack([s.window_mel() for s in states]).to(self.dtype)
             results = decode_batch(self.model, mels, self._decoding_options(0.0, prompt))
         else:  # sampling from the first try: every window alone, seeded
-            results = [self._decode_with_fallback(s) for s in states]
+            results = [self._decode_with_fallback(s, self.options.temperatures) for s in states]
         share = (time.perf_counter() - started) / len(states)
+        hotter = self.options.temperatures[1:]
         for state, result in zip(states, results, strict=True):
             t0 = time.perf_counter()
-            if first_t == 0 and self._needs_fallback(result) and len(self.options.temperatures) > 1:
-                result = self._decode_with_fallback(state)
+            if first_t == 0 and hotter and self._needs_fallback(result):
+                # The temperature-0 try is the batched one (batch-invariant); the rest alone.
+                result = self._decode_with_fallback(state, hotter)
             self._advance(state, result)
             state.elapsed_s += share + (time.perf_counter() - t0)
             state.windows += 1

@@ -217,3 +217,15 @@ def test_micro_batcher_reports_a_bad_chunk_to_its_caller_only(
             bad.result(timeout=600)
         assert "fox" in good.result(timeout=600).text.lower()
 
+
+
+@pytest.mark.slow
+def test_fallback_windows_are_seeded_alone(episode_chunks: list[Chunk]) -> None:
+    # A logprob threshold no decode can meet sends every window down the sampled ladder.
+    options = TranscribeOptions(logprob_threshold=0.0, temperatures=(0.0, 0.6))
+    loaded = load_model(options)
+    chunks = episode_chunks[:3]
+    alone = transcribe_chunks_batched(chunks, options, batch_size=1, loaded=loaded)
+    together = transcribe_chunks_batched(chunks, options, batch_size=3, loaded=loaded)
+    assert _texts(alone) == _texts(together)
+    assert {s.temperature for r in together for s in r.segments} == {0.6}
