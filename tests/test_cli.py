@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LocalHTTPServer, Reply
+from conftest import LocalHTTPServer, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
 
