@@ -150,7 +150,7 @@ class BatchDecodingTask(DecodingTask):
 
     def __init__(self, model: Any, options: DecodingOptions) -> None:
         super().__init__(model, options)
-        self.logit_filters = [
+        self.logit_filters: list[LogitFilter] = [
             VectorTimestampRules(f.tokenizer, f.sample_begin, f.max_initial_timestamp_index)
             if isinstance(f, ApplyTimestampRules)
             else f
@@ -200,8 +200,10 @@ class BatchDecodingTask(DecodingTask):
         for j, row in enumerate(rows.tolist()):
             finished[row] = tokens[j]
             sum_logprobs[row] = live_sums[j]
-        width = max(int(t.shape[0]) for t in finished if t is not None)
-        out = torch.stack([F.pad(t, (0, width - t.shape[0]), value=eot) for t in finished])
+        rows_out = [t for t in finished if t is not None]
+        assert len(rows_out) == n_batch  # every row finished or was still live at the end
+        width = max(int(t.shape[0]) for t in rows_out)
+        out = torch.stack([F.pad(t, (0, width - t.shape[0]), value=eot) for t in rows_out])
         return out, sum_logprobs, no_speech_probs
 
     def _keep_cache_rows(self, keep: torch.Tensor) -> None:
@@ -462,7 +464,8 @@ class BatchTranscriber:
         if not pending:
             return []
         prompt = self.prompt_of(pending[0])
-        batch, rest = [], deque()
+        batch: list[_ChunkState] = []
+        rest: deque[_ChunkState] = deque()
         while pending:
             state = pending.popleft()
             if len(batch) < self.batch_size and self.prompt_of(state) == prompt:

@@ -42,7 +42,8 @@ class BenchRun:
     audio_s: float
     wall_s: float
     wer: float | None
-    peak_rss_mb: float  # sampled while this run ran
+    peak_rss_mb: float  # the process's RSS, sampled while this run ran: its peak
+    start_rss_mb: float = 0.0  # ... and when the run started (weights, earlier runs' leftovers)
     stages: dict[str, float] = field(default_factory=dict)  # seconds per pipeline stage
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -117,6 +118,7 @@ class BenchResult:
                     "rtfx": round(r.rtfx, 2),
                     "wer": r.wer,
                     "peak_rss_mb": round(r.peak_rss_mb, 1),
+                    "start_rss_mb": round(r.start_rss_mb, 1),
                     "stages": {k: round(v, 3) for k, v in r.stages.items()},
                     **r.extra,
                 }
@@ -129,27 +131,36 @@ class BenchResult:
 # Measuring
 
 
+@dataclass
+class RssSample:
+    """The process's resident set size when sampling began, and its peak so far, in MB."""
+
+    start_mb: float
+    peak_mb: float
+
+
 @contextmanager
-def sampled_peak_rss() -> Iterator[Callable[[], float]]:
-    """Sample this process's RSS in a thread; the yielded function returns the peak in MB."""
+def sampled_peak_rss() -> Iterator[RssSample]:
+    """Sample this process's RSS in a thread while the block runs."""
     import psutil
 
     proc = psutil.Process()
-    peak = [proc.memory_info().rss]
+    rss = proc.memory_info().rss / 2**20
+    sample = RssSample(rss, rss)
     stop = threading.Event()
 
-    def sample() -> None:
+    def poll() -> None:
         while not stop.wait(_RSS_SAMPLE_S):
-            peak[0] = max(peak[0], proc.memory_info().rss)
+            sample.peak_mb = max(sample.peak_mb, proc.memory_info().rss / 2**20)
 
-    thread = threading.Thread(target=sample, daemon=True)
+    thread = threading.Thread(target=poll, daemon=True)
     thread.start()
     try:
-        yield lambda: peak[0] / 2**20
+        yield sample
     finally:
         stop.set()
         thread.join()
-        peak[0] = max(peak[0], proc.memory_info().rss)
+        sample.peak_mb = max(sample.peak_mb, proc.memory_info().rss / 2**20)
 
 
 def process_max_rss_mb() -> float:
@@ -206,12 +217,14 @@ def run_whisper_baseline(
             "0.2..1.0 seeded by torch.manual_seed(0), condition_on_previous_text=True)"
         )
     torch.manual_seed(0)
-    with sampled_peak_rss() as peak:
+    with sampled_peak_rss() as rss:
         started = time.perf_counter()
         result = whisper.transcribe(model, source, **kwargs)
         wall = time.perf_counter() - started
     audio_s = float(result["segments"][-1]["end"]) if result["segments"] else 0.0
-    return BenchRun(name, desc, audio_s, wall, _wer(result["text"], reference), peak())
+    return BenchRun(
+        name, desc, audio_s, wall, _wer(result["text"], reference), rss.peak_mb, rss.start_mb
+    )
 
 
 def run_pipeline(
@@ -228,7 +241,7 @@ def run_pipeline(
     def chunk_done(_ct: Any, _total: int) -> None:
         marks["transcribed"] = time.perf_counter()
 
-    with sampled_peak_rss() as peak:
+    with sampled_peak_rss() as rss:
         started = time.perf_counter()
         result = run_episode(
             source,
@@ -262,7 +275,8 @@ def run_pipeline(
         result.duration_s,
         wall,
         _wer(result.transcript.text, reference.text),
-        peak(),
+        rss.peak_mb,
+        rss.start_mb,
         stages,
         extra,
     )

@@ -55,13 +55,13 @@ def bench(
     )
     summary = result.summary()
     table = Table(title=f"{source} · {model} · {result.device} · {result.threads} threads")
-    for col in ("run", "wall s", "RTFx", "WER", "peak RSS MB", "stages s"):
+    for col in ("run", "wall s", "RTFx", "WER", "RSS MB: start → peak", "stages s"):
         table.add_column(col)
     for r in result.runs:
         stages = " ".join(f"{k} {v:.2f}" for k, v in r.stages.items())
         wer = "n/a" if r.wer is None else f"{r.wer:.2%}"
-        table.add_row(r.name, f"{r.wall_s:.2f}", f"{r.rtfx:.1f}", wer, f"{r.peak_rss_mb:.0f}",
-                      stages)
+        rss = f"{r.start_rss_mb:.0f} → {r.peak_rss_mb:.0f}"
+        table.add_row(r.name, f"{r.wall_s:.2f}", f"{r.rtfx:.1f}", wer, rss, stages)
     (err if as_json else out).print(table)
     delta = summary["wer_delta"]
     (err if as_json else out).print(

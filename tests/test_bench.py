@@ -30,11 +30,11 @@ def _result(*runs: BenchRun) -> BenchResult:
 def test_speedup_and_wer_delta_use_the_median_repetition() -> None:
     result = _result(
         BenchRun(BASELINE_DEFAULT, "", 100.0, 10.0, 0.06, 1.0),
-        BenchRun(PIPELINE, "", 100.0, 2.0, 0.062, 1.0, {"transcribe": 1.0}),
+        BenchRun(PIPELINE, "", 100.0, 2.0, 0.062, 1.0, stages={"transcribe": 1.0}),
         BenchRun(BASELINE_DEFAULT, "", 100.0, 20.0, 0.06, 1.0),
-        BenchRun(PIPELINE, "", 100.0, 4.0, 0.062, 1.0, {"transcribe": 2.0}),
+        BenchRun(PIPELINE, "", 100.0, 4.0, 0.062, 1.0, stages={"transcribe": 2.0}),
         BenchRun(BASELINE_DEFAULT, "", 100.0, 12.0, 0.06, 1.0),
-        BenchRun(PIPELINE, "", 100.0, 3.0, 0.062, 1.0, {"transcribe": 1.5}),
+        BenchRun(PIPELINE, "", 100.0, 3.0, 0.062, 1.0, stages={"transcribe": 1.5}),
     )
     assert result.median(BASELINE_DEFAULT).wall_s == 12.0
     assert result.speedup == pytest.approx((100 / 3.0) / (100 / 12.0))
@@ -46,11 +46,10 @@ def test_speedup_and_wer_delta_use_the_median_repetition() -> None:
 
 
 def test_peak_rss_sees_an_allocation() -> None:
-    with sampled_peak_rss() as peak:
-        before = peak()
+    with sampled_peak_rss() as rss:
         block = bytearray(80 * 2**20)
         block[::4096] = b"x" * len(block[::4096])  # touch every page
-    assert peak() >= before + 60
+    assert rss.peak_mb >= rss.start_mb + 60
     del block
 
 
