@@ -29,6 +29,7 @@ from pipeline.errors import OptionsError
 BACKENDS = ("openai-whisper", "faster-whisper")
 BASELINE_DEFAULT = "whisper-transcribe-default"
 BASELINE_DETERMINISTIC = "whisper-transcribe-t0-nocond"
+BASELINE_FW_BATCHED = "faster-whisper-batched"
 PIPELINE = "podscribe"
 _RSS_SAMPLE_S = 0.005
 
@@ -67,6 +68,7 @@ class BenchResult:
     machine: str
     runs: tuple[BenchRun, ...]  # every repetition, in the order they ran
     process_max_rss_mb: float
+    baseline: str = BASELINE_DEFAULT  # the run speedup and wer_delta compare against
 
     def median(self, name: str) -> BenchRun:
         """The repetition of ``name`` with the median wall time."""
@@ -78,12 +80,12 @@ class BenchResult:
     @property
     def speedup(self) -> float:
         """Pipeline RTFx / baseline (default ``transcribe()``) RTFx."""
-        return self.median(PIPELINE).rtfx / self.median(BASELINE_DEFAULT).rtfx
+        return self.median(PIPELINE).rtfx / self.median(self.baseline).rtfx
 
     @property
     def wer_delta(self) -> float | None:
         """Pipeline WER − baseline WER (positive: the pipeline makes more errors)."""
-        p, b = self.median(PIPELINE).wer, self.median(BASELINE_DEFAULT).wer
+        p, b = self.median(PIPELINE).wer, self.median(self.baseline).wer
         return None if p is None or b is None else p - b
 
     def summary(self) -> dict[str, Any]:
@@ -93,8 +95,9 @@ class BenchResult:
         return {
             "speedup": round(self.speedup, 3),
             "wer_delta": None if self.wer_delta is None else round(self.wer_delta, 5),
-            "baseline_rtfx": round(med[BASELINE_DEFAULT].rtfx, 2),
-            "baseline_wer": med[BASELINE_DEFAULT].wer,
+            "baseline": self.baseline,
+            "baseline_rtfx": round(med[self.baseline].rtfx, 2),
+            "baseline_wer": med[self.baseline].wer,
             "pipeline_rtfx": round(med[PIPELINE].rtfx, 2),
             "pipeline_wer": med[PIPELINE].wer,
             "transcribe_stage_rtfx": round(
@@ -208,13 +211,17 @@ def run_whisper_baseline(
     kwargs: dict[str, Any] = {"fp16": device == "cuda", "verbose": None}
     if deterministic:
         kwargs |= {"temperature": 0.0, "condition_on_previous_text": False}
-        name, desc = BASELINE_DETERMINISTIC, (
-            "openai-whisper transcribe(temperature=0, condition_on_previous_text=False)"
+        name, desc = (
+            BASELINE_DETERMINISTIC,
+            ("openai-whisper transcribe(temperature=0, condition_on_previous_text=False)"),
         )
     else:
-        name, desc = BASELINE_DEFAULT, (
-            "openai-whisper transcribe() with default options (greedy, temperature fallback "
-            "0.2..1.0 seeded by torch.manual_seed(0), condition_on_previous_text=True)"
+        name, desc = (
+            BASELINE_DEFAULT,
+            (
+                "openai-whisper transcribe() with default options (greedy, temperature fallback "
+                "0.2..1.0 seeded by torch.manual_seed(0), condition_on_previous_text=True)"
+            ),
         )
     torch.manual_seed(0)
     with sampled_peak_rss() as rss:
@@ -308,13 +315,19 @@ def run_bench(
     """Run the baseline(s) and the pipeline ``repeat`` times, interleaved, in this process."""
     if backend not in BACKENDS:
         raise OptionsError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if backend != "openai-whisper":
-        raise OptionsError(
-            "the faster-whisper backend is not part of the pipeline yet (issue 5, item 4): "
-            "use --backend openai-whisper"
-        )
     if repeat < 1:
         raise OptionsError(f"repeat must be at least 1, not {repeat}")
+    if backend == "faster-whisper":
+        return run_bench_ct2(
+            source,
+            reference_source,
+            model=model,
+            device=device,
+            batch_size=batch_size,
+            repeat=repeat,
+            threads=threads,
+            log=log,
+        )
     import torch
 
     from pipeline.reference import read_reference
@@ -336,9 +349,7 @@ def run_bench(
         runs.append(run_whisper_baseline(loaded.model, source, ref.text, loaded.device))
         if deterministic_baseline:
             say(f"[{i + 1}/{repeat}] baseline: transcribe(temperature=0, no conditioning)")
-            runs.append(
-                run_whisper_baseline(loaded.model, source, ref.text, loaded.device, True)
-            )
+            runs.append(run_whisper_baseline(loaded.model, source, ref.text, loaded.device, True))
         say(f"[{i + 1}/{repeat}] podscribe pipeline (batch {effective_batch})")
         with tempfile.TemporaryDirectory(prefix="podscribe-bench-") as tmp:
             runs.append(run_pipeline(source, ref, options, Path(tmp), effective_batch))
@@ -364,3 +375,72 @@ def _with_audio(run: BenchRun, audio_s: float) -> BenchRun:
 
     return dataclasses.replace(run, audio_s=audio_s)
 
+
+def run_fw_batched_baseline(fw: Any, source: str, reference: str, batch_size: int) -> BenchRun:
+    """faster-whisper's own ``BatchedInferencePipeline`` (default VAD) on the whole file."""
+    from faster_whisper import BatchedInferencePipeline
+
+    pipe = BatchedInferencePipeline(fw)
+    with sampled_peak_rss() as rss:
+        started = time.perf_counter()
+        segments, _info = pipe.transcribe(source, batch_size=batch_size)
+        text = " ".join(s.text.strip() for s in segments)
+        wall = time.perf_counter() - started
+    desc = (
+        f"faster-whisper BatchedInferencePipeline(model).transcribe(audio, "
+        f"batch_size={batch_size}) with its default Silero VAD"
+    )
+    return BenchRun(
+        BASELINE_FW_BATCHED, desc, 0.0, wall, _wer(text, reference), rss.peak_mb, rss.start_mb
+    )
+
+
+def run_bench_ct2(
+    source: str,
+    reference_source: str,
+    *,
+    model: str,
+    device: str,
+    batch_size: int,
+    repeat: int,
+    threads: int | None,
+    log: Callable[[str], None] | None,
+) -> BenchResult:
+    """faster-whisper's batched pipeline (batch 8) vs podscribe on the faster-whisper backend."""
+    from pipeline.backend_ct2 import load_ct2_model
+    from pipeline.reference import read_reference
+    from pipeline.transcribe import TranscribeOptions
+
+    threads = threads or os.cpu_count() or 1
+    ref = read_reference(reference_source)
+    loaded = load_ct2_model(model, device, threads)  # loaded before any timing
+    effective_batch = batch_size or (8 if loaded.device == "cpu" else 32)
+    options = TranscribeOptions(
+        model=model, device=loaded.device, batch_size=effective_batch, backend="faster-whisper"
+    )
+    import numpy as np
+
+    loaded.model.transcribe(np.zeros(16_000, dtype=np.float32), language="en")  # warm up
+    say = log or (lambda _msg: None)
+    runs: list[BenchRun] = []
+    for i in range(repeat):
+        say(f"[{i + 1}/{repeat}] baseline: faster-whisper BatchedInferencePipeline (batch 8)")
+        runs.append(run_fw_batched_baseline(loaded.model, source, ref.text, 8))
+        say(f"[{i + 1}/{repeat}] podscribe pipeline, faster-whisper backend")
+        with tempfile.TemporaryDirectory(prefix="podscribe-bench-") as tmp:
+            runs.append(run_pipeline(source, ref, options, Path(tmp), effective_batch))
+    audio_s = next(r.audio_s for r in runs if r.name == PIPELINE)
+    runs = [_with_audio(r, audio_s) for r in runs]
+    return BenchResult(
+        source=source,
+        reference=reference_source,
+        model=model,
+        backend="faster-whisper",
+        device=loaded.device,
+        batch_size=effective_batch,
+        threads=threads,
+        machine=machine_description("cpu") + (", CUDA" if loaded.device == "cuda" else ""),
+        runs=tuple(runs),
+        process_max_rss_mb=process_max_rss_mb(),
+        baseline=BASELINE_FW_BATCHED,
+    )

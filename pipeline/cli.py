@@ -64,6 +64,9 @@ def transcribe(
             "[default: 8 on CPU, from free memory on a GPU]."
         ),
     ] = None,
+    backend: Annotated[
+        str, typer.Option(help="openai-whisper | faster-whisper (CTranslate2, int8 on CPU).")
+    ] = "openai-whisper",
     repair: Annotated[
         bool,
         typer.Option(
@@ -87,6 +90,7 @@ def transcribe(
         device=device,
         beam_size=beam_size,
         batch_size=0 if batch_size is None else batch_size,  # 0: automatic
+        backend=backend,
     )
     chunk_options = ChunkOptions(max_chunk_s=max_chunk_s)
     ref = read_reference(reference) if reference else None  # bad reference fails before work

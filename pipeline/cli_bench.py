@@ -65,7 +65,7 @@ def bench(
     (err if as_json else out).print(table)
     delta = summary["wer_delta"]
     (err if as_json else out).print(
-        f"speedup {summary['speedup']:.2f}x (pipeline RTFx / transcribe() RTFx), "
+        f"speedup {summary['speedup']:.2f}x (pipeline RTFx / {summary['baseline']} RTFx), "
         f"wer_delta {'n/a' if delta is None else f'{delta:+.4f}'}, "
         f"transcription stage RTFx {summary['transcribe_stage_rtfx']}, "
         f"process max RSS {summary['process_max_rss_mb']:.0f} MB · {result.machine}",

