@@ -260,6 +260,13 @@ def transcribe_chunks_ct2(
                         }
                     )
             advance = min(seek, frames) * fw.feature_extractor.hop_length
+            if subsegments and advance >= n:
+                # A window that ends on one timestamp may still stop short of the chunk's end
+                # (dev episode: 18 s dropped): when ≥ 1 s is left after its last segment,
+                # decode that rest too; the no-speech gate ends it on silence.
+                last_end = int((sub_end := subsegments[-1]["end"]) * SAMPLE_RATE) - w.offset
+                if sub_end > 0 and n - last_end >= SAMPLE_RATE and last_end > 0:
+                    advance = last_end
             rest = len(audios[pos]) - (w.offset + advance)
             if not silent and 0 < advance < n and rest >= _MIN_REMAINDER_S * SAMPLE_RATE:
                 pending.append(_Window(pos, w.offset + advance))
