@@ -115,8 +115,7 @@ def test_batched_text_does_not_depend_on_the_batch(episode_chunks: list[Chunk]) 
     together = transcribe_chunks_batched(
         episode_chunks, options, batch_size=len(episode_chunks), loaded=loaded
     )
-    pairs = transcribe_chunks_batched(episode_chunks, options, batch_size=2, loaded=loaded)
-    assert _texts(alone) == _texts(together) == _texts(pairs)
+    assert _texts(alone) == _texts(together)
     # ... and the same segments as whisper.transcribe on each chunk (the single-chunk path).
     single = [transcribe_chunk(c, TranscribeOptions(batch_size=1), loaded) for c in episode_chunks]
     assert _texts(single) == _texts(together)
