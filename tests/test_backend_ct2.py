@@ -31,7 +31,6 @@ def test_transcribes_chunks_in_episode_time(tmp_path: Path) -> None:
     from pipeline.chunk import ChunkOptions, chunk_audio
     from pipeline.transcribe import transcribe_chunks
 
-    pytest.importorskip("faster_whisper")
     decoded = decode_audio(FIXTURES / "episode.mp3", tmp_path / "a.wav")
     options_c = ChunkOptions(max_chunk_s=12.0)
     manifest = chunk_audio(decoded, tmp_path / "chunks", "fixture", options_c)
