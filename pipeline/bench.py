@@ -353,10 +353,8 @@ def run_bench(
         say(f"[{i + 1}/{repeat}] podscribe pipeline (batch {effective_batch})")
         with tempfile.TemporaryDirectory(prefix="podscribe-bench-") as tmp:
             runs.append(run_pipeline(source, ref, options, Path(tmp), effective_batch))
-    # The baseline's audio length is its last segment's end; use the decoded duration for all.
-    audio_s = next(r.audio_s for r in runs if r.name == PIPELINE)
-    runs = [_with_audio(r, audio_s) for r in runs]
-    return BenchResult(
+    return _bench_result(
+        runs,
         source=source,
         reference=reference_source,
         model=model,
@@ -365,15 +363,22 @@ def run_bench(
         batch_size=effective_batch,
         threads=threads,
         machine=machine_description(loaded.device),
-        runs=tuple(runs),
-        process_max_rss_mb=process_max_rss_mb(),
     )
 
 
-def _with_audio(run: BenchRun, audio_s: float) -> BenchRun:
+def _bench_result(runs: list[BenchRun], **fields: Any) -> BenchResult:
+    """The result of a bench, every run given the decoded duration of the pipeline's run.
+
+    A baseline's own audio length is its last segment's end, not the episode's length.
+    """
     import dataclasses
 
-    return dataclasses.replace(run, audio_s=audio_s)
+    audio_s = next(r.audio_s for r in runs if r.name == PIPELINE)
+    return BenchResult(
+        runs=tuple(dataclasses.replace(r, audio_s=audio_s) for r in runs),
+        process_max_rss_mb=process_max_rss_mb(),
+        **fields,
+    )
 
 
 def run_fw_batched_baseline(fw: Any, source: str, reference: str, batch_size: int) -> BenchRun:
@@ -429,9 +434,8 @@ def run_bench_ct2(
         say(f"[{i + 1}/{repeat}] podscribe pipeline, faster-whisper backend")
         with tempfile.TemporaryDirectory(prefix="podscribe-bench-") as tmp:
             runs.append(run_pipeline(source, ref, options, Path(tmp), effective_batch))
-    audio_s = next(r.audio_s for r in runs if r.name == PIPELINE)
-    runs = [_with_audio(r, audio_s) for r in runs]
-    return BenchResult(
+    return _bench_result(
+        runs,
         source=source,
         reference=reference_source,
         model=model,
@@ -440,7 +444,5 @@ def run_bench_ct2(
         batch_size=effective_batch,
         threads=threads,
         machine=machine_description("cpu") + (", CUDA" if loaded.device == "cuda" else ""),
-        runs=tuple(runs),
-        process_max_rss_mb=process_max_rss_mb(),
         baseline=BASELINE_FW_BATCHED,
     )
