@@ -178,31 +178,26 @@ def score(
     if transcript.suffix == ".json":
         result: Any = score_transcript(load_transcript(transcript), ref.text)
     else:
-        from pipeline.reference import read_reference as read_text
-
-        result = score_texts(read_text(str(transcript)).text, ref.text)
-    data = to_dict(result)
+        result = score_texts(read_reference(str(transcript)).text, ref.text)
     if as_json:
-        print(json.dumps(data))
+        print(json.dumps(to_dict(result)))
         return
     table = Table(title=f"{transcript} vs {reference}")
-    for key in ("wer", "cer", "mer", "wil"):
-        if key in data:
-            table.add_column(key.upper())
-    table.add_row(*(_fmt(data[k]) for k in ("wer", "cer", "mer", "wil") if k in data))
+    measures = ("wer", "cer", "mer", "wil")  # both Score and TextScore carry these
+    for key in measures:
+        table.add_column(key.upper())
+    table.add_row(*(_fmt(getattr(result, k)) for k in measures))
     out.print(table)
-    chunks = data.get("chunks") or []
+    chunks = getattr(result, "chunks", ())  # per chunk only for a transcript.json
     if chunks:
         per = Table(title="per chunk")
         for col in ("chunk", "start", "end", "ref words", "S", "D", "I", "WER"):
             per.add_column(col)
         for c in chunks:
-            n = c["counts"]
-            wer = (n["substitutions"] + n["deletions"] + n["insertions"]) / n["ref_words"] \
-                if n["ref_words"] else None
-            per.add_row(str(c["chunk_index"]), f"{c['start_s']:.1f}", f"{c['end_s']:.1f}",
-                        str(n["ref_words"]), str(n["substitutions"]), str(n["deletions"]),
-                        str(n["insertions"]), _fmt(wer))
+            n = c.counts
+            per.add_row(str(c.chunk_index), f"{c.start_s:.1f}", f"{c.end_s:.1f}",
+                        str(n.ref_words), str(n.substitutions), str(n.deletions),
+                        str(n.insertions), _fmt(c.wer))
         out.print(per)
 
 
