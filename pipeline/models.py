@@ -311,6 +311,19 @@ def _map_layer_norm(vars_: dict, src: str, dst: str, out: dict) -> None:
     out[f"{dst}.bias"] = vars_[f"{src}/beta"]
 
 
+def _map_block(v: dict[str, np.ndarray], src: str, dst: str, sd: dict[str, np.ndarray], *,
+               cross: bool) -> None:
+    """One residual block: self-attention, cross-attention (decoder only), then the MLP."""
+    _map_layer_norm(v, f"{src}/self_attention/layer_norm", f"{dst}.attn_ln", sd)
+    _map_attention(v, f"{src}/self_attention", f"{dst}.attn", False, sd)
+    if cross:
+        _map_layer_norm(v, f"{src}/attention/layer_norm", f"{dst}.cross_attn_ln", sd)
+        _map_attention(v, f"{src}/attention", f"{dst}.cross_attn", True, sd)
+    _map_layer_norm(v, f"{src}/ffn/layer_norm", f"{dst}.mlp_ln", sd)
+    _map_linear(v, f"{src}/ffn/linear_0", f"{dst}.mlp.0", sd)
+    _map_linear(v, f"{src}/ffn/linear_1", f"{dst}.mlp.2", sd)
+
+
 def ct2_to_whisper_state(model: Ct2Model) -> tuple[dict[str, int], dict[str, np.ndarray]]:
     """Map a parsed CTranslate2 WhisperSpec to openai-whisper ``(dims, state_dict)`` arrays."""
     if model.spec_name != "WhisperSpec":
@@ -340,25 +353,13 @@ def ct2_to_whisper_state(model: Ct2Model) -> tuple[dict[str, int], dict[str, np.
             _map_linear(v, f"encoder/{conv}", f"encoder.{conv}", sd)
         sd["encoder.positional_embedding"] = v["encoder/position_encodings/encodings"]
         for i in range(dims["n_audio_layer"]):
-            src, dst = f"encoder/layer_{i}", f"encoder.blocks.{i}"
-            _map_layer_norm(v, f"{src}/self_attention/layer_norm", f"{dst}.attn_ln", sd)
-            _map_attention(v, f"{src}/self_attention", f"{dst}.attn", False, sd)
-            _map_layer_norm(v, f"{src}/ffn/layer_norm", f"{dst}.mlp_ln", sd)
-            _map_linear(v, f"{src}/ffn/linear_0", f"{dst}.mlp.0", sd)
-            _map_linear(v, f"{src}/ffn/linear_1", f"{dst}.mlp.2", sd)
+            _map_block(v, f"encoder/layer_{i}", f"encoder.blocks.{i}", sd, cross=False)
         _map_layer_norm(v, "encoder/layer_norm", "encoder.ln_post", sd)
 
         sd["decoder.token_embedding.weight"] = _weight(v, "decoder/embeddings/weight")
         sd["decoder.positional_embedding"] = v["decoder/position_encodings/encodings"]
         for i in range(dims["n_text_layer"]):
-            src, dst = f"decoder/layer_{i}", f"decoder.blocks.{i}"
-            _map_layer_norm(v, f"{src}/self_attention/layer_norm", f"{dst}.attn_ln", sd)
-            _map_attention(v, f"{src}/self_attention", f"{dst}.attn", False, sd)
-            _map_layer_norm(v, f"{src}/attention/layer_norm", f"{dst}.cross_attn_ln", sd)
-            _map_attention(v, f"{src}/attention", f"{dst}.cross_attn", True, sd)
-            _map_layer_norm(v, f"{src}/ffn/layer_norm", f"{dst}.mlp_ln", sd)
-            _map_linear(v, f"{src}/ffn/linear_0", f"{dst}.mlp.0", sd)
-            _map_linear(v, f"{src}/ffn/linear_1", f"{dst}.mlp.2", sd)
+            _map_block(v, f"decoder/layer_{i}", f"decoder.blocks.{i}", sd, cross=True)
         _map_layer_norm(v, "decoder/layer_norm", "decoder.ln", sd)
     except KeyError as exc:
         raise ModelError(f"CTranslate2 Whisper model lacks variable {exc.args[0]!r}") from exc
