@@ -46,11 +46,13 @@ from whisper.decoding import (
     DecodingTask,
     GreedyDecoder,
     LogitFilter,
+    SuppressTokens,
 )
 from whisper.tokenizer import Tokenizer, get_tokenizer
 
 from pipeline.audio import read_wav_samples
 from pipeline.errors import AudioError, TranscriptionError
+from pipeline.static_decode import greedy_update, static_decoder
 from pipeline.transcribe import (
     LoadedModel,
     TranscribeOptions,
@@ -62,6 +64,8 @@ from pipeline.types import Chunk, ChunkTranscript
 # Largest automatic batch: beyond it the per-step cost grows with no fewer steps to save.
 MAX_AUTO_BATCH = 64
 DEFAULT_CPU_BATCH = 8
+# The static (GPU) loop asks whether every row has finished once per this many tokens.
+SYNC_EVERY = 8
 
 # --------------------------------------------------------------------------------------------
 # Timestamp rules, vectorised
@@ -145,22 +149,81 @@ class VectorTimestampRules(LogitFilter):
 # A DecodingTask for batches
 
 
+class DeviceSuppressTokens(LogitFilter):
+    """Whisper's ``SuppressTokens`` with its token list kept on the logits' device: indexing
+    with a Python list copies it to the GPU, and waits for the GPU, at every token."""
+
+    def __init__(self, suppress_tokens: Sequence[int]) -> None:
+        self.suppress_tokens = list(suppress_tokens)
+        self._index: dict[torch.device, torch.Tensor] = {}
+
+    def apply(self, logits: torch.Tensor, tokens: torch.Tensor) -> None:
+        index = self._index.get(logits.device)
+        if index is None:
+            index = self._index[logits.device] = torch.tensor(
+                self.suppress_tokens, dtype=torch.long, device=logits.device
+            )
+        logits.index_fill_(1, index, -math.inf)
+
+
+def _vectorised(logit_filter: LogitFilter) -> LogitFilter:
+    if isinstance(logit_filter, ApplyTimestampRules):
+        return VectorTimestampRules(logit_filter.tokenizer, logit_filter.sample_begin,
+                                    logit_filter.max_initial_timestamp_index)
+    if isinstance(logit_filter, SuppressTokens):
+        return DeviceSuppressTokens(logit_filter.suppress_tokens)
+    return logit_filter
+
+
+
+
 class BatchDecodingTask(DecodingTask):
     """Whisper's ``DecodingTask`` with vectorised timestamp rules and finished rows dropped."""
 
-    def __init__(self, model: Any, options: DecodingOptions) -> None:
+    def __init__(self, model: Any, options: DecodingOptions, static: bool | None = None) -> None:
         super().__init__(model, options)
+        # static: decode greedily over a static KV cache (pipeline.static_decode); None: on cuda.
+        self.static = static
         self.logit_filters: list[LogitFilter] = [
-            VectorTimestampRules(f.tokenizer, f.sample_begin, f.max_initial_timestamp_index)
-            if isinstance(f, ApplyTimestampRules)
-            else f
-            for f in self.logit_filters
+            _vectorised(f) for f in self.logit_filters
         ]
 
     def _main_loop(self, audio_features: torch.Tensor, tokens: torch.Tensor) -> Any:
         if not isinstance(self.decoder, GreedyDecoder):
             return super()._main_loop(audio_features, tokens)  # beams keep their groups
+        static = self.static if self.static is not None else audio_features.device.type == "cuda"
+        if static and self.decoder.temperature == 0:
+            return self._static_loop(audio_features, tokens)
         return self._greedy_loop(audio_features, tokens)
+
+    def _static_loop(self, audio_features: torch.Tensor, tokens: torch.Tensor) -> Any:
+        # The greedy loop over a static cache (a CUDA graph per step on cuda). Rows are not
+        # dropped (shapes stay fixed; a finished row appends EOT and adds 0 to its sum, so its
+        # result is unchanged) and whether all rows finished is read every SYNC_EVERY steps,
+        # not at each one: the extra steps append EOT only.
+        eot = self.tokenizer.eot
+        n_batch = tokens.shape[0]
+        decoder = static_decoder(self.model, n_batch, audio_features.dtype,
+                                 audio_features.device, use_graph=True)
+        sum_logprobs = torch.zeros(n_batch, device=audio_features.device)
+        no_speech_probs = [np.nan] * n_batch
+        with decoder.lock:
+            logits = decoder.start(tokens, audio_features)
+            if self.tokenizer.no_speech is not None:
+                probs_at_sot = logits[:, self.sot_index].float().softmax(dim=-1)
+                no_speech_probs = probs_at_sot[:, self.tokenizer.no_speech].tolist()
+            logits = logits[:, -1]
+            for i in range(self.sample_len):
+                if i > 0:
+                    logits = decoder.step(tokens[:, -1], tokens.shape[-1] - 1)
+                for logit_filter in self.logit_filters:
+                    logit_filter.apply(logits, tokens)
+                tokens, completed = greedy_update(tokens, logits, sum_logprobs, eot)
+                if tokens.shape[-1] > self.n_ctx:
+                    break
+                if i % SYNC_EVERY == SYNC_EVERY - 1 and bool(completed):
+                    break
+        return tokens, sum_logprobs, no_speech_probs
 
     def _greedy_loop(self, audio_features: torch.Tensor, tokens: torch.Tensor) -> Any:
         # The same steps as DecodingTask._main_loop; rows are only ever dropped once their last
@@ -214,10 +277,14 @@ class BatchDecodingTask(DecodingTask):
             cache[module] = value[keep.to(value.device)]
 
 
-def decode_batch(model: Any, mels: torch.Tensor, options: DecodingOptions) -> list[DecodingResult]:
-    """Decode a batch of 30 s log-mel windows, shape (n, n_mels, 3000), with one options value."""
+def decode_batch(model: Any, mels: torch.Tensor, options: DecodingOptions,
+                 static: bool | None = None) -> list[DecodingResult]:
+    """Decode a batch of 30 s log-mel windows, shape (n, n_mels, 3000), with one options value.
+
+    ``static``: greedy steps over a static KV cache (CUDA graphs on cuda); None: on cuda only.
+    """
     with torch.inference_mode():
-        return BatchDecodingTask(model, options).run(mels)
+        return BatchDecodingTask(model, options, static).run(mels)
 
 
 # --------------------------------------------------------------------------------------------

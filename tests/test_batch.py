@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from whisper.decoding import ApplyTimestampRules, DecodingOptions
+from whisper.decoding import ApplyTimestampRules, DecodingOptions, GreedyDecoder, SuppressTokens
 from whisper.tokenizer import get_tokenizer
 
 from pipeline.audio import decode_audio, read_wav_samples
 from pipeline.batch import (
     BatchTranscriber,
+    DeviceSuppressTokens,
     MicroBatcher,
     VectorTimestampRules,
     auto_batch_size,
@@ -25,6 +26,7 @@ from pipeline.batch import (
 from pipeline.chunk import ChunkOptions, chunk_audio
 from pipeline.errors import OptionsError
 from pipeline.score import normalize_words
+from pipeline.static_decode import greedy_update
 from pipeline.store import sha256_file
 from pipeline.transcribe import TranscribeOptions, load_model, transcribe_chunk
 from pipeline.types import SAMPLE_RATE, Chunk
@@ -58,6 +60,36 @@ def test_vectorised_timestamp_rules_match_whisper(length: int, max_initial: int 
         ApplyTimestampRules(TOKENIZER, SAMPLE_BEGIN, max_initial).apply(expected, tokens)
         VectorTimestampRules(TOKENIZER, SAMPLE_BEGIN, max_initial).apply(got, tokens)
         assert torch.equal(expected, got), f"trial {trial}"
+
+
+def test_sync_free_greedy_update_matches_whisper() -> None:
+    # Rows that already ended on EOT keep appending EOT and add nothing to their sum.
+    rng = np.random.default_rng(3)
+    eot = TOKENIZER.eot
+    tokens = _random_sequences(rng, 6, 5)
+    tokens[1, -1] = tokens[4, -1] = eot
+    tokens[0, -1] = 100
+    logits = torch.from_numpy(rng.normal(size=(6, VOCAB)).astype(np.float32))
+    logits[2, eot] = 50.0  # row 2 ends now
+    ours_sum, theirs_sum = torch.zeros(6), torch.zeros(6)
+    ours, done = greedy_update(tokens, logits.clone(), ours_sum, eot)
+    theirs, completed = GreedyDecoder(0.0, eot).update(tokens, logits.clone(), theirs_sum)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(ours_sum, theirs_sum)
+    assert ours_sum[1] == 0 and ours_sum[4] == 0 and ours_sum[0] < 0
+    assert bool(done) is bool(completed) is False
+    ended = torch.full((2, 4), eot)
+    assert bool(greedy_update(ended, logits[:2].clone(), torch.zeros(2), eot)[1]) is True
+
+
+def test_device_suppress_tokens_match_whisper() -> None:
+    logits = torch.randn(3, VOCAB)
+    suppress = [1, 5, 220, TOKENIZER.eot - 1]
+    ours, theirs = logits.clone(), logits.clone()
+    DeviceSuppressTokens(suppress).apply(ours, torch.zeros(3, 1, dtype=torch.long))
+    SuppressTokens(suppress).apply(theirs, torch.zeros(3, 1, dtype=torch.long))
+    assert torch.equal(ours, theirs)
+    assert torch.isinf(ours[:, suppress]).all() and torch.isfinite(ours[:, 0]).all()
 
 
 def test_auto_batch_size_fits_memory() -> None:
@@ -136,11 +168,16 @@ def test_real_decoding_matches_whisper_decode(episode_chunks: list[Chunk]) -> No
         ]
     )
     options = DecodingOptions(language="en", fp16=False)
-    ours = decode_batch(loaded.model, mels, options)
     theirs = whisper.decode(loaded.model, mels, options)
-    assert [r.tokens for r in ours] == [r.tokens for r in theirs]
-    assert [r.avg_logprob for r in ours] == pytest.approx([r.avg_logprob for r in theirs])
-    assert [r.no_speech_prob for r in ours] == pytest.approx([r.no_speech_prob for r in theirs])
+    # The dynamic loop (CPU default) and the static-cache loop (the GPU's, eager here).
+    for static in (False, True):
+        ours = decode_batch(loaded.model, mels, options, static=static)
+        assert [r.tokens for r in ours] == [r.tokens for r in theirs]
+        assert [r.avg_logprob for r in ours] == pytest.approx([r.avg_logprob for r in theirs])
+        assert [r.no_speech_prob for r in ours] == pytest.approx(
+            [r.no_speech_prob for r in theirs]
+        )
+    assert all(len(r.tokens) > 5 for r in theirs)
 
 
 @pytest.mark.slow
