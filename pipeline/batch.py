@@ -630,6 +630,10 @@ class MicroBatcher:
     ``submit`` returns at once with a future; requests that arrive within ``max_wait_s`` of the
     first waiting one are decoded together (up to the options' batch size). Requests with
     different options never share a batch. Use one per process (``shared_batcher``).
+
+    A caller that knows more requests are on their way says so with ``expect``: while the
+    worker is idle, a batch that is not full waits for announced requests (until they arrive,
+    are withdrawn or their announcement expires) rather than guessing with ``max_wait_s``.
     """
 
     def __init__(self, max_wait_s: float = 0.05) -> None:
@@ -638,6 +642,8 @@ class MicroBatcher:
         self._engines: dict[TranscribeOptions, BatchTranscriber] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._announced: deque[list[float]] = deque()  # [requests still due, deadline]
+        self.batch_sizes: deque[int] = deque(maxlen=64)  # of the latest batches, newest last
         self._worker = threading.Thread(target=self._run, name="podscribe-batcher", daemon=True)
         self._worker.start()
 
@@ -647,8 +653,51 @@ class MicroBatcher:
         with self._lock:
             if self._closed:
                 raise TranscriptionError("the micro-batcher is closed")
+            self._consume_announced(1)
             self._requests.put(_Request(chunk, options, future))
         return future
+
+    def expect(self, n: int, within_s: float = 5.0) -> None:
+        """Announce ``n`` more submissions due within ``within_s`` seconds."""
+        if n > 0:
+            with self._lock:
+                self._announced.append([float(n), time.perf_counter() + within_s])
+
+    def withdraw(self, n: int = 1) -> None:
+        """Take back ``n`` announced submissions that will not come (their caller failed)."""
+        with self._lock:
+            self._consume_announced(n)
+
+    def announced(self) -> int:
+        """Announced submissions still due (not yet submitted, withdrawn or expired)."""
+        with self._lock:
+            self._expire_announced()
+            return int(sum(count for count, _ in self._announced))
+
+    def _consume_announced(self, n: int) -> None:
+        """Count ``n`` announced submissions as come, oldest announcement first (lock held)."""
+        self._expire_announced()
+        while n > 0 and self._announced:
+            taken = min(n, int(self._announced[0][0]))
+            self._announced[0][0] -= taken
+            n -= taken
+            if self._announced[0][0] <= 0:
+                self._announced.popleft()
+
+    def _expire_announced(self) -> None:
+        now = time.perf_counter()
+        for entry in [e for e in self._announced if e[1] <= now]:
+            self._announced.remove(entry)
+
+    def _announced_wait(self) -> float:
+        """How long to wait for the next announced submission: until the first announcement
+        still due expires, re-checked every 50 ms (a withdrawal does not wake the worker)."""
+        with self._lock:
+            self._expire_announced()
+            if not self._announced:
+                return 0.0
+            deadline = min(d for _, d in self._announced)
+        return max(0.0, min(0.05, deadline - time.perf_counter()))
 
     def close(self) -> None:
         """Finish what was submitted, then stop the worker."""
@@ -673,7 +722,8 @@ class MicroBatcher:
         return self._engines[options]
 
     def _gather(self, block: bool) -> tuple[list[_Request], bool]:
-        """New requests: wait for one if ``block``, then for more until max_wait_s passes."""
+        """New requests: wait for one if ``block``, then for more until max_wait_s passes;
+        when blocking (the worker is idle), also for as long as announced ones are due."""
         got: list[_Request] = []
         stop = False
         deadline = None
@@ -681,11 +731,15 @@ class MicroBatcher:
             timeout = None if block and not got else 0.0
             if deadline is not None:
                 timeout = max(0.0, deadline - time.perf_counter())
+                if block and not timeout:
+                    timeout = self._announced_wait()
             try:
                 item = self._requests.get(timeout=timeout) if timeout != 0.0 else (
                     self._requests.get_nowait()
                 )
             except queue.Empty:
+                if deadline is not None and block and self._announced_wait():
+                    continue
                 return got, stop
             if item is None:
                 stop = True
@@ -722,6 +776,7 @@ class MicroBatcher:
 
     def _step(self, engine: BatchTranscriber, pending: deque[_ChunkState]) -> None:
         batch = engine.next_batch(pending)
+        self.batch_sizes.append(len(batch))
         try:
             engine.run_batch(batch)
         except Exception as exc:  # noqa: BLE001 - every caller in the batch gets the error

@@ -254,6 +254,45 @@ def test_micro_batcher_reports_a_bad_chunk_to_its_caller_only(
         assert "fox" in good.result(timeout=600).text.lower()
 
 
+@pytest.mark.slow
+def test_micro_batcher_waits_for_announced_chunks_only(episode_chunks: list[Chunk]) -> None:
+    import time
+
+    options = TranscribeOptions(batch_size=4)
+    chunks = episode_chunks[:3]
+    with MicroBatcher(max_wait_s=0.0) as batcher:
+        # Unannounced: the first chunk is decoded alone, the late ones after it.
+        first = batcher.submit(chunks[0], options)
+        time.sleep(0.3)
+        late = [batcher.submit(c, options) for c in chunks[1:]]
+        for f in [first, *late]:
+            f.result(timeout=600)
+        assert batcher.batch_sizes[0] == 1
+
+        # Announced: the batch waits for the late ones.
+        batcher.batch_sizes.clear()
+        batcher.expect(3, within_s=30.0)
+        first = batcher.submit(chunks[0], options)
+        time.sleep(0.3)
+        late = [batcher.submit(c, options) for c in chunks[1:]]
+        for f in [first, *late]:
+            f.result(timeout=600)
+        assert batcher.batch_sizes[0] == 3 and batcher.announced() == 0
+
+        # Withdrawn or expired announcements stop the wait.
+        batcher.batch_sizes.clear()
+        batcher.expect(2, within_s=60.0)
+        started = time.perf_counter()
+        future = batcher.submit(chunks[0], options)
+        time.sleep(0.3)
+        batcher.withdraw(1)
+        future.result(timeout=600)
+        batcher.expect(5, within_s=0.5)
+        batcher.submit(chunks[1], options).result(timeout=600)
+        assert time.perf_counter() - started < 30.0
+        assert list(batcher.batch_sizes)[:2] == [1, 1] and batcher.announced() == 0
+
+
 
 @pytest.mark.slow
 def test_fallback_windows_are_seeded_alone(episode_chunks: list[Chunk]) -> None:
