@@ -5,11 +5,19 @@ once across every flow run and worker. Within one process the chunk tasks that h
 hand their chunks to pipeline.batch's shared micro-batcher, which decodes them together in
 batched forward passes on the one loaded model: give the limit at least the batch size in
 slots, or batches shrink to the slot count.
+
+Prefect serialises slot acquisitions per limit within a process (one API round trip each,
+~0.2 s on a busy 2-core box), so twelve chunk tasks asking one slot each wait seconds before
+the first batch can start. ``SlotLender`` asks once for as many slots as tasks are waiting at
+that moment, holds them in a helper thread and lends them out locally; a flow run that is
+about to start N chunk tasks reserves N at once, before the tasks load the API server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from collections.abc import Iterator
 
 from prefect.client.orchestration import get_client
@@ -35,8 +43,202 @@ def ensure_device_limit(slots: int, name: str = DEVICE_LIMIT) -> int:
             return slots
 
 
+class Reservation:
+    """Slots kept for users about to come: see ``SlotLender.reserve``."""
+
+    def __init__(self, lender: SlotLender, n: int) -> None:
+        self.lender = lender
+        self.remaining = n  # users still expected
+
+    def cancel(self, n: int = 1) -> None:
+        """``n`` of the expected users will not come (e.g. their result was cached)."""
+        with self.lender._cond:
+            self.remaining = max(0, self.remaining - n)
+            self.lender._release_idle()
+            self.lender._cond.notify_all()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the acquisition under way; True if none is pending."""
+        with self.lender._cond:
+            return self.lender._cond.wait_for(lambda: not self.lender._acquiring, timeout_s)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel(self.remaining)
+        with self.lender._cond:
+            if self in self.lender._reservations:
+                self.lender._reservations.remove(self)
+
+
+class _Group:
+    """Slots taken from the limit in one acquisition, held by one helper thread."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.settled = False  # acquired, found nothing to acquire, or failed
+        self.error: BaseException | None = None
+        self.release = threading.Event()
+
+
+class SlotLender:
+    """Slots of one global concurrency limit, acquired in bulk and lent to local users.
+
+    When a user finds no idle slot here, one acquisition asks for as many slots as users are
+    waiting at that moment (at most the limit minus what this process already holds); users
+    arriving meanwhile wait for it, then take what is left or start the next one. A slot a user
+    gives back goes to a local waiter if there is one; a group goes back to Prefect as soon as
+    it is idle. The process never holds more slots than Prefect granted it, so the global cap
+    holds across processes; a process with a steady stream of local users keeps its slots
+    until the stream pauses.
+    """
+
+    def __init__(self, name: str, lease_duration_s: float = 300.0) -> None:
+        self.name = name
+        self.lease_duration_s = lease_duration_s
+        self.acquisitions = 0  # successful acquisitions from Prefect (each an API round trip)
+        self._cond = threading.Condition()
+        self._groups: list[_Group] = []
+        self._held = 0  # slots granted to this process
+        self._free = 0  # of those, lent to nobody
+        self._waiting = 0
+        self._reservations: list[Reservation] = []
+        self._acquiring = False
+        self._capped = False  # holds the whole limit: wait for a slot to come back
+
+    @property
+    def held(self) -> int:
+        """Slots this process holds now (in use or idle)."""
+        with self._cond:
+            return self._held
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one slot of the limit while the block runs."""
+        self._take()
+        try:
+            yield
+        finally:
+            self._give_back()
+
+    def reserve(self, n: int) -> Reservation:
+        """Start acquiring slots for ``n`` users about to come, without waiting for them.
+
+        Idle reserved slots are kept for those users until they come, are cancelled, or the
+        reservation is closed (use it as a context manager).
+        """
+        reservation = Reservation(self, max(0, n))
+        with self._cond:
+            self._reservations.append(reservation)
+            if not self._acquiring and not self._capped and self._wanted() > 0:
+                self._start_group()
+        return reservation
+
+    def _reserved(self) -> int:
+        return sum(r.remaining for r in self._reservations)
+
+    def _wanted(self) -> int:
+        """Slots needed beyond the idle ones (lock held). Waiting users may be the reserved
+        ones or others: count the larger of the two, not both."""
+        return max(self._waiting, self._reserved()) - self._free
+
+    def _take(self) -> None:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while not self._free:
+                    if self._acquiring or self._capped:
+                        self._cond.wait()
+                        continue
+                    group = self._start_group()
+                    self._cond.wait_for(lambda: group.settled)  # noqa: B023 - waited for here
+                    if group.error is not None:
+                        raise group.error
+                self._free -= 1
+                for reservation in self._reservations:  # this user was expected
+                    if reservation.remaining:
+                        reservation.remaining -= 1
+                        break
+            finally:
+                self._waiting -= 1
+
+    def _start_group(self) -> _Group:
+        """Start a helper thread that acquires a group of slots (lock held)."""
+        self._acquiring = True
+        group = _Group()
+        threading.Thread(target=self._hold, args=(group,), name=f"slots-{self.name}").start()
+        return group
+
+    def _settle(self, group: _Group) -> None:
+        group.settled = True
+        self._acquiring = False
+        self._cond.notify_all()
+
+    def _hold(self, group: _Group) -> None:
+        # Not a daemon: at interpreter exit Python joins it, so the slots are given back.
+        try:
+            limit = self._limit()
+            with self._cond:
+                want = self._wanted()
+                size = want if limit is None else min(want, limit - self._held)
+                if size <= 0:
+                    self._capped = limit is not None and self._held >= limit
+                    self._settle(group)
+                    return
+            with concurrency(self.name, occupy=size, lease_duration=self.lease_duration_s):
+                with self._cond:
+                    group.size = size
+                    self._groups.append(group)
+                    self._held += size
+                    self._free += size
+                    self.acquisitions += 1
+                    self._settle(group)
+                    self._release_idle()
+                group.release.wait()
+        except BaseException as exc:  # noqa: BLE001 - handed to the user that started it
+            with self._cond:
+                if not group.settled:
+                    group.error = exc
+                    self._settle(group)
+            logging.getLogger(__name__).warning("acquiring %s slots failed: %s", self.name, exc)
+
+    def _limit(self) -> int | None:
+        """The limit's slot count now (it may change in the UI), or None when it is missing."""
+        with get_client(sync_client=True) as client:
+            try:
+                return client.read_global_concurrency_limit_by_name(self.name).limit
+            except ObjectNotFound:
+                return None  # concurrency() then lets everyone through, with a warning
+
+    def _give_back(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._release_idle()
+            self._cond.notify_all()
+
+    def _release_idle(self) -> None:
+        """Hand back groups no local user needs (lock held): idle slots beyond the waiters."""
+        for group in sorted(self._groups, key=lambda g: g.size):
+            if group.size > self._free - max(self._waiting, self._reserved()):
+                break
+            self._groups.remove(group)
+            self._held -= group.size
+            self._free -= group.size
+            self._capped = False
+            group.release.set()
+
+
+_DEVICE = SlotLender(DEVICE_LIMIT)
+
+
 @contextlib.contextmanager
 def device_slot() -> Iterator[None]:
     """Hold one slot of the device limit for one chunk transcription."""
-    with concurrency(DEVICE_LIMIT, occupy=1):
+    with _DEVICE.slot():
         yield
+
+
+def reserve_device_slots(n: int) -> Reservation:
+    """Start acquiring device slots for ``n`` chunk tasks of this process about to start."""
+    return _DEVICE.reserve(n)
