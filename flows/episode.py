@@ -21,15 +21,15 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run, task_run
 
-from flows.device import device_slot, ensure_device_limit
+from flows.device import Reservation, device_slot, ensure_device_limit, reserve_device_slots
 from flows.report import chunk_rows, outputs_markdown, quality_key
 from flows.runners import make_task_runner
 from flows.settings import FlowSettings, load_settings
 from pipeline import catalog
-from pipeline.batch import shared_batcher
+from pipeline.batch import MicroBatcher, shared_batcher
 from pipeline.chunk import MANIFEST_NAME, ChunkOptions, load_manifest, verify_chunk
 from pipeline.episode import finish_episode, prepare_episode
 from pipeline.errors import FeedError, OptionsError, PodscribeError, TranscriptionError
@@ -40,9 +40,15 @@ from pipeline.transcribe import TranscribeOptions
 from pipeline.transcript import load_transcript
 from pipeline.types import Chunk, ChunkManifest, ChunkTranscript
 
-# Chunk tasks reach the micro-batcher ~0.1 s apart (task start-up, slot acquisition): wait
-# longer than the batcher's default for the first batch to fill before decoding it.
-BATCH_WAIT_S = 1.0
+# run_chunks announces its chunks to the flow process's micro-batcher, which waits for them
+# (as long as they come within ANNOUNCE_S) instead of guessing. A Dask worker process hears no
+# announcements: there a batch waits UNANNOUNCED_WAIT_S after its first chunk for others.
+ANNOUNCE_S = 5.0
+UNANNOUNCED_WAIT_S = 1.0
+# How long run_chunks waits for the device slots it reserved before submitting the chunks.
+RESERVE_WAIT_S = 0.5
+# The progress artifact is updated at most this often (each update is an API call).
+PROGRESS_EVERY_S = 2.0
 
 # --- tasks: one line of pipeline each ----------------------------------------------------------
 
@@ -53,7 +59,6 @@ def prepare(source: str, episode_id: str | None, audio_root: Path, chunk: dict) 
     return prepare_episode(source, episode_id, audio_root, ChunkOptions(**chunk))
 
 
-@task(task_run_name="read reference")
 def load_reference(source: str | None) -> Reference | None:
     """The reference text, or None: a missing reference must not stop transcription."""
     if not source:
@@ -75,10 +80,15 @@ def transcribe_one_chunk(
     chunk: Chunk, options: dict[str, Any], episode_id: str, total: int, title: str
 ) -> ChunkTranscript:
     """Verify the chunk WAV against its manifest hash, then transcribe it on a device slot."""
+    batcher = shared_batcher(UNANNOUNCED_WAIT_S)
     with device_slot():
-        verify_chunk(chunk, episode_id)
+        try:
+            verify_chunk(chunk, episode_id)
+        except Exception:
+            batcher.withdraw(1)  # announced by run_chunks: the batcher must not wait for it
+            raise
         get_run_logger().info("transcribing chunk %d of %s", chunk.index, episode_id)
-        return shared_batcher(BATCH_WAIT_S).submit(chunk, TranscribeOptions(**options)).result()
+        return batcher.submit(chunk, TranscribeOptions(**options)).result()
 
 
 @task(task_run_name="merge, score and write")
@@ -90,7 +100,6 @@ def finish(manifest: ChunkManifest, transcripts: list[ChunkTranscript],
                           elapsed_s=elapsed_s, run_id=str(flow_run.id))
 
 
-@task(task_run_name="render report")
 def render_report(out_dir: Path) -> str:
     """The episode's quality report as markdown, from the files finish wrote."""
     return render_markdown_report(load_report_input(out_dir))
@@ -107,17 +116,33 @@ def run_chunks(
 
     A failing chunk never stops the others: the caller decides what failures mean.
     """
-    ensure_device_limit(settings.device_slots)
+    slots = ensure_device_limit(settings.device_slots)
     chunk_task = transcribe_one_chunk.with_options(result_storage=settings.result_storage())
     total = len(manifest.chunks)
     progress = create_progress_artifact(0.0, description=f"chunks of {title} transcribed")
-    futures = {
-        chunk_task.submit(chunk, options.to_dict(), manifest.episode_id, total, title): chunk
-        for chunk in chunks
-    }
+    batcher = shared_batcher(UNANNOUNCED_WAIT_S)
+    local = settings.task_runner == "threads"  # the tasks run in this process
+    with reserve_device_slots(len(chunks) if local else 0) as reservation:
+        # Acquiring is quick while the API server is quiet, slow once a dozen task runs start:
+        # let it finish first unless the slots are busy elsewhere.
+        reservation.wait(RESERVE_WAIT_S)
+        if local:
+            batcher.expect(min(len(chunks), slots), within_s=ANNOUNCE_S)
+        futures = {
+            chunk_task.submit(chunk, options.to_dict(), manifest.episode_id, total, title): chunk
+            for chunk in chunks
+        }
+        return _collect(futures, progress, batcher, reservation)
+
+
+def _collect(futures: dict[PrefectFuture[ChunkTranscript], Chunk], progress: Any,
+             batcher: MicroBatcher, reservation: Reservation,
+             ) -> tuple[dict[int, ChunkTranscript], dict[int, str], dict[int, str]]:
+    """Wait for the chunk futures as they finish; update the progress artifact now and then."""
     done: dict[int, ChunkTranscript] = {}
     statuses: dict[int, str] = {}
     errors: dict[int, str] = {}
+    reported = time.perf_counter()
     for finished, future in enumerate(as_completed(list(futures)), start=1):
         index = futures[future].index
         try:
@@ -125,7 +150,12 @@ def run_chunks(
             statuses[index] = future.state.name.lower()  # "completed" or "cached"
         except Exception as exc:  # noqa: BLE001 - any failure of a chunk is reported as such
             statuses[index], errors[index] = "failed", f"{type(exc).__name__}: {exc}"
-        update_progress_artifact(progress, 100.0 * finished / len(futures))
+        if statuses[index] == "cached":  # taken from its persisted result: it used no slot
+            batcher.withdraw(1)
+            reservation.cancel(1)
+        if finished == len(futures) or time.perf_counter() - reported >= PROGRESS_EVERY_S:
+            update_progress_artifact(progress, 100.0 * finished / len(futures))
+            reported = time.perf_counter()
     return done, statuses, errors
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import functools
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from prefect.filesystems import LocalFileSystem
 
 DEVICE_LIMIT = "whisper-device"  # the global concurrency limit that chunk transcriptions hold
 
@@ -33,30 +36,36 @@ class FlowSettings(BaseSettings):
     # An existing Dask scheduler ("tcp://host:8786"); none starts a LocalCluster per flow run.
     dask_address: str | None = None
     # Slots of the global "whisper-device" limit, created when missing: how many chunk
-    # transcriptions may use the device at once across all flow runs. The default matches
-    # the micro-batcher's batch size (TranscribeOptions.batch_size).
-    device_slots: int = Field(default=8, ge=1)
-    # Chunk tasks at once per flow run (threads feeding the micro-batcher).
-    workers: int = Field(default=8, ge=1)
+    # transcriptions may hold the device at once across all flow runs. A slot is held while
+    # the chunk waits in the micro-batcher's queue as well as while it is decoded, so the
+    # default is twice TranscribeOptions.batch_size (8): the next batch's chunks queue while
+    # one runs.
+    device_slots: int = Field(default=16, ge=1)
+    # Chunk tasks at once per flow run (threads feeding the micro-batcher); like the slots,
+    # twice the batch size, so that the batcher never idles waiting for a thread to free.
+    workers: int = Field(default=16, ge=1)
     # Worker processes of the LocalCluster a "dask" flow run starts (each loads the model).
     dask_workers: int = Field(default=2, ge=1)
 
-    def result_storage(self) -> str:
-        """The results folder as a saved LocalFileSystem block; returns its slug."""
+    def result_storage(self) -> LocalFileSystem:
+        """The results folder as a saved LocalFileSystem block (saved once per process)."""
         from prefect.settings import PREFECT_API_URL
 
         return _saved_storage(str(self.results_dir.resolve()), PREFECT_API_URL.value())
 
 
 @functools.lru_cache(maxsize=8)
-def _saved_storage(basepath: str, api_url: str | None) -> str:
+def _saved_storage(basepath: str, api_url: str | None) -> LocalFileSystem:
     # Prefect wants result storage saved server-side, so that any process handling a retry
-    # finds the same folder. One block per folder: its name carries the path's hash.
+    # finds the same folder. One block per folder: its name carries the path's hash. The
+    # saved instance, not its slug, goes to the tasks: given a slug, every task run would
+    # load the block from the API before it starts.
     from prefect.filesystems import LocalFileSystem
 
     name = "podscribe-results-" + hashlib.sha256(basepath.encode()).hexdigest()[:10]
-    LocalFileSystem(basepath=basepath).save(name, overwrite=True)
-    return f"local-file-system/{name}"
+    block = LocalFileSystem(basepath=basepath)
+    block.save(name, overwrite=True)
+    return block
 
 
 def load_settings() -> FlowSettings:

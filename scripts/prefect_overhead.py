@@ -2,9 +2,10 @@
 
 In one process, against a temporary Prefect server (SQLite): the model is loaded first (so
 neither side pays for it), then, alternately, the plain pipeline (prepare → every chunk
-verified and transcribed through the shared micro-batcher from 8 threads → finish) and the
-``transcribe_episode`` flow (the same calls as tasks: persisted results, the device
-concurrency limit, artifacts). Each side cuts into its own fresh folders.
+announced to the shared micro-batcher, then verified and submitted to it from as many threads
+as the flow's task runner has → finish) and the ``transcribe_episode`` flow (the same calls,
+the chunks as tasks: persisted results, the device concurrency limit, artifacts). Each side
+cuts into its own fresh folders.
 
     .venv/bin/python scripts/prefect_overhead.py [SOURCE REFERENCE] [--max-chunk-s 30] [--repeats 2]
 """
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_plain(source: str, reference: str, max_chunk_s: float, work: Path) -> tuple[float, int]:
     """The pipeline without Prefect; returns (seconds, chunks)."""
+    from flows.settings import load_settings
     from pipeline.batch import shared_batcher
     from pipeline.chunk import ChunkOptions, verify_chunk
     from pipeline.episode import finish_episode, prepare_episode
@@ -42,11 +44,15 @@ def run_plain(source: str, reference: str, max_chunk_s: float, work: Path) -> tu
         search_s=min(10.0, max_chunk_s)))
     ref = read_reference(reference)
 
+    settings = load_settings()
+    batcher = shared_batcher()
+    batcher.expect(min(len(manifest.chunks), settings.device_slots))  # as run_chunks does
+
     def one(chunk):  # noqa: ANN001, ANN202
         verify_chunk(chunk, manifest.episode_id)
-        return shared_batcher().submit(chunk, options).result()
+        return batcher.submit(chunk, options).result()
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=settings.workers) as pool:
         transcripts = list(pool.map(one, manifest.chunks))
     finish_episode(manifest, transcripts, ref, work / "transcripts" / "overhead",
                    elapsed_s=time.perf_counter() - started)

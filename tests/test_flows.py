@@ -114,3 +114,118 @@ def test_poll_transcribes_new_episodes_once_and_survives_a_404_feed(
     for n in (1, 2, 3):
         assert _runs_named(f"transcribe Poll demo {n}") == 1
         assert http_server.hits[f"/ep{n}.mp3"] == 1
+
+
+def _active_slots(name: str) -> int:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_global_concurrency_limit_by_name(name).active_slots
+
+
+def test_slot_lender_acquires_in_bulk_within_the_limit_and_releases(prefect_api: str) -> None:
+    import threading
+    import time
+
+    from flows.device import SlotLender, ensure_device_limit
+
+    name = "lender-test"
+    assert ensure_device_limit(3, name=name) == 3
+    # Two lenders stand for two processes sharing the limit.
+    lenders = [SlotLender(name), SlotLender(name)]
+    inside = [0, 0]
+    peak = [0]
+    seen_active: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(10)
+
+    def user(i: int) -> None:
+        lender = lenders[i % 2]
+        start.wait()
+        with lender.slot():
+            with lock:
+                inside[i % 2] += 1
+                peak[0] = max(peak[0], sum(inside))
+                assert inside[i % 2] <= lender.held
+            seen_active.append(_active_slots(name))
+            time.sleep(0.3)
+            with lock:
+                inside[i % 2] -= 1
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert peak[0] == 3  # the limit was used in full, never exceeded
+    assert max(seen_active) <= 3
+    # Slots are lent on locally: far fewer acquisitions than users.
+    assert sum(lender.acquisitions for lender in lenders) < 10
+    assert lenders[0].held == lenders[1].held == 0
+    assert _wait_for_no_active(name)  # the helper threads hand the groups back
+
+
+def test_slot_lender_takes_one_acquisition_for_users_waiting_together(prefect_api: str) -> None:
+    import threading
+
+    from flows.device import SlotLender, ensure_device_limit
+
+    name = "lender-bulk-test"
+    ensure_device_limit(16, name=name)
+    lender = SlotLender(name)
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def user() -> None:
+        with lender.slot():
+            entered.release()
+            release.wait(timeout=60)
+
+    first = threading.Thread(target=user)
+    first.start()
+    assert entered.acquire(timeout=60)
+    assert lender.acquisitions == 1 and lender.held == 1
+    # 12 users arrive while one holds its slot: one more acquisition takes what they need.
+    others = [threading.Thread(target=user) for _ in range(12)]
+    for t in others:
+        t.start()
+    for _ in others:
+        assert entered.acquire(timeout=60)
+    assert lender.held == 13 and lender.acquisitions <= 3
+    assert _active_slots(name) == 13
+    release.set()
+    for t in [first, *others]:
+        t.join(timeout=60)
+    assert lender.held == 0
+
+
+def test_slot_lender_reservation_acquires_ahead_and_gives_back_unused_slots(
+    prefect_api: str,
+) -> None:
+    from flows.device import SlotLender, ensure_device_limit
+
+    name = "lender-reserve-test"
+    ensure_device_limit(4, name=name)
+    lender = SlotLender(name)
+    with lender.reserve(6) as reservation:
+        assert reservation.wait(30)
+        assert lender.held == 4 == _active_slots(name)  # capped by the limit, before any user
+        with lender.slot(), lender.slot():
+            assert lender.acquisitions == 1 and reservation.remaining == 4
+            reservation.cancel(4)  # e.g. their results were cached
+            assert lender.held == 4  # the group is still in use
+        assert lender.held == 0
+    with lender.reserve(2):
+        pass  # closed before use: nothing stays held
+    assert lender.held == 0
+    assert _wait_for_no_active(name)
+
+
+def _wait_for_no_active(name: str) -> bool:
+    import time
+
+    deadline = time.monotonic() + 10
+    while _active_slots(name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _active_slots(name) == 0
