@@ -13,6 +13,9 @@ that task make batching pay on a CPU, where the per-token Python work dominates:
   timestamp, the rest of that chunk becomes a new window that joins the next batch (the seek
   logic of ``whisper.transcribe``, which single-pass batch decoding lacks: ../shared/eval).
 
+On cuda the greedy steps run over a static KV cache, one CUDA graph replay per token
+(``pipeline.static_decode``): there the loop, not the GPU, is the cost.
+
 A window that fails Whisper's thresholds at temperature 0 is redone alone with the seeded
 fallback ladder, and a chunk's segments depend only on its own windows: what else was in the
 batch does not change its text, up to floating-point differences between batch shapes
