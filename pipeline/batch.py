@@ -308,6 +308,9 @@ class _ChunkState:
     prompt_reset_since: int = 0
     elapsed_s: float = 0.0  # this chunk's share of the batches it ran in, plus its fallbacks
     windows: int = 0
+    # The encoder's output for the window at ``features_seek``, when computed ahead of its batch.
+    features: torch.Tensor | None = None
+    features_seek: int = -1
 
     @property
     def done(self) -> bool:
@@ -441,8 +444,8 @@ class BatchTranscriber:
         prompt = self.prompt_of(states[0])
         first_t = self.options.temperatures[0]
         if first_t == 0:
-            mels = torch.stack([s.window_mel() for s in states]).to(self.dtype)
-            results = decode_batch(self.model, mels, self._decoding_options(0.0, prompt))
+            features = self.window_features(states)  # whisper skips its encoder for these
+            results = decode_batch(self.model, features, self._decoding_options(0.0, prompt))
         else:  # sampling from the first try: every window alone, seeded
             results = [self._decode_with_fallback(s, self.options.temperatures) for s in states]
         share = (time.perf_counter() - started) / len(states)
@@ -455,6 +458,33 @@ class BatchTranscriber:
             self._advance(state, result)
             state.elapsed_s += share + (time.perf_counter() - t0)
             state.windows += 1
+
+    def encode_ahead(self, state: _ChunkState) -> None:
+        """Run the encoder on a state's next window now, before its batch is complete.
+
+        On a CPU the encoder is compute-bound (one window alone costs what it costs in a
+        batch), so a micro-batcher waiting for the rest of a batch encodes what has come.
+        """
+        started = time.perf_counter()
+        with torch.inference_mode():
+            state.features = self.model.encoder(state.window_mel()[None].to(self.dtype))[0]
+        state.features_seek = state.seek
+        state.elapsed_s += time.perf_counter() - started
+
+    def window_features(self, states: Sequence[_ChunkState]) -> torch.Tensor:
+        """The encoder output of each state's next window, (n, n_audio_ctx, n_audio_state):
+        the ones encoded ahead, the rest in one batched encoder pass."""
+        missing = [s for s in states if s.features is None or s.features_seek != s.seek]
+        if missing:
+            mels = torch.stack([s.window_mel() for s in missing]).to(self.dtype)
+            with torch.inference_mode():
+                encoded = self.model.encoder(mels)
+            for state, features in zip(missing, encoded, strict=True):
+                state.features, state.features_seek = features, state.seek
+        stacked = torch.stack([s.features for s in states])  # type: ignore[misc]
+        for state in states:
+            state.features = None  # used once: the next window is another one
+        return stacked
 
     def _advance(self, state: _ChunkState, result: DecodingResult) -> None:
         # whisper.transcribe's loop body (word timestamps off), for one window.
@@ -645,6 +675,7 @@ class MicroBatcher:
         self._engines: dict[TranscribeOptions, BatchTranscriber] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self.encoded_ahead = 0  # windows encoded while waiting for announced chunks
         self._announced: deque[list[float]] = deque()  # [requests still due, deadline]
         self.batch_sizes: deque[int] = deque(maxlen=64)  # of the latest batches, newest last
         self._worker = threading.Thread(target=self._run, name="podscribe-batcher", daemon=True)
@@ -724,18 +755,32 @@ class MicroBatcher:
             self._engines[options] = BatchTranscriber(options)  # models caches loaded weights
         return self._engines[options]
 
-    def _gather(self, block: bool) -> tuple[list[_Request], bool]:
-        """New requests: wait for one if ``block``, then for more until max_wait_s passes;
-        when blocking (the worker is idle), also for as long as announced ones are due."""
+    def _gather(self, block: bool, admit: Callable[[_Request], None]
+                ) -> tuple[list[_Request], bool]:
+        """New requests, each handed to ``admit``. If ``block`` (the worker is idle): wait for
+        one, then for more until max_wait_s passes and for as long as announced ones are due;
+        otherwise take the queued ones without waiting. Requests are admitted before each
+        wait (so the wait can be spent on them) and before returning, never between taking
+        queued ones."""
         got: list[_Request] = []
+        unadmitted: deque[_Request] = deque()
         stop = False
         deadline = None
+
+        def done() -> tuple[list[_Request], bool]:
+            while unadmitted:
+                admit(unadmitted.popleft())
+            return got, stop
+
         while True:
             timeout = None if block and not got else 0.0
             if deadline is not None:
                 timeout = max(0.0, deadline - time.perf_counter())
                 if block and not timeout:
                     timeout = self._announced_wait()
+            if timeout != 0.0 and unadmitted:
+                done()  # about to wait: admit what came first, then look again
+                continue
             try:
                 item = self._requests.get(timeout=timeout) if timeout != 0.0 else (
                     self._requests.get_nowait()
@@ -743,15 +788,16 @@ class MicroBatcher:
             except queue.Empty:
                 if deadline is not None and block and self._announced_wait():
                     continue
-                return got, stop
+                return done()
             if item is None:
                 stop = True
-                return got, stop
+                return done()
             got.append(item)
-            if deadline is None:
+            unadmitted.append(item)
+            if deadline is None and block:  # with work pending, take what is queued, no wait
                 deadline = time.perf_counter() + self.max_wait_s
             if len(got) >= max(1, item.options.batch_size or DEFAULT_CPU_BATCH):
-                return got, stop
+                return done()
 
     def _run(self) -> None:
         pending: dict[TranscribeOptions, deque[_ChunkState]] = {}
@@ -759,23 +805,33 @@ class MicroBatcher:
         while True:
             idle = not any(pending.values())
             if not stopping:
-                new, stopping = self._gather(block=idle)
-                for req in new:
-                    if not req.future.set_running_or_notify_cancel():
-                        continue
-                    try:
-                        engine = self._engine(req.options)
-                        state = engine.start(req.chunk, req.future)
-                    except Exception as exc:  # noqa: BLE001 - handed to the caller's future
-                        req.future.set_exception(exc)
-                        continue
-                    pending.setdefault(req.options, deque()).append(state)
+                _, stopping = self._gather(
+                    block=idle, admit=lambda req, ahead=idle: self._admit(req, pending, ahead)
+                )
             if not any(pending.values()):
                 if stopping:
                     return
                 continue
             options = next(o for o, q in pending.items() if q)
             self._step(self._engines[options], pending[options])
+
+    def _admit(self, req: _Request, pending: dict[TranscribeOptions, deque[_ChunkState]],
+               encode_ahead: bool) -> None:
+        """Start a request's chunk as it arrives; while an idle worker on a CPU waits for
+        announced chunks to fill the batch, also run this one's first window through the
+        encoder (the wait then costs nothing)."""
+        if not req.future.set_running_or_notify_cancel():
+            return
+        try:
+            engine = self._engine(req.options)
+            state = engine.start(req.chunk, req.future)
+            if encode_ahead and engine.loaded.device == "cpu" and self.announced():
+                engine.encode_ahead(state)
+                self.encoded_ahead += 1
+        except Exception as exc:  # noqa: BLE001 - handed to the caller's future
+            req.future.set_exception(exc)
+            return
+        pending.setdefault(req.options, deque()).append(state)
 
     def _step(self, engine: BatchTranscriber, pending: deque[_ChunkState]) -> None:
         batch = engine.next_batch(pending)

@@ -265,19 +265,20 @@ def test_micro_batcher_waits_for_announced_chunks_only(episode_chunks: list[Chun
         first = batcher.submit(chunks[0], options)
         time.sleep(0.3)
         late = [batcher.submit(c, options) for c in chunks[1:]]
-        for f in [first, *late]:
-            f.result(timeout=600)
-        assert batcher.batch_sizes[0] == 1
+        unannounced = [f.result(timeout=600) for f in [first, *late]]
+        assert batcher.batch_sizes[0] == 1 and batcher.encoded_ahead == 0
 
-        # Announced: the batch waits for the late ones.
+        # Announced: the batch waits for the late ones, encoding what has come meanwhile;
+        # the text is the same as without the wait.
         batcher.batch_sizes.clear()
         batcher.expect(3, within_s=30.0)
         first = batcher.submit(chunks[0], options)
         time.sleep(0.3)
         late = [batcher.submit(c, options) for c in chunks[1:]]
-        for f in [first, *late]:
-            f.result(timeout=600)
+        announced = [f.result(timeout=600) for f in [first, *late]]
         assert batcher.batch_sizes[0] == 3 and batcher.announced() == 0
+        assert batcher.encoded_ahead >= 1
+        assert _texts(announced) == _texts(unannounced)
 
         # Withdrawn or expired announcements stop the wait.
         batcher.batch_sizes.clear()
