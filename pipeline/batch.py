@@ -27,6 +27,7 @@ share batches: concurrent ``submit`` calls within a short window are decoded tog
 
 from __future__ import annotations
 
+import functools
 import math
 import queue
 import threading
@@ -806,7 +807,8 @@ class MicroBatcher:
             idle = not any(pending.values())
             if not stopping:
                 _, stopping = self._gather(
-                    block=idle, admit=lambda req, ahead=idle: self._admit(req, pending, ahead)
+                    block=idle, admit=functools.partial(self._admit, pending=pending,
+                                                        encode_ahead=idle)
                 )
             if not any(pending.values()):
                 if stopping:
