@@ -147,7 +147,7 @@ def _collect(futures: dict[PrefectFuture[ChunkTranscript], Chunk], progress: Any
         index = futures[future].index
         try:
             done[index] = future.result()
-            statuses[index] = future.state.name.lower()  # "completed" or "cached"
+            statuses[index] = str(future.state.name).lower()  # "completed" or "cached"
         except Exception as exc:  # noqa: BLE001 - any failure of a chunk is reported as such
             statuses[index], errors[index] = "failed", f"{type(exc).__name__}: {exc}"
         if statuses[index] == "cached":  # taken from its persisted result: it used no slot

@@ -7,9 +7,10 @@ run is created with the episode id as idempotency key (a repeated key returns th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, get_run_logger, task
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import deployment
@@ -46,14 +47,14 @@ def start_episode(feed: Feed, episode: FeedEpisode, model: str, device: str) -> 
     params = _parameters(feed, episode, model, device)
     if deployment.id is not None:  # this poll runs from a deployment: so does transcription
         try:
-            run = run_deployment(TRANSCRIBE_DEPLOYMENT, parameters=params, timeout=0,
-                                 idempotency_key=episode.episode_id)
+            run = cast(FlowRun, run_deployment(TRANSCRIBE_DEPLOYMENT, parameters=params,
+                                               timeout=0, idempotency_key=episode.episode_id))
             return f"deployment run {run.id}"
         except ObjectNotFound:
             get_run_logger().warning("no %s deployment: transcribing %s in this run",
                                      TRANSCRIBE_DEPLOYMENT, episode.episode_id)
     state = transcribe_episode(**params, return_state=True)  # failures are marked in the catalog
-    return state.name
+    return str(state.name)
 
 
 @flow(name="poll-feeds", flow_run_name="poll feeds")

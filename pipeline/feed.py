@@ -282,7 +282,8 @@ def _read_entries(
         title = str(entry.get("title") or "").strip() or "(untitled)"
         episode, why = _episode_from_entry(entry, title, origin, transcripts)
         if episode is not None and episode.guid in seen:
-            episode, why = None, f"duplicate GUID {episode.guid!r}: kept the first item"
+            why = f"duplicate GUID {episode.guid!r}: kept the first item"
+            episode = None
         if episode is None:
             log.warning("feed %s: skipping item %r: %s", origin, title, why)
             skipped.append((title, why))
@@ -340,7 +341,8 @@ def _published(entry: Any) -> str | None:
     parsed = entry.get("published_parsed") or entry.get("updated_parsed")
     if not parsed:
         return None
-    return datetime(*parsed[:6], tzinfo=UTC).isoformat()
+    year, month, day, hour, minute, second = parsed[:6]
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).isoformat()
 
 
 # --- transcripts -----------------------------------------------------------------------------

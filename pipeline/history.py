@@ -16,7 +16,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +92,7 @@ def make_record(
     *,
     feed: str | None = None,
     elapsed_s: float | None = None,
-    flags: dict[int, Sequence[str]] | None = None,
+    flags: Mapping[int, Sequence[str]] | None = None,
     run_id: str | None = None,
 ) -> RunRecord:
     """The history record of a finished run (from its transcript's provenance and its score)."""

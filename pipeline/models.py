@@ -228,7 +228,7 @@ def read_ct2_model(model_bin: Path | list[Path]) -> Ct2Model:
             dtype_id = reader.unpack("B")
             raw = np.empty(reader.unpack("I"), dtype=np.uint8)
             # Read each variable straight into its own array: no whole-file copy in memory.
-            reader.readinto(memoryview(raw))
+            reader.readinto(raw.data)
             variables[name] = _bytes_to_array(raw, dtype_id, shape, name)
         aliases = {}
         for _ in range(reader.unpack("I")):

@@ -211,11 +211,9 @@ def decode_reference(
                 return data.decode(encoding), encoding
             except UnicodeDecodeError as exc:
                 raise ReferenceError(f"{name}: starts with a {encoding} BOM but is not") from exc
-    candidates = [declared] if declared else []
+    candidates: list[str | None] = [declared] if declared else []
     candidates += ["utf-8", _looks_utf16(data), "cp1252"]
-    for encoding in candidates:
-        if not encoding:
-            continue
+    for encoding in filter(None, candidates):
         try:
             return data.decode(encoding), encoding
         except (UnicodeDecodeError, LookupError):
