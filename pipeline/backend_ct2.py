@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.audio import read_wav_samples
-from pipeline.errors import ModelError, OptionsError, TranscriptionError
+from pipeline.errors import ModelError, TranscriptionError
 from pipeline.types import SAMPLE_RATE, Chunk, ChunkTranscript, ModelInfo
 
 BACKEND = "faster-whisper"
@@ -274,8 +274,3 @@ def transcribe_chunks_ct2(
             elif open_windows[pos] == 0:
                 finish(pos)
     return [r for r in results if r is not None]
-
-
-def validate_backend(backend: str, backends: tuple[str, ...]) -> None:
-    if backend not in backends:
-        raise OptionsError(f"backend must be one of {', '.join(backends)}, not {backend!r}")

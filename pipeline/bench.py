@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import OptionsError
+from pipeline.transcribe import BACKENDS
 
-BACKENDS = ("openai-whisper", "faster-whisper")
 BASELINE_DEFAULT = "whisper-transcribe-default"
 BASELINE_DETERMINISTIC = "whisper-transcribe-t0-nocond"
 BASELINE_FW_BATCHED = "faster-whisper-batched"
