@@ -467,9 +467,7 @@ class BatchTranscriber:
         batch), so a micro-batcher waiting for the rest of a batch encodes what has come.
         """
         started = time.perf_counter()
-        with torch.inference_mode():
-            state.features = self.model.encoder(state.window_mel()[None].to(self.dtype))[0]
-        state.features_seek = state.seek
+        self._encode([state])
         state.elapsed_s += time.perf_counter() - started
 
     def window_features(self, states: Sequence[_ChunkState]) -> torch.Tensor:
@@ -477,15 +475,19 @@ class BatchTranscriber:
         the ones encoded ahead, the rest in one batched encoder pass."""
         missing = [s for s in states if s.features is None or s.features_seek != s.seek]
         if missing:
-            mels = torch.stack([s.window_mel() for s in missing]).to(self.dtype)
-            with torch.inference_mode():
-                encoded = self.model.encoder(mels)
-            for state, features in zip(missing, encoded, strict=True):
-                state.features, state.features_seek = features, state.seek
+            self._encode(missing)
         stacked = torch.stack([s.features for s in states])  # type: ignore[misc]
         for state in states:
             state.features = None  # used once: the next window is another one
         return stacked
+
+    def _encode(self, states: Sequence[_ChunkState]) -> None:
+        """One encoder pass over the states' next windows; each keeps its features."""
+        mels = torch.stack([s.window_mel() for s in states]).to(self.dtype)
+        with torch.inference_mode():
+            encoded = self.model.encoder(mels)
+        for state, features in zip(states, encoded, strict=True):
+            state.features, state.features_seek = features, state.seek
 
     def _advance(self, state: _ChunkState, result: DecodingResult) -> None:
         # whisper.transcribe's loop body (word timestamps off), for one window.
@@ -756,25 +758,25 @@ class MicroBatcher:
             self._engines[options] = BatchTranscriber(options)  # models caches loaded weights
         return self._engines[options]
 
-    def _gather(self, block: bool, admit: Callable[[_Request], None]
-                ) -> tuple[list[_Request], bool]:
-        """New requests, each handed to ``admit``. If ``block`` (the worker is idle): wait for
-        one, then for more until max_wait_s passes and for as long as announced ones are due;
-        otherwise take the queued ones without waiting. Requests are admitted before each
-        wait (so the wait can be spent on them) and before returning, never between taking
-        queued ones."""
-        got: list[_Request] = []
+    def _gather(self, block: bool, admit: Callable[[_Request], None]) -> bool:
+        """Hand new requests to ``admit``; returns True once the stop marker came.
+
+        If ``block`` (the worker is idle): wait for one, then for more until max_wait_s passes
+        and for as long as announced ones are due; otherwise take the queued ones without
+        waiting. Requests are admitted before each wait (so the wait can be spent on them)
+        and before returning, never between taking queued ones."""
+        taken = 0
         unadmitted: deque[_Request] = deque()
         stop = False
         deadline = None
 
-        def done() -> tuple[list[_Request], bool]:
+        def done() -> bool:
             while unadmitted:
                 admit(unadmitted.popleft())
-            return got, stop
+            return stop
 
         while True:
-            timeout = None if block and not got else 0.0
+            timeout = None if block and not taken else 0.0
             if deadline is not None:
                 timeout = max(0.0, deadline - time.perf_counter())
                 if block and not timeout:
@@ -793,11 +795,11 @@ class MicroBatcher:
             if item is None:
                 stop = True
                 return done()
-            got.append(item)
+            taken += 1
             unadmitted.append(item)
             if deadline is None and block:  # with work pending, take what is queued, no wait
                 deadline = time.perf_counter() + self.max_wait_s
-            if len(got) >= max(1, item.options.batch_size or DEFAULT_CPU_BATCH):
+            if taken >= max(1, item.options.batch_size or DEFAULT_CPU_BATCH):
                 return done()
 
     def _run(self) -> None:
@@ -806,7 +808,7 @@ class MicroBatcher:
         while True:
             idle = not any(pending.values())
             if not stopping:
-                _, stopping = self._gather(
+                stopping = self._gather(
                     block=idle, admit=functools.partial(self._admit, pending=pending,
                                                         encode_ahead=idle)
                 )
