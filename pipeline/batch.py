@@ -50,13 +50,14 @@ from whisper.decoding import (
     DecodingTask,
     GreedyDecoder,
     LogitFilter,
+    PyTorchInference,
     SuppressTokens,
 )
 from whisper.tokenizer import Tokenizer, get_tokenizer
 
 from pipeline.audio import read_wav_samples
 from pipeline.errors import AudioError, TranscriptionError
-from pipeline.static_decode import greedy_update, static_decoder
+from pipeline.static_decode import greedy_update, static_decoder, text_decoder_forward
 from pipeline.transcribe import (
     LoadedModel,
     TranscribeOptions,
@@ -179,6 +180,15 @@ def _vectorised(logit_filter: LogitFilter) -> LogitFilter:
     return logit_filter
 
 
+class BatchInference(PyTorchInference):
+    """Whisper's ``PyTorchInference`` with the output projection of ``vocab_logits``."""
+
+    def logits(self, tokens: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
+        if not self.kv_cache:
+            self.kv_cache, self.hooks = self.model.install_kv_cache_hooks()
+        if tokens.shape[-1] > self.initial_token_length:
+            tokens = tokens[:, -1:]  # as whisper: only the newest token after the first pass
+        return text_decoder_forward(self.model.decoder, tokens, audio_features, self.kv_cache)
 
 
 class BatchDecodingTask(DecodingTask):
@@ -188,6 +198,7 @@ class BatchDecodingTask(DecodingTask):
         super().__init__(model, options)
         # static: decode greedily over a static KV cache (pipeline.static_decode); None: on cuda.
         self.static = static
+        self.inference = BatchInference(model, len(self.initial_tokens))
         self.logit_filters: list[LogitFilter] = [
             _vectorised(f) for f in self.logit_filters
         ]
