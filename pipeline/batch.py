@@ -183,6 +183,9 @@ def _vectorised(logit_filter: LogitFilter) -> LogitFilter:
 class BatchInference(PyTorchInference):
     """Whisper's ``PyTorchInference`` with the output projection of ``vocab_logits``."""
 
+    kv_cache: dict[Any, torch.Tensor]
+    hooks: list[Any]
+
     def logits(self, tokens: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
         if not self.kv_cache:
             self.kv_cache, self.hooks = self.model.install_kv_cache_hooks()
