@@ -24,6 +24,7 @@ from prefect.artifacts import (
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run, task_run
 
+from flows import heartbeat
 from flows.device import Reservation, device_slot, ensure_device_limit, reserve_device_slots
 from flows.report import chunk_rows, outputs_markdown, quality_key
 from flows.runners import make_task_runner
@@ -39,6 +40,9 @@ from pipeline.store import read_json
 from pipeline.transcribe import TranscribeOptions
 from pipeline.transcript import load_transcript
 from pipeline.types import Chunk, ChunkManifest, ChunkTranscript
+
+# Flow runs of this process end as soon as their body returns (flows/heartbeat.py).
+heartbeat.install()
 
 # run_chunks announces its chunks to the flow process's micro-batcher, which waits for them
 # (as long as they come within ANNOUNCE_S) instead of guessing. A Dask worker process hears no
