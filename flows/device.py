@@ -57,6 +57,11 @@ class Reservation:
             self.lender._release_idle()
             self.lender._cond.notify_all()
 
+    def ready(self) -> int:
+        """Slots held for the users still expected, idle now (at most ``remaining``)."""
+        with self.lender._cond:
+            return min(self.remaining, self.lender._free)
+
     def wait(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the acquisition under way; True if none is pending."""
         with self.lender._cond:

@@ -49,8 +49,10 @@ heartbeat.install()
 # announcements: there a batch waits UNANNOUNCED_WAIT_S after its first chunk for others.
 ANNOUNCE_S = 5.0
 UNANNOUNCED_WAIT_S = 1.0
-# How long run_chunks waits for the device slots it reserved before submitting the chunks.
-RESERVE_WAIT_S = 0.5
+# How long run_chunks waits for the device slots it reserved before submitting the chunks
+# (the tasks would wait for that acquisition anyway; once it is done, the first batch can be
+# handed to the batcher).
+RESERVE_WAIT_S = 2.0
 # The progress artifact is updated at most this often (each update is an API call).
 PROGRESS_EVERY_S = 2.0
 
@@ -85,14 +87,16 @@ def transcribe_one_chunk(
 ) -> ChunkTranscript:
     """Verify the chunk WAV against its manifest hash, then transcribe it on a device slot."""
     batcher = shared_batcher(UNANNOUNCED_WAIT_S)
+    transcribe_options = TranscribeOptions(**options)
     with device_slot():
         try:
             verify_chunk(chunk, episode_id)
         except Exception:
-            batcher.withdraw(1)  # announced by run_chunks: the batcher must not wait for it
+            # run_chunks announced it or queued it ahead: the batcher must not wait for it
+            batcher.abandon(chunk, transcribe_options)
             raise
         get_run_logger().info("transcribing chunk %d of %s", chunk.index, episode_id)
-        return batcher.submit(chunk, TranscribeOptions(**options)).result()
+        return batcher.submit(chunk, transcribe_options).result()
 
 
 @task(task_run_name="merge, score and write")
@@ -126,17 +130,26 @@ def run_chunks(
     progress = create_progress_artifact(0.0, description=f"chunks of {title} transcribed")
     batcher = shared_batcher(UNANNOUNCED_WAIT_S)
     local = settings.task_runner == "threads"  # the tasks run in this process
+    ahead: list[Chunk] = []
     with reserve_device_slots(len(chunks) if local else 0) as reservation:
         # Acquiring is quick while the API server is quiet, slow once a dozen task runs start:
         # let it finish first unless the slots are busy elsewhere.
         reservation.wait(RESERVE_WAIT_S)
         if local:
-            batcher.expect(min(len(chunks), slots), within_s=ANNOUNCE_S)
+            if (flow_run.run_count or 1) <= 1:
+                # A first attempt has no persisted chunk results (their cache key holds the
+                # run id): the batcher can start on the first batch now, on slots already
+                # held for these chunks, while their tasks start; each task claims its chunk.
+                ahead = batcher.submit_ahead(chunks[:reservation.ready()], options)
+            batcher.expect(min(len(chunks), slots) - len(ahead), within_s=ANNOUNCE_S)
         futures = {
             chunk_task.submit(chunk, options.to_dict(), manifest.episode_id, total, title): chunk
             for chunk in chunks
         }
-        return _collect(futures, progress, batcher, reservation)
+        try:
+            return _collect(futures, progress, batcher, reservation)
+        finally:
+            batcher.drop_ahead(ahead, options)  # chunks whose task failed before claiming
 
 
 def _collect(futures: dict[PrefectFuture[ChunkTranscript], Chunk], progress: Any,

@@ -684,6 +684,7 @@ class MicroBatcher:
     A caller that knows more requests are on their way says so with ``expect``: while the
     worker is idle, a batch that is not full waits for announced requests (until they arrive,
     are withdrawn or their announcement expires) rather than guessing with ``max_wait_s``.
+    One that already holds the chunks hands the first batch over with ``submit_ahead``.
     """
 
     def __init__(self, max_wait_s: float = 0.05) -> None:
@@ -693,20 +694,57 @@ class MicroBatcher:
         self._lock = threading.Lock()
         self._closed = False
         self.encoded_ahead = 0  # windows encoded while waiting for announced chunks
+        self._ahead: dict[tuple[str, str, TranscribeOptions], Future[ChunkTranscript]] = {}
+        self.claimed_ahead = 0  # submissions answered with a future made by submit_ahead
         self._announced: deque[list[float]] = deque()  # [requests still due, deadline]
         self.batch_sizes: deque[int] = deque(maxlen=64)  # of the latest batches, newest last
         self._worker = threading.Thread(target=self._run, name="podscribe-batcher", daemon=True)
         self._worker.start()
 
     def submit(self, chunk: Chunk, options: TranscribeOptions) -> Future[ChunkTranscript]:
-        """Queue one chunk; the future holds its ``ChunkTranscript`` (or the error)."""
-        future: Future[ChunkTranscript] = Future()
+        """Queue one chunk; the future holds its ``ChunkTranscript`` (or the error).
+
+        A chunk queued ahead (``submit_ahead``) with the same options is not queued again:
+        its caller gets the future made then.
+        """
         with self._lock:
+            ahead = self._ahead.pop(_ahead_key(chunk, options), None)
+            if ahead is not None:
+                self.claimed_ahead += 1
+                return ahead
             if self._closed:
                 raise TranscriptionError("the micro-batcher is closed")
+            future: Future[ChunkTranscript] = Future()
             self._consume_announced(1)
             self._requests.put(_Request(chunk, options, future))
         return future
+
+    def submit_ahead(self, chunks: Sequence[Chunk], options: TranscribeOptions) -> list[Chunk]:
+        """Start on chunks whose callers are still on their way, up to one batch of them.
+
+        Their callers ``submit`` them later and get these futures: the worker need not wait
+        for them (a flow's chunk tasks take a few hundred ms to start). Returns the chunks
+        taken; ``drop_ahead`` forgets the ones nobody came for.
+        """
+        taken = list(chunks[: max(0, options.batch_size or DEFAULT_CPU_BATCH)])
+        with self._lock:
+            if self._closed:
+                raise TranscriptionError("the micro-batcher is closed")
+            for chunk in taken:
+                future: Future[ChunkTranscript] = Future()
+                self._ahead[_ahead_key(chunk, options)] = future
+                self._requests.put(_Request(chunk, options, future))
+        return taken
+
+    def drop_ahead(self, chunks: Sequence[Chunk], options: TranscribeOptions) -> int:
+        """Forget chunks queued ahead that no caller claimed (cancelled if not yet started);
+        returns how many there were."""
+        with self._lock:
+            futures = [self._ahead.pop(_ahead_key(c, options), None) for c in chunks]
+        dropped = [f for f in futures if f is not None]
+        for future in dropped:
+            future.cancel()
+        return len(dropped)
 
     def expect(self, n: int, within_s: float = 5.0) -> None:
         """Announce ``n`` more submissions due within ``within_s`` seconds."""
@@ -718,6 +756,12 @@ class MicroBatcher:
         """Take back ``n`` announced submissions that will not come (their caller failed)."""
         with self._lock:
             self._consume_announced(n)
+
+    def abandon(self, chunk: Chunk, options: TranscribeOptions) -> None:
+        """The caller of ``chunk`` will not submit it (it failed first): drop the chunk if it
+        was queued ahead, else take back one announced submission."""
+        if not self.drop_ahead([chunk], options):
+            self.withdraw(1)
 
     def announced(self) -> int:
         """Announced submissions still due (not yet submitted, withdrawn or expired)."""
@@ -875,6 +919,10 @@ class MicroBatcher:
                     state.future.set_exception(exc)
             else:
                 pending.appendleft(state)
+
+
+def _ahead_key(chunk: Chunk, options: TranscribeOptions) -> tuple[str, str, TranscribeOptions]:
+    return str(chunk.path), chunk.sha256, options
 
 
 _SHARED: MicroBatcher | None = None

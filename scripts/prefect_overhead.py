@@ -46,7 +46,8 @@ def run_plain(source: str, reference: str, max_chunk_s: float, work: Path) -> tu
 
     settings = load_settings()
     batcher = shared_batcher()
-    batcher.expect(min(len(manifest.chunks), settings.device_slots))  # as run_chunks does
+    ahead = batcher.submit_ahead(manifest.chunks, options)  # as run_chunks does
+    batcher.expect(min(len(manifest.chunks), settings.device_slots) - len(ahead))
 
     def one(chunk):  # noqa: ANN001, ANN202
         verify_chunk(chunk, manifest.episode_id)
@@ -63,8 +64,7 @@ def run_flow(source: str, reference: str, max_chunk_s: float, work: Path) -> tup
     """The same episode through the transcribe_episode flow; returns (seconds, chunks)."""
     from flows.episode import transcribe_episode
 
-    for name, sub in (("AUDIO_ROOT", "audio"), ("TRANSCRIPTS_ROOT", "transcripts"),
-                      ("RESULTS_DIR", "results")):
+    for name, sub in (("AUDIO_ROOT", "audio"), ("TRANSCRIPTS_ROOT", "transcripts")):
         os.environ[f"PODSCRIBE_{name}"] = str(work / sub)
     os.environ["PODSCRIBE_DB"] = str(work / "catalog.db")
     started = time.perf_counter()
@@ -90,6 +90,9 @@ def main() -> None:
     flowed: list[float] = []
     with prefect_test_harness(server_startup_timeout=120), \
             tempfile.TemporaryDirectory() as tmp:
+        # One results folder for every flow run, as a deployed worker has (its storage block
+        # is saved once per process); no result is shared: their cache key holds the run id.
+        os.environ["PODSCRIBE_RESULTS_DIR"] = str(Path(tmp) / "results")
         warm = Path(tmp) / "warm"
         run_plain(args.source, args.reference, args.max_chunk_s, warm)  # warm torch kernels
         run_flow(args.source, args.reference, args.max_chunk_s, warm / "flow")
@@ -106,6 +109,9 @@ def main() -> None:
     print(f"prefect flow     median {f:.2f} s")
     print(f"overhead per episode flow run: {overhead:.2f} s ({100 * overhead / f:.1f}% of the "
           f"flow's time); per chunk task: {1000 * overhead / chunks:.0f} ms over {chunks} chunks")
+    pairs = [fl - pl for pl, fl in zip(plain, flowed, strict=True)]
+    print("per pair (flow - plain): " + ", ".join(f"{d:.2f}" for d in pairs)
+          + f" s; median {statistics.median(pairs):.2f} s")
 
 
 if __name__ == "__main__":

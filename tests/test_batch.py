@@ -311,6 +311,36 @@ def test_micro_batcher_waits_for_announced_chunks_only(episode_chunks: list[Chun
         assert list(batcher.batch_sizes)[:2] == [1, 1] and batcher.announced() == 0
 
 
+@pytest.mark.slow
+def test_chunks_queued_ahead_are_claimed_by_their_callers(episode_chunks: list[Chunk]) -> None:
+    options = TranscribeOptions(batch_size=2)
+    chunks = episode_chunks[:3]
+    with MicroBatcher(max_wait_s=0.0) as batcher:
+        alone = [batcher.submit(c, options).result(timeout=600) for c in chunks]
+        batcher.batch_sizes.clear()
+        # One batch is taken ahead; the third chunk is left to its caller.
+        assert batcher.submit_ahead(chunks, options) == chunks[:2]
+        first = batcher.submit(chunks[0], options)  # claims the future made ahead
+        assert batcher.claimed_ahead == 1
+        third = batcher.submit(chunks[2], options)  # queued now: was not taken ahead
+        assert _texts([first.result(timeout=600), third.result(timeout=600)]) == _texts(
+            [alone[0], alone[2]])
+        assert batcher.batch_sizes[0] == 2  # the two taken ahead, decoded together
+        # Nobody claims the second: dropped once, and a later submit queues it afresh.
+        assert batcher.drop_ahead(chunks, options) == 1
+        assert batcher.drop_ahead(chunks, options) == 0
+        again = batcher.submit(chunks[1], options)
+        assert batcher.claimed_ahead == 1
+        assert _texts([again.result(timeout=600)]) == _texts([alone[1]])
+        # A caller that fails before submitting abandons its chunk: queued ahead, it is
+        # dropped; otherwise one announcement is taken back.
+        batcher.submit_ahead(chunks[:1], options)
+        batcher.abandon(chunks[0], options)
+        assert batcher.drop_ahead(chunks, options) == 0
+        batcher.expect(1, within_s=60.0)
+        batcher.abandon(chunks[0], options)
+        assert batcher.announced() == 0
+
 
 @pytest.mark.slow
 def test_fallback_windows_are_seeded_alone(episode_chunks: list[Chunk]) -> None:

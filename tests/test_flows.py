@@ -28,12 +28,17 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     from flows.episode import transcribe_episode
+    from pipeline.batch import shared_batcher
 
+    claimed = shared_batcher().claimed_ahead
     summary = transcribe_episode(
         source=str(fixtures_dir / "episode.mp3"), episode_id="Fixture_Episode.1",
         reference=str(fixtures_dir / "episode.txt"), title="Fixture episode", max_chunk_s=15.0,
     )
     assert summary["chunks"] >= 3
+    # A first attempt hands its first batch to the batcher before the chunk tasks start;
+    # each of those tasks then claims its chunk's result instead of queueing it again.
+    assert shared_batcher().claimed_ahead - claimed == min(summary["chunks"], 8)
     assert summary["transcribed"] == list(range(summary["chunks"]))
     assert summary["wer"] is not None and summary["wer"] < 0.3
     out = flow_env / "transcripts_root" / "Fixture_Episode.1"
