@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Sequence
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -49,6 +49,27 @@ class Reservation:
     def __init__(self, lender: SlotLender, n: int) -> None:
         self.lender = lender
         self.remaining = n  # users still expected
+        self.ahead: set[Hashable] = set()  # slots taken for users by key, not yet claimed
+
+    def take_ahead(self, keys: Sequence[Hashable]) -> list[Hashable]:
+        """Take idle reserved slots now, without waiting: one per key, as many as are idle.
+
+        Each is held for the user that later asks for its key's slot (``slot(key)``), which
+        then takes no other; work done for a key meanwhile runs on its slot. Returns the keys
+        that got one. Closing the reservation gives back those never claimed.
+        """
+        with self.lender._cond:
+            taken = list(keys[: max(0, min(self.remaining, self.lender._free))])
+            self.lender._free -= len(taken)
+            self.remaining -= len(taken)
+            self.ahead.update(taken)
+            self.lender._ahead.update(taken)
+        return taken
+
+    def ready(self) -> int:
+        """Slots held for the users still expected, idle now (at most ``remaining``)."""
+        with self.lender._cond:
+            return min(self.remaining, self.lender._free)
 
     def cancel(self, n: int = 1) -> None:
         """``n`` of the expected users will not come (e.g. their result was cached)."""
@@ -56,11 +77,6 @@ class Reservation:
             self.remaining = max(0, self.remaining - n)
             self.lender._release_idle()
             self.lender._cond.notify_all()
-
-    def ready(self) -> int:
-        """Slots held for the users still expected, idle now (at most ``remaining``)."""
-        with self.lender._cond:
-            return min(self.remaining, self.lender._free)
 
     def wait(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the acquisition under way; True if none is pending."""
@@ -73,8 +89,14 @@ class Reservation:
     def __exit__(self, *exc: object) -> None:
         self.cancel(self.remaining)
         with self.lender._cond:
+            unclaimed = self.ahead & self.lender._ahead
+            self.lender._ahead -= unclaimed
+            self.ahead.clear()
+            self.lender._free += len(unclaimed)
             if self in self.lender._reservations:
                 self.lender._reservations.remove(self)
+            self.lender._release_idle()
+            self.lender._cond.notify_all()
 
 
 class _Group:
@@ -111,6 +133,7 @@ class SlotLender:
         self._reservations: list[Reservation] = []
         self._acquiring = False
         self._capped = False  # holds the whole limit: wait for a slot to come back
+        self._ahead: set[Hashable] = set()  # keys holding a slot taken ahead (take_ahead)
 
     @property
     def held(self) -> int:
@@ -119,9 +142,15 @@ class SlotLender:
             return self._held
 
     @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold one slot of the limit while the block runs."""
-        self._take()
+    def slot(self, key: Hashable | None = None) -> Iterator[None]:
+        """Hold one slot of the limit while the block runs: the one taken ahead for ``key``
+        (``Reservation.take_ahead``) if there is one, else the next one free."""
+        with self._cond:
+            claimed = key is not None and key in self._ahead
+            if claimed:
+                self._ahead.discard(key)
+        if not claimed:
+            self._take()
         try:
             yield
         finally:
@@ -238,9 +267,10 @@ _DEVICE = SlotLender(DEVICE_LIMIT)
 
 
 @contextlib.contextmanager
-def device_slot() -> Iterator[None]:
-    """Hold one slot of the device limit for one chunk transcription."""
-    with _DEVICE.slot():
+def device_slot(key: Hashable | None = None) -> Iterator[None]:
+    """Hold one slot of the device limit for one chunk transcription (``key``: the chunk's,
+    to use the slot its flow run took for it ahead)."""
+    with _DEVICE.slot(key):
         yield
 
 

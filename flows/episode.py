@@ -65,6 +65,11 @@ def prepare(source: str, episode_id: str | None, audio_root: Path, chunk: dict) 
     return prepare_episode(source, episode_id, audio_root, ChunkOptions(**chunk))
 
 
+def slot_key(chunk: Chunk) -> tuple[str, str]:
+    """The key of the device slot run_chunks may take for a chunk ahead of its task."""
+    return str(chunk.path), chunk.sha256
+
+
 def load_reference(source: str | None) -> Reference | None:
     """The reference text, or None: a missing reference must not stop transcription."""
     if not source:
@@ -88,7 +93,7 @@ def transcribe_one_chunk(
     """Verify the chunk WAV against its manifest hash, then transcribe it on a device slot."""
     batcher = shared_batcher(UNANNOUNCED_WAIT_S)
     transcribe_options = TranscribeOptions(**options)
-    with device_slot():
+    with device_slot(slot_key(chunk)):
         try:
             verify_chunk(chunk, episode_id)
         except Exception:
@@ -138,9 +143,13 @@ def run_chunks(
         if local:
             if (flow_run.run_count or 1) <= 1:
                 # A first attempt has no persisted chunk results (their cache key holds the
-                # run id): the batcher can start on the first batch now, on slots already
-                # held for these chunks, while their tasks start; each task claims its chunk.
-                ahead = batcher.submit_ahead(chunks[:reservation.ready()], options)
+                # run id): the batcher starts on the first batch now, each chunk on a slot
+                # taken for it, while the chunk tasks start; each task claims its chunk and
+                # its slot.
+                first = chunks[:batcher.first_batch(options)]
+                keys = reservation.take_ahead([slot_key(c) for c in first])
+                ahead = first[:len(keys)]
+                batcher.submit_ahead(ahead, options)
             batcher.expect(min(len(chunks), slots) - len(ahead), within_s=ANNOUNCE_S)
         futures = {
             chunk_task.submit(chunk, options.to_dict(), manifest.episode_id, total, title): chunk

@@ -719,22 +719,24 @@ class MicroBatcher:
             self._requests.put(_Request(chunk, options, future))
         return future
 
-    def submit_ahead(self, chunks: Sequence[Chunk], options: TranscribeOptions) -> list[Chunk]:
-        """Start on chunks whose callers are still on their way, up to one batch of them.
-
-        Their callers ``submit`` them later and get these futures: the worker need not wait
-        for them (a flow's chunk tasks take a few hundred ms to start). Returns the chunks
-        taken; ``drop_ahead`` forgets the ones nobody came for.
-        """
-        taken = list(chunks[: max(0, options.batch_size or DEFAULT_CPU_BATCH)])
+    def submit_ahead(self, chunks: Sequence[Chunk], options: TranscribeOptions) -> None:
+        """Start on chunks whose callers are still on their way (a batch's worth: see
+        ``first_batch``). Their callers ``submit`` them later and get these futures, so the
+        worker need not wait for them (a flow's chunk tasks take a few hundred ms to start);
+        ``drop_ahead`` forgets the ones nobody came for."""
         with self._lock:
             if self._closed:
                 raise TranscriptionError("the micro-batcher is closed")
-            for chunk in taken:
+            for chunk in chunks:
                 future: Future[ChunkTranscript] = Future()
                 self._ahead[_ahead_key(chunk, options)] = future
                 self._requests.put(_Request(chunk, options, future))
-        return taken
+
+    @staticmethod
+    def first_batch(options: TranscribeOptions) -> int:
+        """How many chunks to hand over ahead: the configured batch size (on the CPU the
+        default one; an automatic GPU batch grows from there as the tasks come)."""
+        return options.batch_size or DEFAULT_CPU_BATCH
 
     def drop_ahead(self, chunks: Sequence[Chunk], options: TranscribeOptions) -> int:
         """Forget chunks queued ahead that no caller claimed (cancelled if not yet started);

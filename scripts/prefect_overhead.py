@@ -46,7 +46,8 @@ def run_plain(source: str, reference: str, max_chunk_s: float, work: Path) -> tu
 
     settings = load_settings()
     batcher = shared_batcher()
-    ahead = batcher.submit_ahead(manifest.chunks, options)  # as run_chunks does
+    ahead = manifest.chunks[:batcher.first_batch(options)]  # as run_chunks does
+    batcher.submit_ahead(ahead, options)
     batcher.expect(min(len(manifest.chunks), settings.device_slots) - len(ahead))
 
     def one(chunk):  # noqa: ANN001, ANN202

@@ -171,6 +171,31 @@ def test_slot_lender_acquires_in_bulk_within_the_limit_and_releases(prefect_api:
     assert _wait_for_no_active(name)  # the helper threads hand the groups back
 
 
+def test_slots_taken_ahead_are_claimed_by_their_keys_or_given_back(prefect_api: str) -> None:
+    from flows.device import SlotLender, ensure_device_limit
+
+    name = "lender-ahead-test"
+    ensure_device_limit(3, name=name)
+    lender = SlotLender(name)
+    with lender.reserve(5) as reservation:  # 5 users expected, the limit grants 3
+        assert reservation.wait(60.0) and lender.held == 3
+        # One slot per key while idle ones last: the third key's slot, the fourth none.
+        assert reservation.take_ahead(["a", "b", "c", "d"]) == ["a", "b", "c"]
+        assert reservation.take_ahead(["d"]) == []
+        acquisitions = lender.acquisitions
+        with lender.slot("a"):  # claims its slot: no acquisition, still 3 held
+            assert lender.held == 3 and _active_slots(name) == 3
+        assert lender.acquisitions == acquisitions
+        # "b" is never claimed; "a" came back idle and is lent to the next user.
+        with lender.slot():
+            assert lender.held == 3
+    assert lender.held == 0  # closing gave back "b" and "c" with the rest
+    assert _wait_for_no_active(name)
+    with lender.slot("c"):  # its reservation is closed: an ordinary slot
+        assert lender.held == 1
+    assert lender.held == 0
+
+
 def test_slot_lender_takes_one_acquisition_for_users_waiting_together(prefect_api: str) -> None:
     import threading
 
