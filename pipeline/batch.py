@@ -672,6 +672,7 @@ class _Request:
     chunk: Chunk
     options: TranscribeOptions
     future: Future
+    ahead: bool = False  # handed over by submit_ahead: no caller to wait for behind it
 
 
 class MicroBatcher:
@@ -730,7 +731,7 @@ class MicroBatcher:
             for chunk in chunks:
                 future: Future[ChunkTranscript] = Future()
                 self._ahead[_ahead_key(chunk, options)] = future
-                self._requests.put(_Request(chunk, options, future))
+                self._requests.put(_Request(chunk, options, future, ahead=True))
 
     @staticmethod
     def first_batch(options: TranscribeOptions) -> int:
@@ -822,9 +823,10 @@ class MicroBatcher:
         """Hand new requests to ``admit``; returns True once the stop marker came.
 
         If ``block`` (the worker is idle): wait for one, then for more until max_wait_s passes
-        and for as long as announced ones are due; otherwise take the queued ones without
-        waiting. Requests are admitted before each wait (so the wait can be spent on them)
-        and before returning, never between taking queued ones."""
+        (not after chunks handed over ahead) and for as long as announced ones are due;
+        otherwise take the queued ones without waiting. Requests are admitted before each
+        wait (so the wait can be spent on them) and before returning, never between taking
+        queued ones."""
         taken = 0
         unadmitted: deque[_Request] = deque()
         stop = False
@@ -858,7 +860,8 @@ class MicroBatcher:
             taken += 1
             unadmitted.append(item)
             if deadline is None and block:  # with work pending, take what is queued, no wait
-                deadline = time.perf_counter() + self.max_wait_s
+                # Chunks handed over ahead came as a group: wait for announced ones only.
+                deadline = time.perf_counter() + (0.0 if item.ahead else self.max_wait_s)
             if taken >= max(1, item.options.batch_size or DEFAULT_CPU_BATCH):
                 return done()
 

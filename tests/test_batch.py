@@ -341,6 +341,12 @@ def test_chunks_queued_ahead_are_claimed_by_their_callers(episode_chunks: list[C
         batcher.expect(1, within_s=60.0)
         batcher.abandon(chunks[0], options)
         assert batcher.announced() == 0
+    # Chunks handed over ahead are a group: the worker does not wait max_wait_s for more.
+    with MicroBatcher(max_wait_s=3600.0) as batcher:
+        batcher.submit_ahead(chunks[:2], TranscribeOptions(batch_size=4))
+        claimed = [batcher.submit(c, TranscribeOptions(batch_size=4)) for c in chunks[:2]]
+        assert _texts([f.result(timeout=600) for f in claimed]) == _texts(alone[:2])
+        assert list(batcher.batch_sizes) == [2]
 
 
 @pytest.mark.slow
