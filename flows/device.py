@@ -113,8 +113,10 @@ class SlotLender:
     """Slots of one global concurrency limit, acquired in bulk and lent to local users.
 
     When a user finds no idle slot here, one acquisition asks for as many slots as users are
-    waiting at that moment (at most the limit minus what this process already holds); users
-    arriving meanwhile wait for it, then take what is left or start the next one. A slot a user
+    waiting at that moment (at most the limit minus what this process already holds, and no
+    more than are free in the limit then, or one if none is: other processes' slots are not
+    waited for all at once); users arriving meanwhile wait for it, then take what is left or
+    start the next one. A slot a user
     gives back goes to a local waiter if there is one; a group goes back to Prefect as soon as
     it is idle. The process never holds more slots than Prefect granted it, so the global cap
     holds across processes; a process with a steady stream of local users keeps its slots
@@ -212,10 +214,15 @@ class SlotLender:
     def _hold(self, group: _Group) -> None:
         # Not a daemon: at interpreter exit Python joins it, so the slots are given back.
         try:
-            limit = self._limit()
+            limit, active = self._limit()
             with self._cond:
                 want = self._wanted()
-                size = want if limit is None else min(want, limit - self._held)
+                if limit is None:
+                    size = want
+                else:
+                    # What this process may still hold, and of it what is free right now:
+                    # a partial grant beats waiting until all of it is (one slot if none is).
+                    size = min(want, limit - self._held, max(1, limit - active))
                 if size <= 0:
                     self._capped = limit is not None and self._held >= limit
                     self._settle(group)
@@ -237,13 +244,15 @@ class SlotLender:
                     self._settle(group)
             logging.getLogger(__name__).warning("acquiring %s slots failed: %s", self.name, exc)
 
-    def _limit(self) -> int | None:
-        """The limit's slot count now (it may change in the UI), or None when it is missing."""
+    def _limit(self) -> tuple[int | None, int]:
+        """The limit's slot count now (it may change in the UI; None when the limit is
+        missing) and how many of its slots are taken, by any process."""
         with get_client(sync_client=True) as client:
             try:
-                return client.read_global_concurrency_limit_by_name(self.name).limit
+                limit = client.read_global_concurrency_limit_by_name(self.name)
             except ObjectNotFound:
-                return None  # concurrency() then lets everyone through, with a warning
+                return None, 0  # concurrency() then lets everyone through, with a warning
+            return limit.limit, limit.active_slots
 
     def _give_back(self) -> None:
         with self._cond:

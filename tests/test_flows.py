@@ -201,6 +201,38 @@ def test_slots_taken_ahead_are_claimed_by_their_keys_or_given_back(prefect_api: 
     assert lender.held == 0
 
 
+def test_slot_lender_takes_what_is_free_while_another_process_holds_slots(
+    prefect_api: str,
+) -> None:
+    import threading
+
+    from flows.device import SlotLender, ensure_device_limit
+
+    name = "lender-partial-test"
+    ensure_device_limit(4, name=name)
+    other, lender = SlotLender(name), SlotLender(name)  # two processes on one limit
+    with other.reserve(3) as held:
+        assert held.wait(60.0) and other.held == 3
+        with lender.reserve(4) as reservation:
+            # One slot is free: it is granted now, not after the other process lets go.
+            assert reservation.wait(30.0) and lender.held == 1
+            assert _active_slots(name) == 4
+            got = threading.Event()
+
+            def user() -> None:
+                with lender.slot(), lender.slot():  # a second slot: only the other's
+                    got.set()
+
+            waiting = threading.Thread(target=user)
+            waiting.start()
+            assert not got.wait(1.0)  # the limit is full
+        # (closing the other's reservation below frees its slots)
+    waiting.join(timeout=60)
+    assert got.is_set() and not waiting.is_alive()
+    assert other.held == 0 and lender.held == 0
+    assert _wait_for_no_active(name)
+
+
 def test_slot_lender_takes_one_acquisition_for_users_waiting_together(prefect_api: str) -> None:
     import threading
 
