@@ -66,11 +66,6 @@ class Reservation:
             self.lender._ahead.update(taken)
         return taken
 
-    def ready(self) -> int:
-        """Slots held for the users still expected, idle now (at most ``remaining``)."""
-        with self.lender._cond:
-            return min(self.remaining, self.lender._free)
-
     def cancel(self, n: int = 1) -> None:
         """``n`` of the expected users will not come (e.g. their result was cached)."""
         with self.lender._cond:
@@ -116,11 +111,10 @@ class SlotLender:
     waiting at that moment (at most the limit minus what this process already holds, and no
     more than are free in the limit then, or one if none is: other processes' slots are not
     waited for all at once); users arriving meanwhile wait for it, then take what is left or
-    start the next one. A slot a user
-    gives back goes to a local waiter if there is one; a group goes back to Prefect as soon as
-    it is idle. The process never holds more slots than Prefect granted it, so the global cap
-    holds across processes; a process with a steady stream of local users keeps its slots
-    until the stream pauses.
+    start the next one. A slot a user gives back goes to a local waiter if there is one; a
+    group goes back to Prefect as soon as it is idle. The process never holds more slots than
+    Prefect granted it, so the global cap holds across processes; a process with a steady
+    stream of local users keeps its slots until the stream pauses.
     """
 
     def __init__(self, name: str, lease_duration_s: float = 300.0) -> None:
