@@ -16,6 +16,7 @@ about to start N chunk tasks reserves N at once, before the tasks load the API s
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import threading
 from collections.abc import Hashable, Iterator, Sequence
@@ -197,7 +198,12 @@ class SlotLender:
         """Start a helper thread that acquires a group of slots (lock held)."""
         self._acquiring = True
         group = _Group()
-        threading.Thread(target=self._hold, args=(group,), name=f"slots-{self.name}").start()
+        # In the caller's context: a bare thread would see Prefect's import-time settings,
+        # whose API URL may be unset (podscribe demo sets it later), and talk to an ephemeral
+        # server of its own instead of the one the flows use.
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(self._hold, group),
+                         name=f"slots-{self.name}").start()
         return group
 
     def _settle(self, group: _Group) -> None:
