@@ -58,7 +58,11 @@ def local_server(
     try:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             os.environ["PREFECT_API_URL"] = api_url  # flow-run subprocesses inherit it
-            yield api_url
+            try:
+                yield api_url
+            finally:
+                if proc is not None:
+                    _send_queued(api_url)
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         if proc is not None:
@@ -67,6 +71,21 @@ def local_server(
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _send_queued(api_url: str) -> None:
+    """Send the logs and events this process still has queued for the server about to stop
+    (Prefect sends them in the background and would otherwise report "Error logging to
+    API" at exit, with those logs lost)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogHandler
+
+    for drain in (APILogHandler().flush, EventsWorker.drain_all):
+        try:
+            drain()
+        except Exception as exc:  # noqa: BLE001 - best effort: the run's results are written
+            print(f"could not send queued Prefect logs/events to {api_url}: {exc}",
+                  file=sys.stderr)
 
 
 def _wait_healthy(api_url: str, proc: subprocess.Popen, log: Path) -> None:

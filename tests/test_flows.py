@@ -233,6 +233,78 @@ def test_slot_lender_takes_what_is_free_while_another_process_holds_slots(
     assert _wait_for_no_active(name)
 
 
+LENDER_IN_A_SETTINGS_CONTEXT = """
+import os, sys
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from flows.device import SlotLender, ensure_device_limit
+
+url = sys.argv[1]  # given after import, as podscribe demo does: Prefect's globals lack it
+with temporary_settings(updates={PREFECT_API_URL: url}):
+    os.environ["PREFECT_API_URL"] = url
+    ensure_device_limit(2, name="lender-context-test")
+    lender = SlotLender("lender-context-test")
+    with lender.slot():
+        from prefect.client.orchestration import get_client
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name("lender-context-test")
+        print("active", limit.active_slots)
+"""
+
+
+def test_slot_lender_acquires_on_the_callers_server(prefect_api: str) -> None:
+    # The helper thread that acquires slots must use the API URL of the caller's settings
+    # context, not Prefect's import-time globals (where a bare thread would start an
+    # ephemeral server of its own and hold its slots there).
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    done = subprocess.run([sys.executable, "-c", LENDER_IN_A_SETTINGS_CONTEXT, prefect_api],
+                          capture_output=True, text=True, timeout=300, env=env,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "active 1" in done.stdout, done.stdout + done.stderr[-2000:]
+    assert "temporary server" not in done.stderr
+
+
+FLOW_ON_A_LOCAL_SERVER = """
+import socket, sys
+from pathlib import Path
+from prefect import flow, get_run_logger
+from flows.server import local_server
+
+@flow
+def greet() -> None:
+    get_run_logger().info("hello from a flow on a server about to stop")
+
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+with local_server(port=port, home=Path(sys.argv[1])):
+    greet()
+print("done")
+"""
+
+
+def test_local_server_gets_the_queued_logs_before_it_stops(tmp_path: Path) -> None:
+    # `podscribe demo` ran a flow on a server it started, stopped the server, and Prefect
+    # printed "Error logging to API" at exit: the run's last logs were still queued.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    env |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    done = subprocess.run([sys.executable, "-c", FLOW_ON_A_LOCAL_SERVER, str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env=env,
+                          cwd=Path(__file__).resolve().parent.parent)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "done" in done.stdout, output[-3000:]
+    assert "Error logging to API" not in output, output[-3000:]
+    assert "temporary server" not in output, output[-3000:]
+
+
 def test_slot_lender_takes_one_acquisition_for_users_waiting_together(prefect_api: str) -> None:
     import threading
 
