@@ -146,7 +146,7 @@ def run_chunks(
                 # run id): the batcher starts on the first batch now, each chunk on a slot
                 # taken for it, while the chunk tasks start; each task claims its chunk and
                 # its slot.
-                first = chunks[:batcher.first_batch(options)]
+                first = chunks[:batcher.batch_size(options)]
                 keys = reservation.take_ahead([slot_key(c) for c in first])
                 ahead = first[:len(keys)]
                 batcher.submit_ahead(ahead, options)

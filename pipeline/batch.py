@@ -722,7 +722,7 @@ class MicroBatcher:
 
     def submit_ahead(self, chunks: Sequence[Chunk], options: TranscribeOptions) -> None:
         """Start on chunks whose callers are still on their way (a batch's worth: see
-        ``first_batch``). Their callers ``submit`` them later and get these futures, so the
+        ``batch_size``). Their callers ``submit`` them later and get these futures, so the
         worker need not wait for them (a flow's chunk tasks take a few hundred ms to start);
         ``drop_ahead`` forgets the ones nobody came for."""
         with self._lock:
@@ -734,10 +734,10 @@ class MicroBatcher:
                 self._requests.put(_Request(chunk, options, future, ahead=True))
 
     @staticmethod
-    def first_batch(options: TranscribeOptions) -> int:
-        """How many chunks to hand over ahead: the configured batch size (on the CPU the
-        default one; an automatic GPU batch grows from there as the tasks come)."""
-        return options.batch_size or DEFAULT_CPU_BATCH
+    def batch_size(options: TranscribeOptions) -> int:
+        """How many requests the worker gathers into one batch: the configured batch size,
+        else the CPU default (an automatic GPU batch grows from there as more queue up)."""
+        return max(1, options.batch_size or DEFAULT_CPU_BATCH)
 
     def drop_ahead(self, chunks: Sequence[Chunk], options: TranscribeOptions) -> int:
         """Forget chunks queued ahead that no caller claimed (cancelled if not yet started);
@@ -862,7 +862,7 @@ class MicroBatcher:
             if deadline is None and block:  # with work pending, take what is queued, no wait
                 # Chunks handed over ahead came as a group: wait for announced ones only.
                 deadline = time.perf_counter() + (0.0 if item.ahead else self.max_wait_s)
-            if taken >= max(1, item.options.batch_size or DEFAULT_CPU_BATCH):
+            if taken >= self.batch_size(item.options):
                 return done()
 
     def _run(self) -> None:

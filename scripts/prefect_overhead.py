@@ -46,7 +46,7 @@ def run_plain(source: str, reference: str, max_chunk_s: float, work: Path) -> tu
 
     settings = load_settings()
     batcher = shared_batcher()
-    ahead = manifest.chunks[:batcher.first_batch(options)]  # as run_chunks does
+    ahead = manifest.chunks[:batcher.batch_size(options)]  # as run_chunks does
     batcher.submit_ahead(ahead, options)
     batcher.expect(min(len(manifest.chunks), settings.device_slots) - len(ahead))
 

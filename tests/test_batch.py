@@ -319,7 +319,7 @@ def test_chunks_queued_ahead_are_claimed_by_their_callers(episode_chunks: list[C
         alone = [batcher.submit(c, options).result(timeout=600) for c in chunks]
         batcher.batch_sizes.clear()
         # One batch is taken ahead; the third chunk is left to its caller.
-        assert batcher.first_batch(options) == 2
+        assert batcher.batch_size(options) == 2
         batcher.submit_ahead(chunks[:2], options)
         first = batcher.submit(chunks[0], options)  # claims the future made ahead
         assert batcher.claimed_ahead == 1
