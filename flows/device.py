@@ -83,8 +83,8 @@ class Reservation:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.cancel(self.remaining)
         with self.lender._cond:
+            self.remaining = 0  # no more users expected
             unclaimed = self.ahead & self.lender._ahead
             self.lender._ahead -= unclaimed
             self.ahead.clear()
