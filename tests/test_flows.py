@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -233,6 +236,15 @@ def test_slot_lender_takes_what_is_free_while_another_process_holds_slots(
     assert _wait_for_no_active(name)
 
 
+def _python_without_api_url(script: str, arg: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with ``arg`` in a fresh interpreter from the repository root, with no
+    PREFECT_API_* in its environment (Prefect's import-time settings then lack a server)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    env |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    return subprocess.run([sys.executable, "-c", script, arg], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=Path(__file__).resolve().parent.parent)
+
+
 LENDER_IN_A_SETTINGS_CONTEXT = """
 import os, sys
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -255,14 +267,7 @@ def test_slot_lender_acquires_on_the_callers_server(prefect_api: str) -> None:
     # The helper thread that acquires slots must use the API URL of the caller's settings
     # context, not Prefect's import-time globals (where a bare thread would start an
     # ephemeral server of its own and hold its slots there).
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
-    done = subprocess.run([sys.executable, "-c", LENDER_IN_A_SETTINGS_CONTEXT, prefect_api],
-                          capture_output=True, text=True, timeout=300, env=env,
-                          cwd=Path(__file__).resolve().parent.parent)
+    done = _python_without_api_url(LENDER_IN_A_SETTINGS_CONTEXT, prefect_api)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "active 1" in done.stdout, done.stdout + done.stderr[-2000:]
     assert "temporary server" not in done.stderr
@@ -290,15 +295,7 @@ print("done")
 def test_local_server_gets_the_queued_logs_before_it_stops(tmp_path: Path) -> None:
     # `podscribe demo` ran a flow on a server it started, stopped the server, and Prefect
     # printed "Error logging to API" at exit: the run's last logs were still queued.
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
-    env |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-    done = subprocess.run([sys.executable, "-c", FLOW_ON_A_LOCAL_SERVER, str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, env=env,
-                          cwd=Path(__file__).resolve().parent.parent)
+    done = _python_without_api_url(FLOW_ON_A_LOCAL_SERVER, str(tmp_path))
     output = done.stdout + done.stderr
     assert done.returncode == 0 and "done" in done.stdout, output[-3000:]
     assert "Error logging to API" not in output, output[-3000:]
