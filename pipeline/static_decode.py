@@ -150,10 +150,11 @@ def vocab_logits(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Whisper's output projection ``x @ weight.T`` as float32 logits, (..., n_vocab).
 
     On the CPU it is computed as ``weight @ x.T``: the same products, but MKL runs that
-    layout 2-3x faster for the few rows of a decoding step (one pass over the 51864 x 384
-    embedding, ~10 ms for 8 rows on this 2-core AVX2 machine instead of ~33 ms), which made
-    it the larger half of every batched step. Sums may differ from the other layout in the
-    last bit; elsewhere (cuda) whisper's expression is kept.
+    layout 1.5-3x faster for the few rows of a decoding step (one pass over the 51864 x 384
+    embedding, ~10 ms for 8 rows on this 2-core AVX2 machine instead of ~30 ms: see
+    scripts/vocab_projection_bench.py), which made it the larger half of every batched step.
+    Sums may differ from the other layout in the last bit; elsewhere (cuda) whisper's
+    expression is kept.
     """
     weight = weight.to(x.dtype)
     if x.device.type != "cpu":
