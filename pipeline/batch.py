@@ -11,7 +11,10 @@ that task make batching pay on a CPU, where the per-token Python work dominates:
   long window does not drag finished ones through every step;
 - windows are scheduled, not chunks: when Whisper stops a window early on a "continue from here"
   timestamp, the rest of that chunk becomes a new window that joins the next batch (the seek
-  logic of ``whisper.transcribe``, which single-pass batch decoding lacks: ../shared/eval).
+  logic of ``whisper.transcribe``, which single-pass batch decoding lacks: ../shared/eval);
+- unless the chunk's sound goes on after that timestamp (``continue_in_window``, the default):
+  the whole chunk is in the window already, so EOT is held back there and decoding goes on in
+  the same window (``ContinueInWindow``), which saves the extra encoder pass.
 
 On cuda the greedy steps run over a static KV cache, one CUDA graph replay per token
 (``pipeline.static_decode``): there the loop, not the GPU, is the cost.
@@ -57,6 +60,7 @@ from whisper.tokenizer import Tokenizer, get_tokenizer
 
 from pipeline.audio import read_wav_samples
 from pipeline.errors import AudioError, TranscriptionError
+from pipeline.quality import sound_end_s
 from pipeline.static_decode import greedy_update, static_decoder, text_decoder_forward
 from pipeline.transcribe import (
     LoadedModel,
@@ -154,6 +158,46 @@ class VectorTimestampRules(LogitFilter):
 # A DecodingTask for batches
 
 
+# How much of the chunk's sound must lie after a "continue from here" timestamp pair for the
+# window to go on past it (shorter rests are left to a window of their own, as transcribe does).
+SPEECH_AHEAD_S = 0.5
+
+
+class ContinueInWindow(LogitFilter):
+    """No EOT right after a timestamp pair that lies before a row's limit.
+
+    Whisper ends a window on a pair (the last segment's end, then the next one's start) when it
+    takes that next segment to run past the window; ``transcribe`` then encodes a new window
+    from the start. A chunk fits in its window, so when the chunk's sound goes on after the pair
+    (``limits``: per row, the last timestamp index with at least ``SPEECH_AHEAD_S`` of sound
+    after it), that segment is in view: text must follow, as after any pair, in this window.
+    """
+
+    def __init__(self, sample_begin: int, timestamp_begin: int, eot: int,
+                 limits: Sequence[int]) -> None:
+        self.sample_begin = sample_begin
+        self.timestamp_begin = timestamp_begin
+        self.eot = eot
+        self.limits = torch.tensor(list(limits), dtype=torch.long)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Follow the batch when finished rows are dropped."""
+        self.limits = self.limits[rows.to(self.limits.device)]
+
+    def apply(self, logits: torch.Tensor, tokens: torch.Tensor) -> None:
+        sampled = tokens[:, self.sample_begin :]
+        if sampled.shape[1] < 2:
+            return
+        if self.limits.device != logits.device:
+            self.limits = self.limits.to(logits.device)
+        limits = self.limits
+        if len(limits) != logits.shape[0]:  # beams: n_group rows per window
+            limits = limits.repeat_interleave(logits.shape[0] // len(limits))
+        tb = self.timestamp_begin
+        pair = (sampled[:, -1] >= tb) & (sampled[:, -2] >= tb)
+        logits[:, self.eot].masked_fill_(pair & (sampled[:, -1] - tb < limits), -math.inf)
+
+
 class DeviceSuppressTokens(LogitFilter):
     """Whisper's ``SuppressTokens`` with its token list kept on the logits' device: indexing
     with a Python list copies it to the GPU, and waits for the GPU, at every token."""
@@ -197,7 +241,8 @@ class BatchInference(PyTorchInference):
 class BatchDecodingTask(DecodingTask):
     """Whisper's ``DecodingTask`` with vectorised timestamp rules and finished rows dropped."""
 
-    def __init__(self, model: Any, options: DecodingOptions, static: bool | None = None) -> None:
+    def __init__(self, model: Any, options: DecodingOptions, static: bool | None = None,
+                 continue_before: Sequence[int] | None = None) -> None:
         super().__init__(model, options)
         # static: decode greedily over a static KV cache (pipeline.static_decode); None: on cuda.
         self.static = static
@@ -205,6 +250,13 @@ class BatchDecodingTask(DecodingTask):
         self.logit_filters: list[LogitFilter] = [
             _vectorised(f) for f in self.logit_filters
         ]
+        self.continuation: ContinueInWindow | None = None
+        if continue_before is not None and not options.without_timestamps:
+            self.continuation = ContinueInWindow(
+                self.sample_begin, self.tokenizer.timestamp_begin, self.tokenizer.eot,
+                continue_before,
+            )
+            self.logit_filters.append(self.continuation)  # after the timestamp rules
 
     def _main_loop(self, audio_features: torch.Tensor, tokens: torch.Tensor) -> Any:
         if not isinstance(self.decoder, GreedyDecoder):
@@ -276,6 +328,8 @@ class BatchDecodingTask(DecodingTask):
                     rows, tokens, live_sums = rows[keep], tokens[keep], live_sums[keep]
                     audio_features = audio_features[keep]
                     self._keep_cache_rows(keep)
+                    if self.continuation is not None:
+                        self.continuation.keep(keep)
         finally:
             self.inference.cleanup_caching()
         for j, row in enumerate(rows.tolist()):
@@ -296,13 +350,16 @@ class BatchDecodingTask(DecodingTask):
 
 
 def decode_batch(model: Any, mels: torch.Tensor, options: DecodingOptions,
-                 static: bool | None = None) -> list[DecodingResult]:
+                 static: bool | None = None,
+                 continue_before: Sequence[int] | None = None) -> list[DecodingResult]:
     """Decode a batch of 30 s log-mel windows, shape (n, n_mels, 3000), with one options value.
 
     ``static``: greedy steps over a static KV cache (CUDA graphs on cuda); None: on cuda only.
+    ``continue_before``: per window, the timestamp index before which a pair may not end it
+    (``ContinueInWindow``); None: whisper's rules alone.
     """
     with torch.inference_mode():
-        return BatchDecodingTask(model, options, static).run(mels)
+        return BatchDecodingTask(model, options, static, continue_before).run(mels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,6 +383,8 @@ class _ChunkState:
     # The encoder's output for the window at ``features_seek``, when computed ahead of its batch.
     features: torch.Tensor | None = None
     features_seek: int = -1
+    # Mel frame where the chunk's sound ends (quality.sound_end_s); None: no continuing.
+    sound_end: int | None = None
 
     @property
     def done(self) -> bool:
@@ -391,6 +450,8 @@ class BatchTranscriber:
         )
         state = _ChunkState(chunk, mel, content_frames=mel.shape[-1] - N_FRAMES, future=future)
         state.all_tokens = list(self.initial_prompt_tokens)
+        if self.options.continue_in_window:
+            state.sound_end = round(sound_end_s(samples) * WHISPER_SAMPLE_RATE / HOP_LENGTH)
         return state
 
     def finish(self, state: _ChunkState) -> ChunkTranscript:
@@ -411,6 +472,18 @@ class BatchTranscriber:
     def prompt_of(self, state: _ChunkState) -> tuple[int, ...]:
         """The prompt tokens of a chunk's next window (windows in a batch must share it)."""
         return tuple(state.all_tokens[state.prompt_reset_since :])
+
+    def continue_before(self, states: Sequence[_ChunkState]) -> list[int] | None:
+        """Per state, the timestamp index (in its next window) before which a "continue from
+        here" pair may not end the window: ``SPEECH_AHEAD_S`` before its sound ends."""
+        if not self.options.continue_in_window:
+            return None
+        ahead = round(SPEECH_AHEAD_S * WHISPER_SAMPLE_RATE / HOP_LENGTH)
+        return [
+            max(0, min(s.sound_end or 0, s.seek + s.segment_size()) - s.seek - ahead)
+            // self.input_stride
+            for s in states
+        ]
 
     def _decoding_options(self, temperature: float, prompt: tuple[int, ...]) -> DecodingOptions:
         beam = self.options.beam_size if temperature == 0 else None
@@ -446,8 +519,11 @@ class BatchTranscriber:
         mel = state.window_mel()[None].to(self.dtype)
         prompt = self.prompt_of(state)
         result = None
+        limits = self.continue_before([state])
         for t in temperatures:
-            result = decode_batch(self.model, mel, self._decoding_options(t, prompt))[0]
+            result = decode_batch(
+                self.model, mel, self._decoding_options(t, prompt), continue_before=limits
+            )[0]
             if not self._needs_fallback(result):
                 break
         assert result is not None
@@ -460,7 +536,8 @@ class BatchTranscriber:
         first_t = self.options.temperatures[0]
         if first_t == 0:
             features = self.window_features(states)  # whisper skips its encoder for these
-            results = decode_batch(self.model, features, self._decoding_options(0.0, prompt))
+            results = decode_batch(self.model, features, self._decoding_options(0.0, prompt),
+                                   continue_before=self.continue_before(states))
         else:  # sampling from the first try: every window alone, seeded
             results = [self._decode_with_fallback(s, self.options.temperatures) for s in states]
         share = (time.perf_counter() - started) / len(states)

@@ -58,6 +58,7 @@ __all__ = [
     "flag_chunk",
     "quality_report_from_dict",
     "repeated_ngram",
+    "sound_end_s",
     "text_compression_ratio",
 ]
 
@@ -220,10 +221,31 @@ def _frames(samples: np.ndarray) -> np.ndarray:
     return samples[index]
 
 
+def _levels(frames: np.ndarray) -> np.ndarray:
+    return 10 * np.log10((frames.astype(np.float64) ** 2).mean(axis=1) + 1e-12)
+
+
+def _active(level: np.ndarray) -> np.ndarray:
+    # Loudness is judged against the chunk itself, so a quiet recording still has speech.
+    loud = np.percentile(level, 99)
+    return (level > SILENCE_DBFS) & (level > loud - DYNAMIC_RANGE_DB)
+
+
+def sound_end_s(samples: np.ndarray) -> float:
+    """Seconds into 16 kHz mono ``samples`` where their last sound ends: the end of the last
+    frame that ``classify_windows`` counts as active (not silent); 0.0 when all is silent."""
+    if len(samples) == 0:
+        return 0.0
+    active = np.flatnonzero(_active(_levels(_frames(samples.astype(np.float32, copy=False)))))
+    if len(active) == 0:
+        return 0.0
+    return min(len(samples), int(active[-1]) * HOP_N + FRAME_N) / SAMPLE_RATE
+
+
 def _frame_features(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per frame: level (dBFS), spectral flatness and similarity to the frame LAG_FRAMES back."""
     frames = _frames(samples.astype(np.float32, copy=False))
-    level = 10 * np.log10((frames.astype(np.float64) ** 2).mean(axis=1) + 1e-12)
+    level = _levels(frames)
     spectrum = np.abs(np.fft.rfft(frames * np.hanning(FRAME_N).astype(np.float32), axis=1))
     freqs = np.fft.rfftfreq(FRAME_N, 1 / SAMPLE_RATE)
     band = spectrum[:, (freqs >= BAND_HZ[0]) & (freqs <= BAND_HZ[1])].astype(np.float64) + 1e-9
@@ -247,9 +269,7 @@ def classify_windows(
     if len(samples) == 0:
         return WindowClasses(start_s, ())
     level, flatness, similarity = _frame_features(samples)
-    # Loudness is judged against the chunk itself, so a quiet recording still has speech.
-    loud = np.percentile(level, 99)
-    active = (level > SILENCE_DBFS) & (level > loud - DYNAMIC_RANGE_DB)
+    active = _active(level)
     classes = []
     for k in range(n_windows):
         # Window k is centred on its hop: [k*hop - (width-hop)/2, ...+width), clipped.

@@ -56,12 +56,20 @@ class TranscribeOptions:
     # Optional text (names, jargon) given to the decoder as context for every chunk.
     initial_prompt: str | None = None
     # Chunk windows decoded together by `transcribe_chunks` (pipeline/batch.py); 1 decodes each
-    # chunk alone with whisper.transcribe; 0 picks a size from free GPU memory (8 on CPU).
+    # chunk alone (with whisper.transcribe when continue_in_window is off); 0 picks a size
+    # from free GPU memory (8 on CPU).
     # A chunk's text does not depend on it (see BENCHMARKS.md for the floating-point caveat).
     batch_size: int = 8
     # Which engine runs the model: openai-whisper (torch) or faster-whisper (CTranslate2 int8
     # on CPU, reading the CTranslate2 weights directly; greedy/beam at temperature 0 only).
     backend: str = "openai-whisper"
+    # When Whisper ends a window on a lone "next segment starts here" timestamp although the
+    # chunk's sound goes on for >= 0.5 s after it, decode on in the same window (EOT is held
+    # back there) instead of encoding a new window from that timestamp as transcribe() does.
+    # A chunk fits one window, so the rest is already in view: one encoder pass saved per
+    # such stop, and the words are decoded with their context (dev episode: 16 -> 12 windows,
+    # WER 5.56% -> 4.99%; BENCHMARKS.md). False: transcribe()'s seek exactly.
+    continue_in_window: bool = True
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -182,6 +190,11 @@ def transcribe_chunk(
     import whisper
 
     loaded = loaded or load_model(options)
+    if options.continue_in_window and _batchable(options, loaded):
+        # whisper.transcribe has no such rule: the batched engine, with a batch of one.
+        from pipeline.batch import transcribe_chunks_batched
+
+        return transcribe_chunks_batched([chunk], options, loaded=loaded)[0]
     try:
         samples = read_wav_samples(chunk.path)
     except OSError as exc:
@@ -208,6 +221,13 @@ def transcribe_chunk(
     )
 
 
+def _batchable(options: TranscribeOptions, loaded: LoadedModel) -> bool:
+    # Beam search and per-chunk language detection stay on whisper.transcribe's path.
+    return options.beam_size is None and (
+        options.language is not None or not loaded.model.is_multilingual
+    )
+
+
 def transcribe_chunks(
     chunks: Sequence[Chunk],
     options: TranscribeOptions,
@@ -225,11 +245,7 @@ def transcribe_chunks(
 
         ct2 = loaded.model if isinstance(loaded.model, LoadedCT2) else None
         return transcribe_chunks_ct2(chunks, options, on_done=on_done, loaded=ct2)
-    # Beam search and per-chunk language detection stay on whisper.transcribe's path.
-    batchable = options.beam_size is None and (
-        options.language is not None or not loaded.model.is_multilingual
-    )
-    if options.batch_size != 1 and batchable:
+    if options.batch_size != 1 and _batchable(options, loaded):
         from pipeline.batch import transcribe_chunks_batched
 
         return transcribe_chunks_batched(chunks, options, on_done=on_done, loaded=loaded)

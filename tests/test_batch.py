@@ -16,6 +16,7 @@ from whisper.tokenizer import get_tokenizer
 from pipeline.audio import decode_audio, read_wav_samples
 from pipeline.batch import (
     BatchTranscriber,
+    ContinueInWindow,
     DeviceSuppressTokens,
     MicroBatcher,
     VectorTimestampRules,
@@ -92,6 +93,32 @@ def test_device_suppress_tokens_match_whisper() -> None:
     assert torch.isinf(ours[:, suppress]).all() and torch.isfinite(ours[:, 0]).all()
 
 
+def test_continue_in_window_holds_back_eot_only_after_an_early_pair() -> None:
+    tb, eot = TOKENIZER.timestamp_begin, TOKENIZER.eot
+    sot = list(TOKENIZER.sot_sequence)
+    rows = [
+        [tb, 100, 200, tb + 300, tb + 310],  # a pair at index 310, sound goes on to 400: held
+        [tb, 100, 200, tb + 300, tb + 410],  # a pair past the limit: EOT stays possible
+        [tb, 100, 200, 300, tb + 310],  # text, then one timestamp: not a pair
+        [tb, 100, 200, tb + 300, tb + 310],  # a pair, but this row has no sound left (0)
+    ]
+    tokens = torch.tensor([sot + r for r in rows])
+    logits = torch.zeros(4, VOCAB)
+    f = ContinueInWindow(SAMPLE_BEGIN, tb, eot, [400, 400, 400, 0])
+    f.apply(logits, tokens)
+    assert torch.isinf(logits[:, eot]).tolist() == [True, False, False, False]
+    assert torch.isfinite(logits[:, :eot]).all() and torch.isfinite(logits[:, tb:]).all()
+    # Rows 0 and 3 left (the others finished): the limits follow them.
+    f.keep(torch.tensor([0, 3]))
+    kept = torch.zeros(2, VOCAB)
+    f.apply(kept, tokens[[0, 3]])
+    assert torch.isinf(kept[:, eot]).tolist() == [True, False]
+    # Too few sampled tokens for a pair: nothing to do.
+    short = torch.zeros(1, VOCAB)
+    ContinueInWindow(SAMPLE_BEGIN, tb, eot, [400]).apply(short, torch.tensor([sot + [tb]]))
+    assert torch.isfinite(short).all()
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 384), (8, 1, 384), (5, 3, 384)])
 def test_vocab_logits_match_whisper_projection(shape: tuple[int, int, int]) -> None:
     # The CPU layout (weight @ x.T) computes whisper's x @ weight.T: same shape, same values
@@ -155,20 +182,26 @@ def _texts(results: list) -> list[tuple[str, list[tuple[float, float]]]]:
 
 
 @pytest.mark.slow
-def test_batched_text_does_not_depend_on_the_batch(episode_chunks: list[Chunk]) -> None:
-    options = TranscribeOptions()
+@pytest.mark.parametrize("continue_in_window", [True, False])
+def test_batched_text_does_not_depend_on_the_batch(
+    episode_chunks: list[Chunk], continue_in_window: bool
+) -> None:
+    options = TranscribeOptions(continue_in_window=continue_in_window)
     loaded = load_model(options)
     alone = transcribe_chunks_batched(episode_chunks, options, batch_size=1, loaded=loaded)
     together = transcribe_chunks_batched(
         episode_chunks, options, batch_size=len(episode_chunks), loaded=loaded
     )
     assert _texts(alone) == _texts(together)
-    # ... and the same segments as whisper.transcribe on each chunk (the single-chunk path).
-    single = [transcribe_chunk(c, TranscribeOptions(batch_size=1), loaded) for c in episode_chunks]
-    assert _texts(single) == _texts(together)
     assert [r.chunk_index for r in together] == [c.index for c in episode_chunks]
     words = normalize_words(" ".join(r.text for r in together))
     assert {"rivers", "mountains", "weather", "fox", "podcasts"} <= set(words)
+    if not continue_in_window:
+        # ... and the same segments as whisper.transcribe on each chunk (the path a batch of
+        # one takes when windows are not continued).
+        single_options = TranscribeOptions(batch_size=1, continue_in_window=False)
+        single = [transcribe_chunk(c, single_options, loaded) for c in episode_chunks]
+        assert _texts(single) == _texts(together)
 
 
 @pytest.mark.slow
@@ -209,7 +242,7 @@ def test_speech_after_an_early_timestamp_is_decoded(tmp_path: Path, fixtures_dir
     silence = np.zeros(8 * SAMPLE_RATE, dtype=np.float32)
     audio = np.concatenate([first, silence, second[: 10 * SAMPLE_RATE]])
     chunk = _write_chunk(audio, tmp_path / "gap.wav")
-    options = TranscribeOptions()
+    options = TranscribeOptions(continue_in_window=False)  # transcribe()'s seek
     loaded = load_model(options)
 
     engine = BatchTranscriber(options, loaded)
@@ -224,6 +257,35 @@ def test_speech_after_an_early_timestamp_is_decoded(tmp_path: Path, fixtures_dir
     recovered = {"plan", "map"} & words
     assert recovered and not recovered & first_pass  # spoken after the early stop
     assert max(s.end for s in result.segments) > 26.0  # decoded up to the chunk's end
+
+
+@pytest.mark.slow
+def test_a_window_goes_on_while_the_chunk_has_sound_after_its_early_stop(
+    tmp_path: Path, fixtures_dir: Path
+) -> None:
+    # The chunk of the test above. Without continuing, the first window ends on a pair and the
+    # rest needs a second window; with it (the default) one window decodes it all.
+    episode = read_wav_samples(
+        decode_audio(fixtures_dir / "episode.mp3", tmp_path / "e.wav").path
+    )
+    first, second = episode[10 * SAMPLE_RATE : 20 * SAMPLE_RATE], episode[20 * SAMPLE_RATE :]
+    silence = np.zeros(8 * SAMPLE_RATE, dtype=np.float32)
+    audio = np.concatenate([first, silence, second[: 10 * SAMPLE_RATE]])
+    chunk = _write_chunk(audio, tmp_path / "gap.wav")
+    loaded = load_model(TranscribeOptions())
+
+    windows = {}
+    for cont in (False, True):
+        engine = BatchTranscriber(TranscribeOptions(continue_in_window=cont), loaded)
+        state = engine.start(chunk)
+        while not state.done:
+            engine.run_batch([state])
+        windows[cont] = state.windows
+        if cont:
+            words = set(normalize_words(" ".join(s["text"] for s in state.segments)))
+            assert {"rivers", "storm", "worry", "plan", "map"} <= words
+            assert max(s["end"] for s in state.segments) > 26.0
+    assert windows == {False: 2, True: 1}
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.audio import decode_audio, read_wav_samples, wav_num_samples
@@ -18,6 +19,7 @@ from pipeline.quality import (
     flag_chunk,
     quality_report_from_dict,
     repeated_ngram,
+    sound_end_s,
     text_compression_ratio,
 )
 from pipeline.types import Chunk, ChunkTranscript, ModelInfo, Segment, to_dict
@@ -90,6 +92,20 @@ def test_window_classes(audio, name: str, expected: str, share: float) -> None:
     assert windows.classes.count(expected) / len(windows.classes) >= share
     if name == "speech":
         assert "music" not in windows.classes and "noise" not in windows.classes
+
+
+def test_sound_end_is_where_the_last_sound_stops(audio) -> None:
+    tone = read_wav_samples(audio["tone"])  # 8 s
+    silence = np.zeros(3 * 16000, dtype=np.float32)
+    assert sound_end_s(tone) == pytest.approx(8.0, abs=0.07)
+    assert sound_end_s(np.concatenate([tone[: 5 * 16000], silence])) == pytest.approx(
+        5.0, abs=0.07
+    )
+    # A quiet hiss after the tone is far below it: not sound the way classify_windows counts.
+    hiss = (np.random.default_rng(0).normal(size=len(silence)) * 1e-4).astype(np.float32)
+    assert sound_end_s(np.concatenate([tone[: 5 * 16000], hiss])) == pytest.approx(5.0, abs=0.07)
+    assert sound_end_s(silence) == 0.0
+    assert sound_end_s(np.zeros(0, dtype=np.float32)) == 0.0
 
 
 def test_window_times_are_in_episode_time(audio) -> None:
