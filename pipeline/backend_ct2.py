@@ -10,11 +10,17 @@ are encoded and decoded in batches with ``WhisperModel.model.generate`` at tempe
 sampled fallback: deterministic), with timestamps, and when a window stops early on a
 "continue from here" timestamp the rest of its chunk becomes a new window in a later batch
 (the seek of ``transcribe()``; single-pass decoding drops speech, ../shared/eval/README.md).
+With ``continue_in_window`` (the default) a stop on such a timestamp pair while the chunk's
+sound goes on is decoded on in the same window instead, as ``pipeline.batch`` does: CTranslate2
+has no per-step hook, so the rows that stopped are generated once more from the encoder output
+already computed, with their tokens up to the pair as the prefix and EOT suppressed, and the
+continuation is kept up to the end of its first segment (after that EOT could not come).
 A chunk's segments depend only on its own windows.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import threading
@@ -29,6 +35,8 @@ import numpy as np
 
 from pipeline.audio import read_wav_samples
 from pipeline.errors import ModelError, TranscriptionError
+from pipeline.quality import sound_end_s
+from pipeline.transcribe import TIMESTAMP_S, continue_limit
 from pipeline.types import SAMPLE_RATE, Chunk, ChunkTranscript, ModelInfo
 
 BACKEND = "faster-whisper"
@@ -132,6 +140,97 @@ class _Window:
     offset: int  # samples into the chunk
 
 
+# Tokens a continuation may take per second of the rest it covers (speech runs at 3-5), plus a
+# few for its timestamps: enough for the segment, few to spend past it.
+_CONTINUE_TOKENS_PER_S = 8
+_CONTINUE_EXTRA_TOKENS = 8
+
+
+def _select_rows(encoded: Any, rows: Sequence[int], n: int, device: str) -> tuple[Any, Any]:
+    """(encoder output of ``rows`` only, the array that must outlive it)."""
+    import ctranslate2
+
+    if len(rows) == n:
+        return encoded, None
+    if device == "cpu":
+        picked: Any = np.ascontiguousarray(np.asarray(encoded)[list(rows)])
+    else:
+        import torch
+
+        picked = torch.as_tensor(encoded, device=device)[list(rows)].contiguous()
+    return ctranslate2.StorageView.from_array(picked), picked
+
+
+def _first_segment(tokens: Sequence[int], timestamp_begin: int) -> list[int] | None:
+    """``tokens`` up to the first timestamp that closes text (None: no segment closed)."""
+    for i in range(1, len(tokens)):
+        if tokens[i] >= timestamp_begin and tokens[i - 1] < timestamp_begin:
+            return list(tokens[: i + 1])
+    return None
+
+
+def _continue_rows(
+    fw: Any,
+    encoded: Any,
+    device: str,
+    prompts: Sequence[list[int]],
+    tokens: list[list[int]],
+    limits: Sequence[int],
+    tokenizer: Any,
+    suppress: Sequence[int],
+    beam: int,
+) -> None:
+    """Decode on, in place, the rows of ``tokens`` that stopped on a timestamp pair before
+    their limit (``transcribe.continue_limit``), in the window they already have."""
+    tb = tokenizer.timestamp_begin
+    rows = [
+        j
+        for j, (t, limit) in enumerate(zip(tokens, limits, strict=True))
+        if len(t) >= 2 and t[-1] >= tb and t[-2] >= tb and t[-1] - tb < limit
+    ]
+    if not rows:
+        return
+    # The prefix is the last segment, up to its closing timestamp: CTranslate2 starts its
+    # timestamp rules after the prefix, so the first new token is the next segment's start, then
+    # text (EOT held back). Only that segment: a prefix is fed one decoder step per token.
+    prefixes = [list(prompts[j]) + _last_segment(tokens[j][:-1], tb) for j in rows]
+    budget = max(
+        _CONTINUE_EXTRA_TOKENS
+        + math.ceil(_CONTINUE_TOKENS_PER_S * (limits[j] - (tokens[j][-1] - tb)) * TIMESTAMP_S)
+        for j in rows
+    )
+    # Half of max_length bounds the whole sequence, prefix included.
+    max_length = min(fw.max_length, 2 * (max(len(p) for p in prefixes) + budget))
+    selected, _keep_alive = _select_rows(encoded, rows, len(tokens), device)
+    outs = fw.model.generate(
+        selected,
+        prefixes,
+        beam_size=beam,
+        max_length=max_length,
+        suppress_blank=False,
+        suppress_tokens=[*suppress, tokenizer.eot],
+        sampling_temperature=0.0,
+        max_initial_timestamp_index=int(round(30 / TIMESTAMP_S)),
+    )
+    for j, prefix, out in zip(rows, prefixes, outs, strict=True):
+        done = tokens[j][:-1]
+        given = prefix[len(prompts[j]) :]
+        got = out.sequences_ids[0]
+        if got[: len(given)] != given:
+            continue  # not a continuation of this row: leave the seek to transcribe's rule
+        segment = _first_segment(got[len(given) :], tb)
+        if segment and segment[0] >= done[-1]:
+            tokens[j] = done + segment
+
+
+def _last_segment(tokens: Sequence[int], timestamp_begin: int) -> list[int]:
+    """The last segment of ``tokens`` (which end on its closing timestamp): from its start."""
+    i = len(tokens) - 2
+    while i > 0 and tokens[i] < timestamp_begin:
+        i -= 1
+    return list(tokens[i:])
+
+
 def _features(model: Any, audio: np.ndarray) -> np.ndarray:
     padded = np.zeros(_WINDOW_SAMPLES, dtype=np.float32)
     padded[: min(len(audio), _WINDOW_SAMPLES)] = audio[:_WINDOW_SAMPLES]
@@ -161,6 +260,7 @@ def transcribe_chunks_ct2(
         audios = [read_wav_samples(c.path) for c in chunks]
     except OSError as exc:
         raise TranscriptionError(f"cannot read a chunk WAV: {exc}") from exc
+    sound_ends = [sound_end_s(a) if options.continue_in_window else 0.0 for a in audios]
     raw: list[list[dict[str, Any]]] = [[] for _ in chunks]
     elapsed = [0.0] * len(chunks)
     open_windows = [1] * len(chunks)
@@ -210,27 +310,38 @@ def transcribe_chunks_ct2(
                 )
                 prompts.append(fw.get_prompt(tok, previous_tokens=prev, without_timestamps=False))
                 tokenizers.append(tok)
+            suppress = list(get_suppressed_tokens(tokenizers[0], [-1]))
             outs = fw.model.generate(
                 encoded,
                 prompts,
                 beam_size=beam,
                 max_length=fw.max_length,
                 suppress_blank=True,
-                suppress_tokens=get_suppressed_tokens(tokenizers[0], [-1]),
+                suppress_tokens=suppress,
                 return_scores=True,
                 return_no_speech_prob=True,
                 sampling_temperature=0.0,
                 max_initial_timestamp_index=50,
             )
+            window_tokens = [list(out.sequences_ids[0]) for out in outs]
+            if options.continue_in_window:
+                limits = [
+                    continue_limit(sound_ends[w.chunk_pos], w.offset / SAMPLE_RATE, n / SAMPLE_RATE)
+                    for w, n in zip(batch, lengths, strict=True)
+                ]
+                _continue_rows(fw, encoded, loaded.device, prompts, window_tokens, limits,
+                               tokenizers[0], suppress, beam)
         except (RuntimeError, ValueError) as exc:
             raise TranscriptionError(f"faster-whisper failed on a batch: {exc}") from exc
         share = (time.perf_counter() - started) / len(batch)
-        for w, n, out, tok in zip(batch, lengths, outs, tokenizers, strict=True):
+        for w, n, out, tok, tokens in zip(
+            batch, lengths, outs, tokenizers, window_tokens, strict=True
+        ):
             pos = w.chunk_pos
             elapsed[pos] += share
             open_windows[pos] -= 1
-            tokens = out.sequences_ids[0]
-            avg_logprob = out.scores[0] * len(tokens) / (len(tokens) + 1)
+            n_first = len(out.sequences_ids[0])  # the score is the first pass's
+            avg_logprob = out.scores[0] * n_first / (n_first + 1)
             frames = int(np.ceil(n / fw.feature_extractor.hop_length))
             subsegments, seek, _single = fw._split_segments_by_timestamps(
                 tokenizer=tok,

@@ -65,6 +65,7 @@ from pipeline.static_decode import greedy_update, static_decoder, text_decoder_f
 from pipeline.transcribe import (
     LoadedModel,
     TranscribeOptions,
+    continue_limit,
     load_model,
     segments_from_whisper,
 )
@@ -158,19 +159,14 @@ class VectorTimestampRules(LogitFilter):
 # A DecodingTask for batches
 
 
-# How much of the chunk's sound must lie after a "continue from here" timestamp pair for the
-# window to go on past it (shorter rests are left to a window of their own, as transcribe does).
-SPEECH_AHEAD_S = 0.5
-
-
 class ContinueInWindow(LogitFilter):
     """No EOT right after a timestamp pair that lies before a row's limit.
 
     Whisper ends a window on a pair (the last segment's end, then the next one's start) when it
     takes that next segment to run past the window; ``transcribe`` then encodes a new window
     from the start. A chunk fits in its window, so when the chunk's sound goes on after the pair
-    (``limits``: per row, the last timestamp index with at least ``SPEECH_AHEAD_S`` of sound
-    after it), that segment is in view: text must follow, as after any pair, in this window.
+    (``limits``: per row, ``transcribe.continue_limit``), that segment is in view: text must
+    follow, as after any pair, in this window.
     """
 
     def __init__(self, sample_begin: int, timestamp_begin: int, eot: int,
@@ -383,8 +379,8 @@ class _ChunkState:
     # The encoder's output for the window at ``features_seek``, when computed ahead of its batch.
     features: torch.Tensor | None = None
     features_seek: int = -1
-    # Mel frame where the chunk's sound ends (quality.sound_end_s); None: no continuing.
-    sound_end: int | None = None
+    # Seconds into the chunk where its sound ends (quality.sound_end_s), for continuing.
+    sound_end_s: float = 0.0
 
     @property
     def done(self) -> bool:
@@ -451,7 +447,7 @@ class BatchTranscriber:
         state = _ChunkState(chunk, mel, content_frames=mel.shape[-1] - N_FRAMES, future=future)
         state.all_tokens = list(self.initial_prompt_tokens)
         if self.options.continue_in_window:
-            state.sound_end = round(sound_end_s(samples) * WHISPER_SAMPLE_RATE / HOP_LENGTH)
+            state.sound_end_s = sound_end_s(samples)
         return state
 
     def finish(self, state: _ChunkState) -> ChunkTranscript:
@@ -475,13 +471,12 @@ class BatchTranscriber:
 
     def continue_before(self, states: Sequence[_ChunkState]) -> list[int] | None:
         """Per state, the timestamp index (in its next window) before which a "continue from
-        here" pair may not end the window: ``SPEECH_AHEAD_S`` before its sound ends."""
+        here" pair may not end the window (``transcribe.continue_limit``)."""
         if not self.options.continue_in_window:
             return None
-        ahead = round(SPEECH_AHEAD_S * WHISPER_SAMPLE_RATE / HOP_LENGTH)
+        frame_s = HOP_LENGTH / WHISPER_SAMPLE_RATE
         return [
-            max(0, min(s.sound_end or 0, s.seek + s.segment_size()) - s.seek - ahead)
-            // self.input_stride
+            continue_limit(s.sound_end_s, s.seek * frame_s, s.segment_size() * frame_s)
             for s in states
         ]
 

@@ -102,6 +102,21 @@ class TranscribeOptions:
         return d
 
 
+# How much of a chunk's sound must lie after a "continue from here" timestamp pair for decoding
+# to go on in the same window (continue_in_window); a shorter rest gets a window of its own.
+CONTINUE_SOUND_AHEAD_S = 0.5
+TIMESTAMP_S = 0.02  # one Whisper timestamp token
+
+
+def continue_limit(sound_end_s: float, window_start_s: float, window_s: float) -> int:
+    """The timestamp index, in a window that starts ``window_start_s`` into the chunk and holds
+    ``window_s`` of it, before which a timestamp pair may not end that window: the one
+    ``CONTINUE_SOUND_AHEAD_S`` before the chunk's sound ends (``quality.sound_end_s``); 0 when
+    the window holds no such sound."""
+    ahead = min(sound_end_s, window_start_s + window_s) - window_start_s - CONTINUE_SOUND_AHEAD_S
+    return max(0, int(ahead / TIMESTAMP_S))
+
+
 def resolve_device(device: str) -> str:
     """Turn "auto" into "cuda" or "cpu"; fail clearly when cuda is asked for but absent."""
     import torch

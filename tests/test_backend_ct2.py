@@ -76,3 +76,65 @@ def test_cli_backend_faster_whisper_json(tmp_path: Path) -> None:
     transcript = json.loads((Path(summary["out"]) / "transcript.json").read_text())
     assert transcript["provenance"]["transcribe_options"]["backend"] == "faster-whisper"
     assert "faster-whisper" in transcript["provenance"]["models"][0]["source"]
+
+
+@pytest.mark.slow
+def test_a_window_goes_on_in_place_after_an_early_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Speech, 8 s of silence, speech: the first window stops on a "continue from here" pair
+    # before the second part. Without continuing that part needs a window of its own; with it
+    # (the default) it is decoded in the same window, from the encoder output already made.
+    import wave
+
+    import numpy as np
+
+    import pipeline.backend_ct2 as ct2
+    from pipeline.audio import decode_audio, read_wav_samples
+    from pipeline.store import sha256_file
+    from pipeline.types import SAMPLE_RATE, Chunk
+
+    episode = read_wav_samples(decode_audio(FIXTURES / "episode.mp3", tmp_path / "e.wav").path)
+    first, second = episode[10 * SAMPLE_RATE : 20 * SAMPLE_RATE], episode[20 * SAMPLE_RATE :]
+    silence = np.zeros(8 * SAMPLE_RATE, dtype=np.float32)
+    audio = np.concatenate([first, silence, second[: 10 * SAMPLE_RATE]])
+    path = tmp_path / "gap.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    chunk = Chunk(0, 0, len(audio), path, sha256_file(path), "end")
+
+    windows: list[float] = []
+    features = ct2._features
+
+    def counted(model, samples):  # noqa: ANN001, ANN202
+        windows.append(len(samples) / SAMPLE_RATE)
+        return features(model, samples)
+
+    monkeypatch.setattr(ct2, "_features", counted)
+    texts, counts = {}, {}
+    for cont in (False, True):
+        windows.clear()
+        options = TranscribeOptions(backend="faster-whisper", continue_in_window=cont)
+        [result] = ct2.transcribe_chunks_ct2([chunk], options)
+        texts[cont], counts[cont] = result.text, len(windows)
+        assert max(s.end for s in result.segments) > 26.0  # decoded up to the chunk's end
+    assert counts == {False: 2, True: 1}
+    for text in texts.values():
+        assert {"surprised", "stream", "storm", "worry", "plan"} <= _words(text)
+
+
+def test_continuation_token_helpers() -> None:
+    from pipeline.backend_ct2 import _first_segment, _last_segment
+
+    tb = 50363  # tiny.en's first timestamp token; text tokens lie below it
+    tokens = [tb, 10, 11, tb + 100, tb + 100, 12, 13, tb + 250]
+    assert _last_segment(tokens, tb) == [tb + 100, 12, 13, tb + 250]
+    assert _last_segment([tb, 10, tb + 5], tb) == [tb, 10, tb + 5]
+    # A continuation: the next segment's start, its text, its end, then what came after.
+    assert _first_segment([tb + 260, 14, 15, tb + 300, tb + 300, 16], tb) == [
+        tb + 260, 14, 15, tb + 300,
+    ]
+    assert _first_segment([tb + 260, 14, 15], tb) is None  # never closed
