@@ -891,22 +891,22 @@ class MicroBatcher:
             self._engines[options] = BatchTranscriber(options)  # models caches loaded weights
         return self._engines[options]
 
-    def _gather(self, block: bool, admit: Callable[[_Request], None]) -> bool:
+    def _gather(self, block: bool, admit: Callable[[_Request, bool], None]) -> bool:
         """Hand new requests to ``admit``; returns True once the stop marker came.
 
         If ``block`` (the worker is idle): wait for one, then for more until max_wait_s passes
         (not after chunks handed over ahead) and for as long as announced ones are due;
         otherwise take the queued ones without waiting. Requests are admitted before each
-        wait (so the wait can be spent on them) and before returning, never between taking
-        queued ones."""
+        wait (so the wait can be spent on them: ``admit``'s second argument is True) and
+        before returning, never between taking queued ones."""
         taken = 0
         unadmitted: deque[_Request] = deque()
         stop = False
         deadline = None
 
-        def done() -> bool:
+        def done(waiting: bool = False) -> bool:
             while unadmitted:
-                admit(unadmitted.popleft())
+                admit(unadmitted.popleft(), waiting)
             return stop
 
         while True:
@@ -916,8 +916,10 @@ class MicroBatcher:
                 if block and not timeout:
                     timeout = self._announced_wait()
             if timeout != 0.0 and unadmitted:
-                done()  # about to wait: admit what came first, then look again
-                continue
+                if self._requests.empty():
+                    done(waiting=True)  # about to wait: admit what came first, look again
+                    continue
+                timeout = 0.0  # more is queued already (a group handed over ahead): take it
             try:
                 item = self._requests.get(timeout=timeout) if timeout != 0.0 else (
                     self._requests.get_nowait()
@@ -954,17 +956,18 @@ class MicroBatcher:
             options = next(o for o, q in pending.items() if q)
             self._step(self._engines[options], pending[options])
 
-    def _admit(self, req: _Request, pending: dict[TranscribeOptions, deque[_ChunkState]],
-               encode_ahead: bool) -> None:
-        """Start a request's chunk as it arrives; while an idle worker on a CPU waits for
-        announced chunks to fill the batch, also run this one's first window through the
-        encoder (the wait then costs nothing)."""
+    def _admit(self, req: _Request, waiting: bool,
+               pending: dict[TranscribeOptions, deque[_ChunkState]], encode_ahead: bool) -> None:
+        """Start a request's chunk as it arrives; while an idle worker on a CPU is about to
+        wait for announced chunks to fill the batch (``waiting``), also run this one's first
+        window through the encoder (the wait then costs nothing)."""
         if not req.future.set_running_or_notify_cancel():
             return
         try:
             engine = self._engine(req.options)
             state = engine.start(req.chunk, req.future)
-            if encode_ahead and engine.loaded.device == "cpu" and self.announced():
+            if (encode_ahead and waiting and engine.loaded.device == "cpu"
+                    and self.announced()):
                 engine.encode_ahead(state)
                 self.encoded_ahead += 1
         except Exception as exc:  # noqa: BLE001 - handed to the caller's future

@@ -409,6 +409,16 @@ def test_chunks_queued_ahead_are_claimed_by_their_callers(episode_chunks: list[C
         claimed = [batcher.submit(c, TranscribeOptions(batch_size=4)) for c in chunks[:2]]
         assert _texts([f.result(timeout=600) for f in claimed]) == _texts(alone[:2])
         assert list(batcher.batch_sizes) == [2]
+    # A whole batch handed over ahead while more chunks are announced: the worker takes the
+    # group at once (encoding ahead is for a wait on a batch not yet full; it would only delay
+    # this one's start).
+    with MicroBatcher(max_wait_s=3600.0) as batcher:
+        batcher.expect(1, within_s=60.0)
+        batcher.submit_ahead(chunks[:2], options)
+        claimed = [batcher.submit(c, options) for c in chunks[:2]]
+        assert _texts([f.result(timeout=600) for f in claimed]) == _texts(alone[:2])
+        assert list(batcher.batch_sizes) == [2] and batcher.encoded_ahead == 0
+        batcher.withdraw(1)
 
 
 @pytest.mark.slow
