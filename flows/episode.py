@@ -35,7 +35,7 @@ from pipeline.chunk import MANIFEST_NAME, ChunkOptions, load_manifest, verify_ch
 from pipeline.episode import finish_episode, prepare_episode
 from pipeline.errors import FeedError, OptionsError, PodscribeError, TranscriptionError
 from pipeline.reference import Reference, read_reference
-from pipeline.report import load_report_input, render_markdown_report
+from pipeline.report import load_report_input, preload_plotting, render_markdown_report
 from pipeline.store import read_json
 from pipeline.transcribe import TranscribeOptions
 from pipeline.transcript import load_transcript
@@ -129,6 +129,7 @@ def run_chunks(
 
     A failing chunk never stops the others: the caller decides what failures mean.
     """
+    preload_plotting()  # for the report, while the chunks are transcribed
     slots = ensure_device_limit(settings.device_slots)
     chunk_task = transcribe_one_chunk.with_options(result_storage=settings.result_storage())
     total = len(manifest.chunks)

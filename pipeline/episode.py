@@ -25,6 +25,7 @@ from pipeline.report import (
     RUN_NAME,
     ReportInput,
     flags_by_chunk,
+    preload_plotting,
     render_html_report,
 )
 from pipeline.score import score_transcript
@@ -192,6 +193,7 @@ def run_episode(
     options = transcribe_options or TranscribeOptions()
     resolve_model(options.model)  # an unknown model fails before any audio work (no torch yet)
     manifest = prepare_episode(source, episode_id, audio_root, chunk_options)
+    preload_plotting()  # for the report, while the chunks are transcribed
     loaded = load_model(options)
     if on_chunks_ready is not None:
         on_chunks_ready(manifest)

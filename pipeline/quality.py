@@ -213,16 +213,25 @@ class QualityReport:
 # --- audio -------------------------------------------------------------------------------------
 
 
-def _frames(samples: np.ndarray) -> np.ndarray:
+def _padded(samples: np.ndarray) -> np.ndarray:
+    samples = samples.astype(np.float32, copy=False)
     if len(samples) < FRAME_N:
         samples = np.pad(samples, (0, FRAME_N - len(samples)))
-    count = 1 + (len(samples) - FRAME_N) // HOP_N
-    index = np.arange(FRAME_N)[None, :] + HOP_N * np.arange(count)[:, None]
-    return samples[index]
+    return samples
 
 
-def _levels(frames: np.ndarray) -> np.ndarray:
-    return 10 * np.log10((frames.astype(np.float64) ** 2).mean(axis=1) + 1e-12)
+def _frames(samples: np.ndarray) -> np.ndarray:
+    """Frames of FRAME_N samples every HOP_N (a strided view: no copy)."""
+    return np.lib.stride_tricks.sliding_window_view(_padded(samples), FRAME_N)[::HOP_N]
+
+
+def _levels(samples: np.ndarray) -> np.ndarray:
+    """Level (dBFS) of each of ``_frames(samples)``, from a running sum of squares."""
+    x = _padded(samples).astype(np.float64)
+    energy = np.concatenate(([0.0], np.cumsum(x * x)))
+    starts = np.arange(1 + (len(x) - FRAME_N) // HOP_N) * HOP_N
+    mean_square = np.maximum(energy[starts + FRAME_N] - energy[starts], 0.0) / FRAME_N
+    return 10 * np.log10(mean_square + 1e-12)
 
 
 def _active(level: np.ndarray) -> np.ndarray:
@@ -236,7 +245,7 @@ def sound_end_s(samples: np.ndarray) -> float:
     frame that ``classify_windows`` counts as active (not silent); 0.0 when all is silent."""
     if len(samples) == 0:
         return 0.0
-    active = np.flatnonzero(_active(_levels(_frames(samples.astype(np.float32, copy=False)))))
+    active = np.flatnonzero(_active(_levels(samples)))
     if len(active) == 0:
         return 0.0
     return min(len(samples), int(active[-1]) * HOP_N + FRAME_N) / SAMPLE_RATE
@@ -244,8 +253,8 @@ def sound_end_s(samples: np.ndarray) -> float:
 
 def _frame_features(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per frame: level (dBFS), spectral flatness and similarity to the frame LAG_FRAMES back."""
-    frames = _frames(samples.astype(np.float32, copy=False))
-    level = _levels(frames)
+    level = _levels(samples)
+    frames = _frames(samples)
     spectrum = np.abs(np.fft.rfft(frames * np.hanning(FRAME_N).astype(np.float32), axis=1))
     freqs = np.fft.rfftfreq(FRAME_N, 1 / SAMPLE_RATE)
     band = spectrum[:, (freqs >= BAND_HZ[0]) & (freqs <= BAND_HZ[1])].astype(np.float64) + 1e-9

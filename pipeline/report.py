@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -146,11 +147,27 @@ def _pct(value: float | None) -> str:
 # --- plot ------------------------------------------------------------------------------------
 
 
-def timeline_png(data: ReportInput) -> bytes:
-    """The timeline plot: WER per chunk (or words per second without a reference) and flags."""
+def _import_plotting() -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display, no GUI toolkit: files only
+    import matplotlib.patches  # noqa: F401
+    import matplotlib.pyplot  # noqa: F401
+
+
+def preload_plotting() -> threading.Thread:
+    """Import matplotlib on a daemon thread, for a report rendered later: the import takes
+    0.4-0.8 s on 2 CPU cores, which an episode's transcription hides (the model's kernels
+    release the GIL). Call it when long work begins; importing twice is harmless."""
+    thread = threading.Thread(target=_import_plotting, name="podscribe-import-matplotlib",
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def timeline_png(data: ReportInput) -> bytes:
+    """The timeline plot: WER per chunk (or words per second without a reference) and flags."""
+    _import_plotting()
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 

@@ -224,3 +224,23 @@ def test_report_plot_renders_in_headless_chromium(tmp_path) -> None:
     assert pixels.shape[1] > 500
     assert pixels.std() > 10  # bars, axes and labels: far from a blank (uniform) image
     assert (pixels < 128).mean() > 0.01  # and some of it is dark ink
+
+
+def test_plotting_is_preloaded_on_a_thread() -> None:
+    # In a fresh interpreter: nothing of matplotlib until asked, then Agg, off the caller's thread.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, threading\n"
+        "from pipeline.report import preload_plotting\n"
+        "assert 'matplotlib' not in sys.modules\n"
+        "t = preload_plotting()\n"
+        "assert t is not threading.current_thread() and t.daemon\n"
+        "t.join(60)\n"
+        "import matplotlib\n"
+        "assert 'matplotlib.pyplot' in sys.modules and matplotlib.get_backend().lower() == 'agg'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
