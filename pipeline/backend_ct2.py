@@ -11,7 +11,7 @@ sampled fallback: deterministic), with timestamps, and when a window stops early
 "continue from here" timestamp the rest of its chunk becomes a new window in a later batch
 (the seek of ``transcribe()``; single-pass decoding drops speech, ../shared/eval/README.md).
 With ``continue_in_window`` (the default) a stop on such a timestamp pair while the chunk's
-sound goes on is decoded on in the same window instead, as ``pipeline.batch`` does: CTranslate2
+speech goes on is decoded on in the same window instead, as ``pipeline.batch`` does: CTranslate2
 has no per-step hook, so the rows that stopped are generated once more from the encoder output
 already computed, with their tokens up to the pair as the prefix and EOT suppressed, and the
 continuation is kept up to the end of its first segment (after that EOT could not come).
@@ -35,7 +35,7 @@ import numpy as np
 
 from pipeline.audio import read_wav_samples
 from pipeline.errors import ModelError, TranscriptionError
-from pipeline.quality import sound_end_s
+from pipeline.quality import speech_end_s
 from pipeline.transcribe import TIMESTAMP_S, continue_limit
 from pipeline.types import SAMPLE_RATE, Chunk, ChunkTranscript, ModelInfo
 
@@ -260,7 +260,7 @@ def transcribe_chunks_ct2(
         audios = [read_wav_samples(c.path) for c in chunks]
     except OSError as exc:
         raise TranscriptionError(f"cannot read a chunk WAV: {exc}") from exc
-    sound_ends = [sound_end_s(a) if options.continue_in_window else 0.0 for a in audios]
+    speech_ends = [speech_end_s(a) if options.continue_in_window else 0.0 for a in audios]
     raw: list[list[dict[str, Any]]] = [[] for _ in chunks]
     elapsed = [0.0] * len(chunks)
     open_windows = [1] * len(chunks)
@@ -326,7 +326,9 @@ def transcribe_chunks_ct2(
             window_tokens = [list(out.sequences_ids[0]) for out in outs]
             if options.continue_in_window:
                 limits = [
-                    continue_limit(sound_ends[w.chunk_pos], w.offset / SAMPLE_RATE, n / SAMPLE_RATE)
+                    continue_limit(
+                        speech_ends[w.chunk_pos], w.offset / SAMPLE_RATE, n / SAMPLE_RATE
+                    )
                     for w, n in zip(batch, lengths, strict=True)
                 ]
                 _continue_rows(fw, encoded, loaded.device, prompts, window_tokens, limits,

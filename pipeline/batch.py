@@ -12,7 +12,7 @@ that task make batching pay on a CPU, where the per-token Python work dominates:
 - windows are scheduled, not chunks: when Whisper stops a window early on a "continue from here"
   timestamp, the rest of that chunk becomes a new window that joins the next batch (the seek
   logic of ``whisper.transcribe``, which single-pass batch decoding lacks: ../shared/eval);
-- unless the chunk's sound goes on after that timestamp (``continue_in_window``, the default):
+- unless the chunk's speech goes on after that timestamp (``continue_in_window``, the default):
   the whole chunk is in the window already, so EOT is held back there and decoding goes on in
   the same window (``ContinueInWindow``), which saves the extra encoder pass.
 
@@ -60,7 +60,7 @@ from whisper.tokenizer import Tokenizer, get_tokenizer
 
 from pipeline.audio import read_wav_samples
 from pipeline.errors import AudioError, TranscriptionError
-from pipeline.quality import sound_end_s
+from pipeline.quality import speech_end_s
 from pipeline.static_decode import greedy_update, static_decoder, text_decoder_forward
 from pipeline.transcribe import (
     LoadedModel,
@@ -164,7 +164,7 @@ class ContinueInWindow(LogitFilter):
 
     Whisper ends a window on a pair (the last segment's end, then the next one's start) when it
     takes that next segment to run past the window; ``transcribe`` then encodes a new window
-    from the start. A chunk fits in its window, so when the chunk's sound goes on after the pair
+    from the start. A chunk fits in its window, so when the chunk's speech goes on after the pair
     (``limits``: per row, ``transcribe.continue_limit``), that segment is in view: text must
     follow, as after any pair, in this window.
     """
@@ -379,8 +379,8 @@ class _ChunkState:
     # The encoder's output for the window at ``features_seek``, when computed ahead of its batch.
     features: torch.Tensor | None = None
     features_seek: int = -1
-    # Seconds into the chunk where its sound ends (quality.sound_end_s), for continuing.
-    sound_end_s: float = 0.0
+    # Seconds into the chunk where its speech ends (quality.speech_end_s), for continuing.
+    speech_end_s: float = 0.0
 
     @property
     def done(self) -> bool:
@@ -447,7 +447,7 @@ class BatchTranscriber:
         state = _ChunkState(chunk, mel, content_frames=mel.shape[-1] - N_FRAMES, future=future)
         state.all_tokens = list(self.initial_prompt_tokens)
         if self.options.continue_in_window:
-            state.sound_end_s = sound_end_s(samples)
+            state.speech_end_s = speech_end_s(samples)
         return state
 
     def finish(self, state: _ChunkState) -> ChunkTranscript:
@@ -476,7 +476,7 @@ class BatchTranscriber:
             return None
         frame_s = HOP_LENGTH / WHISPER_SAMPLE_RATE
         return [
-            continue_limit(s.sound_end_s, s.seek * frame_s, s.segment_size() * frame_s)
+            continue_limit(s.speech_end_s, s.seek * frame_s, s.segment_size() * frame_s)
             for s in states
         ]
 

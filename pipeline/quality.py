@@ -58,7 +58,7 @@ __all__ = [
     "flag_chunk",
     "quality_report_from_dict",
     "repeated_ngram",
-    "sound_end_s",
+    "speech_end_s",
     "text_compression_ratio",
 ]
 
@@ -240,17 +240,6 @@ def _active(level: np.ndarray) -> np.ndarray:
     return (level > SILENCE_DBFS) & (level > loud - DYNAMIC_RANGE_DB)
 
 
-def sound_end_s(samples: np.ndarray) -> float:
-    """Seconds into 16 kHz mono ``samples`` where their last sound ends: the end of the last
-    frame that ``classify_windows`` counts as active (not silent); 0.0 when all is silent."""
-    if len(samples) == 0:
-        return 0.0
-    active = np.flatnonzero(_active(_levels(samples)))
-    if len(active) == 0:
-        return 0.0
-    return min(len(samples), int(active[-1]) * HOP_N + FRAME_N) / SAMPLE_RATE
-
-
 def _frame_features(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per frame: level (dBFS), spectral flatness and similarity to the frame LAG_FRAMES back."""
     level = _levels(samples)
@@ -294,6 +283,16 @@ def classify_windows(
         else:
             classes.append("speech")
     return WindowClasses(start_s, tuple(classes))
+
+
+def speech_end_s(samples: np.ndarray, thresholds: QualityThresholds | None = None) -> float:
+    """Seconds into 16 kHz mono ``samples`` where their last speech ends: the end of the last
+    window ``classify_windows`` calls speech (0.5 s steps); 0.0 when none is."""
+    classes = classify_windows(samples, 0.0, thresholds).classes
+    last = max((k for k, c in enumerate(classes) if c == "speech"), default=None)
+    if last is None:
+        return 0.0
+    return min(len(samples) / SAMPLE_RATE, (last + 1) * WINDOW_HOP_S)
 
 
 # --- text --------------------------------------------------------------------------------------

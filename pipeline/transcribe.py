@@ -64,7 +64,7 @@ class TranscribeOptions:
     # on CPU, reading the CTranslate2 weights directly; greedy/beam at temperature 0 only).
     backend: str = "openai-whisper"
     # When Whisper ends a window on a lone "next segment starts here" timestamp although the
-    # chunk's sound goes on for >= 0.5 s after it, decode on in the same window (EOT is held
+    # chunk's speech goes on for >= 0.5 s after it, decode on in the same window (EOT is held
     # back there) instead of encoding a new window from that timestamp as transcribe() does.
     # A chunk fits one window, so the rest is already in view: one encoder pass saved per
     # such stop, and the words are decoded with their context (dev episode: 16 -> 12 windows,
@@ -102,18 +102,18 @@ class TranscribeOptions:
         return d
 
 
-# How much of a chunk's sound must lie after a "continue from here" timestamp pair for decoding
+# How much of a chunk's speech must lie after a "continue from here" timestamp pair for decoding
 # to go on in the same window (continue_in_window); a shorter rest gets a window of its own.
-CONTINUE_SOUND_AHEAD_S = 0.5
+CONTINUE_SPEECH_AHEAD_S = 0.5
 TIMESTAMP_S = 0.02  # one Whisper timestamp token
 
 
-def continue_limit(sound_end_s: float, window_start_s: float, window_s: float) -> int:
+def continue_limit(speech_end_s: float, window_start_s: float, window_s: float) -> int:
     """The timestamp index, in a window that starts ``window_start_s`` into the chunk and holds
     ``window_s`` of it, before which a timestamp pair may not end that window: the one
-    ``CONTINUE_SOUND_AHEAD_S`` before the chunk's sound ends (``quality.sound_end_s``); 0 when
-    the window holds no such sound."""
-    ahead = min(sound_end_s, window_start_s + window_s) - window_start_s - CONTINUE_SOUND_AHEAD_S
+    ``CONTINUE_SPEECH_AHEAD_S`` before the chunk's speech ends (``quality.speech_end_s``: music,
+    noise and silence do not count); 0 when the window holds no such speech."""
+    ahead = min(speech_end_s, window_start_s + window_s) - window_start_s - CONTINUE_SPEECH_AHEAD_S
     return max(0, int(ahead / TIMESTAMP_S))
 
 

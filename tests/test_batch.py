@@ -289,6 +289,35 @@ def test_a_window_goes_on_while_the_chunk_has_sound_after_its_early_stop(
 
 
 @pytest.mark.slow
+def test_no_window_goes_on_into_music(tmp_path: Path, fixtures_dir: Path, run_ffmpeg) -> None:
+    # Music, speech, music: tiny.en ends the window on a pair before the closing music. That
+    # music is sound but not speech, so the window must not be made to go on into it (it was
+    # while any sound counted: "The ... the" written over the chord).
+    chord_src = (
+        "aevalsrc='0.15*(0.6+0.4*sin(2*PI*4*t))*(sin(2*PI*220*t)+sin(2*PI*277.18*t)"
+        "+sin(2*PI*329.63*t))':s=16000:d=12"
+    )
+    chord = read_wav_samples(
+        decode_audio(run_ffmpeg("-f", "lavfi", "-i", chord_src, tmp_path / "chord.flac"),
+                     tmp_path / "chord.wav").path
+    )
+    speech = read_wav_samples(decode_audio(fixtures_dir / "speech.ogg", tmp_path / "s.wav").path)
+    chunk = _write_chunk(np.concatenate([chord[: 5 * SAMPLE_RATE], speech, chord]),
+                         tmp_path / "music.wav")
+    loaded = load_model(TranscribeOptions())
+    results = {
+        cont: transcribe_chunks_batched(
+            [chunk], TranscribeOptions(continue_in_window=cont), loaded=loaded
+        )[0]
+        for cont in (False, True)
+    }
+    assert {"fox", "podcasts"} <= set(normalize_words(results[True].text))
+    assert _texts([results[True]]) == _texts([results[False]])
+    speech_end = 5.0 + len(speech) / SAMPLE_RATE
+    assert max(s.start for s in results[True].segments) <= speech_end + 1.0  # none over music
+
+
+@pytest.mark.slow
 def test_micro_batcher_serves_concurrent_callers(episode_chunks: list[Chunk]) -> None:
     options = TranscribeOptions(batch_size=4)
     expected = _texts(transcribe_chunks_batched(episode_chunks, options))

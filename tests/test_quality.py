@@ -19,7 +19,7 @@ from pipeline.quality import (
     flag_chunk,
     quality_report_from_dict,
     repeated_ngram,
-    sound_end_s,
+    speech_end_s,
     text_compression_ratio,
 )
 from pipeline.types import Chunk, ChunkTranscript, ModelInfo, Segment, to_dict
@@ -94,18 +94,17 @@ def test_window_classes(audio, name: str, expected: str, share: float) -> None:
         assert "music" not in windows.classes and "noise" not in windows.classes
 
 
-def test_sound_end_is_where_the_last_sound_stops(audio) -> None:
-    tone = read_wav_samples(audio["tone"])  # 8 s
-    silence = np.zeros(3 * 16000, dtype=np.float32)
-    assert sound_end_s(tone) == pytest.approx(8.0, abs=0.07)
-    assert sound_end_s(np.concatenate([tone[: 5 * 16000], silence])) == pytest.approx(
-        5.0, abs=0.07
-    )
-    # A quiet hiss after the tone is far below it: not sound the way classify_windows counts.
-    hiss = (np.random.default_rng(0).normal(size=len(silence)) * 1e-4).astype(np.float32)
-    assert sound_end_s(np.concatenate([tone[: 5 * 16000], hiss])) == pytest.approx(5.0, abs=0.07)
-    assert sound_end_s(silence) == 0.0
-    assert sound_end_s(np.zeros(0, dtype=np.float32)) == 0.0
+def test_speech_end_is_where_the_last_speech_stops(audio) -> None:
+    speech, chord = read_wav_samples(audio["speech"]), read_wav_samples(audio["chord"])
+    duration = len(speech) / 16000
+    end = speech_end_s(speech)
+    assert duration - 1.5 <= end <= duration
+    # Music after the speech is sound, not speech: the end stays where the words stop.
+    assert speech_end_s(np.concatenate([speech, chord])) == pytest.approx(end, abs=0.5)
+    assert speech_end_s(np.concatenate([chord, speech])) > len(chord) / 16000 + duration - 1.5
+    for name in ("tone", "chord", "silence", "noise"):
+        assert speech_end_s(read_wav_samples(audio[name])) == 0.0, name
+    assert speech_end_s(np.zeros(0, dtype=np.float32)) == 0.0
 
 
 def test_window_times_are_in_episode_time(audio) -> None:
