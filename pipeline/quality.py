@@ -240,20 +240,50 @@ def _active(level: np.ndarray) -> np.ndarray:
     return (level > SILENCE_DBFS) & (level > loud - DYNAMIC_RANGE_DB)
 
 
-def _frame_features(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per frame: level (dBFS), spectral flatness and similarity to the frame LAG_FRAMES back."""
-    level = _levels(samples)
-    frames = _frames(samples)
+def _spectral(samples: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Spectral flatness and similarity to the frame LAG_FRAMES back, of frames [lo, hi)."""
+    first = max(0, lo - LAG_FRAMES)  # the frames the similarity of frame lo looks back to
+    frames = _frames(samples)[first:hi]
     spectrum = np.abs(np.fft.rfft(frames * np.hanning(FRAME_N).astype(np.float32), axis=1))
     freqs = np.fft.rfftfreq(FRAME_N, 1 / SAMPLE_RATE)
     band = spectrum[:, (freqs >= BAND_HZ[0]) & (freqs <= BAND_HZ[1])].astype(np.float64) + 1e-9
     power = band**2
     flatness = np.exp(np.log(power).mean(axis=1)) / power.mean(axis=1)
     unit = band / np.linalg.norm(band, axis=1, keepdims=True)
-    similarity = np.ones(len(unit))
+    similarity = np.ones(len(unit))  # the chunk's first LAG_FRAMES frames have nothing back
     if len(unit) > LAG_FRAMES:
         similarity[LAG_FRAMES:] = (unit[LAG_FRAMES:] * unit[:-LAG_FRAMES]).sum(axis=1)
-    return level, flatness, similarity
+    return flatness[lo - first :], similarity[lo - first :]
+
+
+def _frame_features(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: level (dBFS), spectral flatness and similarity to the frame LAG_FRAMES back."""
+    level = _levels(samples)
+    return (level, *_spectral(samples, 0, len(level)))
+
+
+def _window_count(samples: np.ndarray) -> int:
+    return max(1, math.ceil(len(samples) / (WINDOW_HOP_S * SAMPLE_RATE) - 1e-9))
+
+
+def _window_frames(k: int, n_frames: int) -> tuple[int, int]:
+    """Frames [lo, hi) of window k, centred on its hop: [k*hop - (width-hop)/2, +width)."""
+    hop_frames = round(WINDOW_HOP_S * SAMPLE_RATE / HOP_N)
+    width = round(WINDOW_S * SAMPLE_RATE / HOP_N)
+    lo = max(0, k * hop_frames - (width - hop_frames) // 2)
+    return lo, min(n_frames, lo + width)
+
+
+def _window_class(active: np.ndarray, flatness: np.ndarray, similarity: np.ndarray,
+                  t: QualityThresholds) -> str:
+    """The class of one window from its frames' values."""
+    if len(active) == 0 or active.mean() < ACTIVE_FRACTION:
+        return "silence"
+    if np.median(similarity[active]) >= t.music_similarity:
+        return "music"
+    if np.median(flatness[active]) > t.noise_flatness:
+        return "noise"
+    return "speech"
 
 
 def classify_windows(
@@ -261,38 +291,37 @@ def classify_windows(
 ) -> WindowClasses:
     """Call each 1 s window of 16 kHz mono ``samples`` silence, noise, music or speech."""
     t = thresholds or QualityThresholds()
-    hop_frames = round(WINDOW_HOP_S * SAMPLE_RATE / HOP_N)
-    width = round(WINDOW_S * SAMPLE_RATE / HOP_N)
-    n_windows = max(1, math.ceil(len(samples) / (WINDOW_HOP_S * SAMPLE_RATE) - 1e-9))
     if len(samples) == 0:
         return WindowClasses(start_s, ())
     level, flatness, similarity = _frame_features(samples)
     active = _active(level)
     classes = []
-    for k in range(n_windows):
-        # Window k is centred on its hop: [k*hop - (width-hop)/2, ...+width), clipped.
-        lo = max(0, k * hop_frames - (width - hop_frames) // 2)
-        hi = min(len(level), lo + width)
-        a = active[lo:hi]
-        if hi <= lo or a.mean() < ACTIVE_FRACTION:
-            classes.append("silence")
-        elif np.median(similarity[lo:hi][a]) >= t.music_similarity:
-            classes.append("music")
-        elif np.median(flatness[lo:hi][a]) > t.noise_flatness:
-            classes.append("noise")
-        else:
-            classes.append("speech")
+    for k in range(_window_count(samples)):
+        lo, hi = _window_frames(k, len(level))
+        classes.append(_window_class(active[lo:hi], flatness[lo:hi], similarity[lo:hi], t))
     return WindowClasses(start_s, tuple(classes))
 
 
 def speech_end_s(samples: np.ndarray, thresholds: QualityThresholds | None = None) -> float:
     """Seconds into 16 kHz mono ``samples`` where their last speech ends: the end of the last
-    window ``classify_windows`` calls speech (0.5 s steps); 0.0 when none is."""
-    classes = classify_windows(samples, 0.0, thresholds).classes
-    last = max((k for k, c in enumerate(classes) if c == "speech"), default=None)
-    if last is None:
+    window ``classify_windows`` calls speech (0.5 s steps); 0.0 when none is.
+
+    Windows are classified from the end, each alone (the levels are the whole chunk's, as
+    there), so a chunk that ends in speech costs the spectra of a few windows, not of all."""
+    t = thresholds or QualityThresholds()
+    if len(samples) == 0:
         return 0.0
-    return min(len(samples) / SAMPLE_RATE, (last + 1) * WINDOW_HOP_S)
+    level = _levels(samples)
+    active = _active(level)
+    for k in reversed(range(_window_count(samples))):
+        lo, hi = _window_frames(k, len(level))
+        a = active[lo:hi]
+        if len(a) == 0 or a.mean() < ACTIVE_FRACTION:
+            continue  # silence: no spectrum needed
+        flatness, similarity = _spectral(samples, lo, hi)
+        if _window_class(a, flatness, similarity, t) == "speech":
+            return min(len(samples) / SAMPLE_RATE, (k + 1) * WINDOW_HOP_S)
+    return 0.0
 
 
 # --- text --------------------------------------------------------------------------------------
