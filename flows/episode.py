@@ -170,7 +170,9 @@ def _collect(futures: dict[PrefectFuture[ChunkTranscript], Chunk], progress: Any
     statuses: dict[int, str] = {}
     errors: dict[int, str] = {}
     reported = time.perf_counter()
+    waiting = set(futures)
     for finished, future in enumerate(as_completed(list(futures)), start=1):
+        waiting.discard(future)
         index = futures[future].index
         try:
             done[index] = future.result()
@@ -180,10 +182,19 @@ def _collect(futures: dict[PrefectFuture[ChunkTranscript], Chunk], progress: Any
         if statuses[index] == "cached":  # taken from its persisted result: it used no slot
             batcher.withdraw(1)
             reservation.cancel(1)
-        if finished == len(futures) or time.perf_counter() - reported >= PROGRESS_EVERY_S:
+        due = time.perf_counter() - reported >= PROGRESS_EVERY_S and not _all_done(waiting)
+        if finished == len(futures) or due:  # a batch's chunks end together: one update
             update_progress_artifact(progress, 100.0 * finished / len(futures))
             reported = time.perf_counter()
     return done, statuses, errors
+
+
+def _all_done(futures: set[PrefectFuture[ChunkTranscript]]) -> bool:
+    """Whether these futures have all finished already (their results are being collected)."""
+    return all(
+        getattr(f, "wrapped_future", None) is not None and f.wrapped_future.done()  # type: ignore[attr-defined]
+        for f in futures
+    )
 
 
 def complete_episode(

@@ -37,6 +37,14 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
     # However slow this machine's API server is, let the slot acquisition finish before the
     # chunks are handed over (the wait ends as soon as it has).
     monkeypatch.setattr(flows.episode, "RESERVE_WAIT_S", 120.0)
+    progress: list[float] = []
+    update = flows.episode.update_progress_artifact
+
+    def spy(artifact_id, value):  # noqa: ANN001, ANN202
+        progress.append(value)
+        return update(artifact_id, value)
+
+    monkeypatch.setattr(flows.episode, "update_progress_artifact", spy)
 
     claimed = shared_batcher().claimed_ahead
     summary = transcribe_episode(
@@ -49,6 +57,9 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
     assert shared_batcher().claimed_ahead - claimed == min(summary["chunks"], 8)
     assert summary["transcribed"] == list(range(summary["chunks"]))
     assert summary["wer"] is not None and summary["wer"] < 0.3
+    # The progress artifact rises to 100% (at most once per finished chunk on the way).
+    assert progress[-1] == 100.0 and progress == sorted(progress)
+    assert len(progress) <= summary["chunks"]
     out = flow_env / "transcripts_root" / "Fixture_Episode.1"
     assert {p.name for p in out.iterdir()} >= {"transcript.json", "transcript.srt", "score.json"}
     assert any((flow_env / "results_dir").iterdir()), "chunk results are persisted"
