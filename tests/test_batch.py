@@ -230,18 +230,23 @@ def test_real_decoding_matches_whisper_decode(episode_chunks: list[Chunk]) -> No
     assert all(len(r.tokens) > 5 for r in theirs)
 
 
-@pytest.mark.slow
-def test_speech_after_an_early_timestamp_is_decoded(tmp_path: Path, fixtures_dir: Path) -> None:
-    # Speech, 8 s of silence, speech again (fixture seconds 10-20 and 20-30): tiny.en closes the
-    # first window on a "continue from here" timestamp before the second part ends. The rest
-    # of the chunk must then be decoded from that timestamp, not dropped.
+def _gap_chunk(tmp_path: Path, fixtures_dir: Path) -> Chunk:
+    """Speech, 8 s of silence, speech again (fixture seconds 10-20 and 20-30)."""
     episode = read_wav_samples(
         decode_audio(fixtures_dir / "episode.mp3", tmp_path / "e.wav").path
     )
     first, second = episode[10 * SAMPLE_RATE : 20 * SAMPLE_RATE], episode[20 * SAMPLE_RATE :]
     silence = np.zeros(8 * SAMPLE_RATE, dtype=np.float32)
     audio = np.concatenate([first, silence, second[: 10 * SAMPLE_RATE]])
-    chunk = _write_chunk(audio, tmp_path / "gap.wav")
+    return _write_chunk(audio, tmp_path / "gap.wav")
+
+
+@pytest.mark.slow
+def test_speech_after_an_early_timestamp_is_decoded(tmp_path: Path, fixtures_dir: Path) -> None:
+    # Speech, 8 s of silence, speech again (fixture seconds 10-20 and 20-30): tiny.en closes the
+    # first window on a "continue from here" timestamp before the second part ends. The rest
+    # of the chunk must then be decoded from that timestamp, not dropped.
+    chunk = _gap_chunk(tmp_path, fixtures_dir)
     options = TranscribeOptions(continue_in_window=False)  # transcribe()'s seek
     loaded = load_model(options)
 
@@ -260,18 +265,12 @@ def test_speech_after_an_early_timestamp_is_decoded(tmp_path: Path, fixtures_dir
 
 
 @pytest.mark.slow
-def test_a_window_goes_on_while_the_chunk_has_sound_after_its_early_stop(
+def test_a_window_goes_on_while_the_chunk_has_speech_after_its_early_stop(
     tmp_path: Path, fixtures_dir: Path
 ) -> None:
     # The chunk of the test above. Without continuing, the first window ends on a pair and the
     # rest needs a second window; with it (the default) one window decodes it all.
-    episode = read_wav_samples(
-        decode_audio(fixtures_dir / "episode.mp3", tmp_path / "e.wav").path
-    )
-    first, second = episode[10 * SAMPLE_RATE : 20 * SAMPLE_RATE], episode[20 * SAMPLE_RATE :]
-    silence = np.zeros(8 * SAMPLE_RATE, dtype=np.float32)
-    audio = np.concatenate([first, silence, second[: 10 * SAMPLE_RATE]])
-    chunk = _write_chunk(audio, tmp_path / "gap.wav")
+    chunk = _gap_chunk(tmp_path, fixtures_dir)
     loaded = load_model(TranscribeOptions())
 
     windows = {}
