@@ -285,6 +285,20 @@ def test_a_window_goes_on_while_the_chunk_has_speech_after_its_early_stop(
             assert {"rivers", "storm", "worry", "plan", "map"} <= words
             assert max(s["end"] for s in state.segments) > 26.0
     assert windows == {False: 2, True: 1}
+    # The static-cache loop (the GPU's, eager here) holds EOT back the same way.
+    engine = BatchTranscriber(TranscribeOptions(), loaded)
+    state = engine.start(chunk)
+    mel = state.window_mel()[None]
+    options = DecodingOptions(language="en", fp16=False)
+    limits = engine.continue_before([state])
+    assert limits and limits[0] > 0
+    dynamic, static = (
+        decode_batch(loaded.model, mel, options, static=s, continue_before=limits)[0].tokens
+        for s in (False, True)
+    )
+    assert dynamic == static
+    plain = decode_batch(loaded.model, mel, options)[0].tokens
+    assert len(dynamic) > len(plain)  # went on past the early stop
 
 
 @pytest.mark.slow
