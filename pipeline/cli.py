@@ -67,6 +67,14 @@ def transcribe(
     backend: Annotated[
         str, typer.Option(help="openai-whisper | faster-whisper (CTranslate2, int8 on CPU).")
     ] = "openai-whisper",
+    continue_in_window: Annotated[
+        bool,
+        typer.Option(
+            "--continue-in-window/--no-continue-in-window",
+            help="When Whisper stops a window early while the chunk's speech goes on, decode "
+            "on in the same window; off: a new window from there, as transcribe() does.",
+        ),
+    ] = True,
     repair: Annotated[
         bool,
         typer.Option(
@@ -91,6 +99,7 @@ def transcribe(
         beam_size=beam_size,
         batch_size=0 if batch_size is None else batch_size,  # 0: automatic
         backend=backend,
+        continue_in_window=continue_in_window,
     )
     chunk_options = ChunkOptions(max_chunk_s=max_chunk_s)
     ref = read_reference(reference) if reference else None  # bad reference fails before work

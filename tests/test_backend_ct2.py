@@ -67,6 +67,7 @@ def test_cli_backend_faster_whisper_json(tmp_path: Path) -> None:
             "12",
             "--transcripts-root",
             str(tmp_path / "t"),
+            "--no-continue-in-window",
             "--json",
         ],
     )
@@ -75,6 +76,7 @@ def test_cli_backend_faster_whisper_json(tmp_path: Path) -> None:
     assert summary["wer"] < 0.3
     transcript = json.loads((Path(summary["out"]) / "transcript.json").read_text())
     assert transcript["provenance"]["transcribe_options"]["backend"] == "faster-whisper"
+    assert transcript["provenance"]["transcribe_options"]["continue_in_window"] is False
     assert "faster-whisper" in transcript["provenance"]["models"][0]["source"]
 
 
