@@ -13,8 +13,8 @@ sampled fallback: deterministic), with timestamps, and when a window stops early
 With ``continue_in_window`` (the default) a stop on such a timestamp pair while the chunk's
 speech goes on is decoded on in the same window instead, as ``pipeline.batch`` does: CTranslate2
 has no per-step hook, so the rows that stopped are generated once more from the encoder output
-already computed, with their tokens up to the pair as the prefix and EOT suppressed, and the
-continuation is kept up to the end of its first segment (after that EOT could not come).
+already computed, with their last complete segment as the prefix and EOT suppressed, and the
+continuation is kept up to the end of its first new segment (after that EOT could not come).
 A chunk's segments depend only on its own windows.
 """
 
