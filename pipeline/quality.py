@@ -274,10 +274,15 @@ def _window_frames(k: int, n_frames: int) -> tuple[int, int]:
     return lo, min(n_frames, lo + width)
 
 
+def _silent(active: np.ndarray) -> bool:
+    """Whether a window with these frames' activity is silence (no spectrum needed)."""
+    return len(active) == 0 or bool(active.mean() < ACTIVE_FRACTION)
+
+
 def _window_class(active: np.ndarray, flatness: np.ndarray, similarity: np.ndarray,
                   t: QualityThresholds) -> str:
     """The class of one window from its frames' values."""
-    if len(active) == 0 or active.mean() < ACTIVE_FRACTION:
+    if _silent(active):
         return "silence"
     if np.median(similarity[active]) >= t.music_similarity:
         return "music"
@@ -316,8 +321,8 @@ def speech_end_s(samples: np.ndarray, thresholds: QualityThresholds | None = Non
     for k in reversed(range(_window_count(samples))):
         lo, hi = _window_frames(k, len(level))
         a = active[lo:hi]
-        if len(a) == 0 or a.mean() < ACTIVE_FRACTION:
-            continue  # silence: no spectrum needed
+        if _silent(a):
+            continue
         flatness, similarity = _spectral(samples, lo, hi)
         if _window_class(a, flatness, similarity, t) == "speech":
             return min(len(samples) / SAMPLE_RATE, (k + 1) * WINDOW_HOP_S)
