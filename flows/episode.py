@@ -10,9 +10,14 @@ only the ones that failed. The model is never a task argument: each process load
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -121,9 +126,61 @@ def render_report(out_dir: Path) -> str:
 # --- composition -------------------------------------------------------------------------------
 
 
+class Background:
+    """API calls the flow need not wait for (artifact updates), on one thread of their own.
+
+    Each call runs in a copy of the flow's context (so artifacts belong to the flow run), in
+    the order submitted; ``close`` waits for all of them, so everything is sent before the run
+    ends. A failed call is logged, never raised: a progress bar must not fail an episode.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="podscribe-artifacts")
+        self._futures: list[Future[Any]] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        context = contextvars.copy_context()
+        self._futures.append(self._pool.submit(context.run, self._call, fn, args, kwargs))
+
+    @staticmethod
+    def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported, never raised
+            get_run_logger().warning("%s failed: %s", getattr(fn, "__name__", fn), exc)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class Progress:
+    """The run's progress artifact; updates go through ``Background``, the latest value only
+    (a burst of finished chunks is one API call, and the flow never waits for one)."""
+
+    def __init__(self, background: Background, description: str) -> None:
+        self._background = background
+        # called from sync code, async_dispatch runs it and returns the id
+        self._id = cast(UUID, create_progress_artifact(0.0, description=description))
+        self._lock = threading.Lock()
+        self._latest: float | None = None
+
+    def set(self, value: float) -> None:
+        with self._lock:
+            queued = self._latest is not None
+            self._latest = value
+        if not queued:
+            self._background.submit(self._send)
+
+    def _send(self) -> None:
+        with self._lock:
+            value, self._latest = self._latest, None
+        if value is not None:
+            update_progress_artifact(self._id, value)
+
+
 def run_chunks(
     manifest: ChunkManifest, chunks: list[Chunk], options: TranscribeOptions, title: str,
-    settings: FlowSettings,
+    settings: FlowSettings, background: Background,
 ) -> tuple[dict[int, ChunkTranscript], dict[int, str], dict[int, str]]:
     """Submit every chunk, wait for all; return (transcripts, statuses, errors) by chunk index.
 
@@ -133,7 +190,7 @@ def run_chunks(
     slots = ensure_device_limit(settings.device_slots)
     chunk_task = transcribe_one_chunk.with_options(result_storage=settings.result_storage())
     total = len(manifest.chunks)
-    progress = create_progress_artifact(0.0, description=f"chunks of {title} transcribed")
+    progress = Progress(background, f"chunks of {title} transcribed")
     batcher = shared_batcher(UNANNOUNCED_WAIT_S)
     local = settings.task_runner == "threads"  # the tasks run in this process
     ahead: list[Chunk] = []
@@ -162,7 +219,7 @@ def run_chunks(
             batcher.drop_ahead(ahead, options)  # chunks whose task failed before claiming
 
 
-def _collect(futures: dict[PrefectFuture[ChunkTranscript], Chunk], progress: Any,
+def _collect(futures: dict[PrefectFuture[ChunkTranscript], Chunk], progress: Progress,
              batcher: MicroBatcher, reservation: Reservation,
              ) -> tuple[dict[int, ChunkTranscript], dict[int, str], dict[int, str]]:
     """Wait for the chunk futures as they finish; update the progress artifact now and then."""
@@ -184,7 +241,7 @@ def _collect(futures: dict[PrefectFuture[ChunkTranscript], Chunk], progress: Any
             reservation.cancel(1)
         due = time.perf_counter() - reported >= PROGRESS_EVERY_S and not _all_done(waiting)
         if finished == len(futures) or due:  # a batch's chunks end together: one update
-            update_progress_artifact(progress, 100.0 * finished / len(futures))
+            progress.set(100.0 * finished / len(futures))
             reported = time.perf_counter()
     return done, statuses, errors
 
@@ -200,7 +257,7 @@ def _all_done(futures: set[PrefectFuture[ChunkTranscript]]) -> bool:
 def complete_episode(
     manifest: ChunkManifest, new: dict[int, ChunkTranscript], kept: list[ChunkTranscript],
     statuses: dict[int, str], errors: dict[int, str], reference: Reference | None, title: str,
-    settings: FlowSettings, started: float, feed: str | None = None,
+    settings: FlowSettings, started: float, background: Background, feed: str | None = None,
 ) -> dict[str, Any]:
     """Publish the chunk table; raise if chunks failed, else finish and publish the report."""
     key = quality_key(manifest.episode_id)
@@ -216,8 +273,8 @@ def complete_episode(
     out_dir = settings.transcripts_root / manifest.episode_id
     elapsed_s = time.perf_counter() - started
     _, score, files = finish(manifest, transcripts, reference, out_dir, feed, elapsed_s)
-    create_table_artifact(chunk_rows(manifest, statuses, score), key=f"chunks-{key[8:]}",
-                          description=f"chunks of {title}")
+    background.submit(create_table_artifact, chunk_rows(manifest, statuses, score),
+                      key=f"chunks-{key[8:]}", description=f"chunks of {title}")
     create_markdown_artifact(render_report(out_dir) + outputs_markdown(files), key=key,
                              description=f"quality report of {title}")
     return {
@@ -259,6 +316,7 @@ def transcribe_episode(
     """Transcribe one episode chunk by chunk, score it against ``reference`` and report."""
     started = time.perf_counter()
     settings = load_settings()
+    background = Background()
     try:
         options = TranscribeOptions(model=model, device=device, beam_size=beam_size)
         chunk_options = ChunkOptions(max_chunk_s=max_chunk_s, min_chunk_s=min(5.0, max_chunk_s),
@@ -267,12 +325,14 @@ def transcribe_episode(
         name = title or manifest.episode_id
         ref = load_reference(reference)
         new, statuses, errors = run_chunks(manifest, list(manifest.chunks), options, name,
-                                           settings)
+                                           settings, background)
         summary = complete_episode(manifest, new, [], statuses, errors, ref, name, settings,
-                                   started, feed)
+                                   started, background, feed)
     except Exception as exc:
         record_state(settings, episode_id, "failed", error=str(exc).splitlines()[0][:500])
         raise
+    finally:
+        background.close()
     record_state(settings, manifest.episode_id, "done", wer=summary["wer"])
     return summary
 
@@ -306,9 +366,14 @@ def rerun_chunks(
     options = TranscribeOptions(model=model, device=device)
     ref = load_reference(reference or _scored_reference(out_dir))
     chunks = [c for c in manifest.chunks if c.index in wanted]
-    new, statuses, errors = run_chunks(manifest, chunks, options, episode_id, settings)
-    summary = complete_episode(manifest, new, kept, statuses, errors, ref, episode_id, settings,
-                               started)
+    background = Background()
+    try:
+        new, statuses, errors = run_chunks(manifest, chunks, options, episode_id, settings,
+                                           background)
+        summary = complete_episode(manifest, new, kept, statuses, errors, ref, episode_id,
+                                   settings, started, background)
+    finally:
+        background.close()
     record_state(settings, episode_id, "done", wer=summary["wer"])
     return summary
 

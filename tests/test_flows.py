@@ -67,12 +67,54 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
         found = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=["quality-fixture-episode-1"])))
     assert found and "Worst chunks" in str(found[0].data)
+    # The chunk table is created off the flow's thread, still as an artifact of the run.
+    with get_client(sync_client=True) as client:
+        table = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["chunks-fixture-episode-1"])))
+    assert table and table[0].flow_run_id is not None
+    assert table[0].flow_run_id == found[0].flow_run_id
 
     from flows.episode import rerun_chunks
 
     again = rerun_chunks(episode_id="Fixture_Episode.1", chunk_indices=[1])
     assert again["transcribed"] == [1] and again["chunks"] == summary["chunks"]
     assert again["wer"] == pytest.approx(summary["wer"], abs=0.05)
+
+
+def test_background_calls_run_in_order_before_close_and_failures_do_not_fail_the_run(
+    prefect_api: str,
+) -> None:
+    import time
+
+    from prefect import flow
+    from prefect.context import FlowRunContext
+
+    from flows.episode import Background
+
+    calls: list[tuple[str, object]] = []
+
+    def slow(name: str) -> None:
+        time.sleep(0.2)
+        run = FlowRunContext.get()  # the flow's context travels to the background thread
+        calls.append((name, run.flow_run.id if run and run.flow_run else None))
+
+    def broken() -> None:
+        raise RuntimeError("API down")
+
+    @flow
+    def with_background() -> tuple[object, None]:
+        background = Background()
+        background.submit(slow, "first")
+        background.submit(broken)
+        background.submit(slow, "third")
+        assert calls == []  # the flow did not wait for them
+        background.close()
+        run = FlowRunContext.get()
+        return run.flow_run.id if run and run.flow_run else None, None
+
+    run_id, _ = with_background()
+    assert [name for name, _ in calls] == ["first", "third"]
+    assert all(flow_run_id == run_id for _, flow_run_id in calls) and run_id is not None
 
 
 def test_dask_task_runner_with_two_local_workers(flow_env: Path, fixtures_dir: Path) -> None:
