@@ -14,6 +14,7 @@ normaliser as every other number (``scripts/gpu_score.py OUT/<name> REFERENCE``)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import tempfile
@@ -24,6 +25,7 @@ from typing import Any
 import pipeline.batch
 from pipeline.audio import read_wav_samples, wav_num_samples
 from pipeline.chunk import ChunkOptions, chunk_audio
+from pipeline.quality import speech_end_s
 from pipeline.store import sha256_file
 from pipeline.transcribe import LoadedModel, TranscribeOptions, load_model, transcribe_chunks
 from pipeline.transcript import merge_transcripts
@@ -61,7 +63,7 @@ def _timed_runs(label: str, manifest: Any, options: TranscribeOptions, loaded: L
 
 
 def check_episode(name: str, wav: Path, loaded: LoadedModel, options: TranscribeOptions,
-                  out: Path, repeat: int) -> dict[str, Any]:
+                  out: Path, repeat: int, seek_too: bool = False) -> dict[str, Any]:
     import whisper
 
     out.mkdir(parents=True, exist_ok=True)
@@ -70,6 +72,17 @@ def check_episode(name: str, wav: Path, loaded: LoadedModel, options: Transcribe
     duration = decoded.duration_s
     print(f"{name}: {len(manifest.chunks)} chunks of {duration:.1f} s", flush=True)
     graph = _timed_runs("graph", manifest, options, loaded, repeat, out, duration, None)
+    extra: dict[str, Any] = {}
+    if seek_too:  # the same path with transcribe()'s seek instead of continue_in_window
+        seek = _timed_runs("graph-seek", manifest,
+                           dataclasses.replace(options, continue_in_window=False), loaded,
+                           repeat, out, duration, None)
+        t0 = time.perf_counter()
+        for chunk in manifest.chunks:
+            speech_end_s(read_wav_samples(chunk.path))
+        extra = {"graph_seek_s": seek, "speech_end_all_chunks_s": time.perf_counter() - t0}
+        print(f"speech_end_s of {len(manifest.chunks)} chunks on the host: "
+              f"{extra['speech_end_all_chunks_s']:.3f} s", flush=True)
     eager = _timed_runs("eager", manifest, options, loaded, max(1, repeat - 1), out, duration,
                         False)
     samples = read_wav_samples(wav)
@@ -95,6 +108,7 @@ def check_episode(name: str, wav: Path, loaded: LoadedModel, options: Transcribe
         "eager_rtfx_median": duration / sorted(eager)[len(eager) // 2],
         "baseline_s": base,
         "baseline_rtfx_best": duration / min(base),
+        **extra,
     }
 
 
@@ -106,6 +120,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=0)
     parser.add_argument("--device", default="cuda", help="cpu only to try the script here")
+    parser.add_argument("--seek-too", action="store_true",
+                        help="also time the graph path with continue_in_window off")
+    parser.add_argument("--warm-up-s", type=float, default=6.0)
     args = parser.parse_args()
 
     import torch
@@ -117,14 +134,15 @@ def main() -> None:
     if gpu:
         a = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
         t = time.time()
-        while time.time() - t < 6:  # a cold GPU idles at a low clock: ramp it up first
+        while time.time() - t < args.warm_up_s:  # a cold GPU idles at a low clock: ramp it up first
             a @ a
         torch.cuda.synchronize()
     summary: dict[str, Any] = {"device": torch.cuda.get_device_name() if gpu else "cpu",
                                "torch": torch.__version__, "episodes": []}
     for spec in args.episodes:
         name, wav = spec.split("=", 1)
-        result = check_episode(name, Path(wav), loaded, options, args.out / name, args.repeat)
+        result = check_episode(name, Path(wav), loaded, options, args.out / name, args.repeat,
+                               args.seek_too)
         summary["episodes"].append(result)
         print(json.dumps(result), flush=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))

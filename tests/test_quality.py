@@ -116,6 +116,20 @@ def test_window_times_are_in_episode_time(audio) -> None:
 # --- text signals -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("n", [1, 1023, 1024, 1025, 1024 + 160, 16000 * 7 + 13])
+def test_frame_levels_equal_each_frames_own_mean_square(n: int) -> None:
+    from pipeline.quality import FRAME_N, _frames, _levels
+
+    rng = np.random.default_rng(n)
+    samples = (rng.standard_normal(n) * rng.uniform(0.001, 0.5, n)).astype(np.float32)
+    samples[: n // 3] = 0.0  # digital silence too
+    frames = _frames(samples).astype(np.float64)
+    direct = 10 * np.log10((frames**2).sum(axis=1) / FRAME_N + 1e-12)
+    levels = _levels(samples)
+    assert levels.shape == direct.shape
+    np.testing.assert_allclose(levels, direct, atol=1e-4)
+
+
 def test_repeated_ngram() -> None:
     words = ("i am going to go " * 3 + "i am going").split(" ")
     assert repeated_ngram(words) == ("i am going", 4)
