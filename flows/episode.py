@@ -14,7 +14,7 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
@@ -136,11 +136,10 @@ class Background:
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="podscribe-artifacts")
-        self._futures: list[Future[Any]] = []
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         context = contextvars.copy_context()
-        self._futures.append(self._pool.submit(context.run, self._call, fn, args, kwargs))
+        self._pool.submit(context.run, self._call, fn, args, kwargs)
 
     @staticmethod
     def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
