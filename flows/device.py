@@ -2,7 +2,7 @@
 
 The global limit ("whisper-device") caps how many chunk transcriptions use the device at
 once across every flow run and worker. Within one process the chunk tasks that hold a slot
-hand their chunks to pipeline.batch's shared micro-batcher, which decodes them together in
+hand their chunks to pipeline.asr.batch's shared micro-batcher, which decodes them together in
 batched forward passes on the one loaded model: give the limit at least the batch size in
 slots, or batches shrink to the slot count.
 

@@ -34,17 +34,17 @@ from flows.device import Reservation, device_slot, ensure_device_limit, reserve_
 from flows.report import chunk_rows, outputs_markdown, quality_key
 from flows.runners import make_task_runner
 from flows.settings import FlowSettings, load_settings
-from pipeline import catalog
-from pipeline.batch import MicroBatcher, shared_batcher
-from pipeline.chunk import MANIFEST_NAME, ChunkOptions, load_manifest, verify_chunk
+from pipeline.sources import catalog
+from pipeline.asr.batch import MicroBatcher, shared_batcher
+from pipeline.audio.chunk import MANIFEST_NAME, ChunkOptions, load_manifest, verify_chunk
 from pipeline.episode import finish_episode, prepare_episode
-from pipeline.errors import FeedError, OptionsError, PodscribeError, TranscriptionError
-from pipeline.reference import Reference, read_reference
-from pipeline.report import load_report_input, preload_plotting, render_markdown_report
-from pipeline.store import read_json
-from pipeline.transcribe import TranscribeOptions
-from pipeline.transcript import load_transcript
-from pipeline.types import Chunk, ChunkManifest, ChunkTranscript
+from pipeline.core.errors import FeedError, OptionsError, PodscribeError, TranscriptionError
+from pipeline.sources.reference import Reference, read_reference
+from pipeline.quality.report import load_report_input, preload_plotting, render_markdown_report
+from pipeline.core.store import read_json
+from pipeline.asr.whisper import TranscribeOptions
+from pipeline.core.transcript import load_transcript
+from pipeline.core.types import Chunk, ChunkManifest, ChunkTranscript
 
 # Flow runs of this process end as soon as their body returns (flows/heartbeat.py).
 heartbeat.install()

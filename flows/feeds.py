@@ -17,8 +17,8 @@ from prefect.runtime import deployment
 
 from flows.episode import transcribe_episode
 from flows.settings import load_settings
-from pipeline import catalog
-from pipeline.feed import Feed, FeedEpisode, best_transcript, fetch_feed
+from pipeline.sources import catalog
+from pipeline.sources.feed import Feed, FeedEpisode, best_transcript, fetch_feed
 
 TRANSCRIBE_DEPLOYMENT = "transcribe-episode/transcribe-episode"
 

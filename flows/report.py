@@ -1,6 +1,6 @@
 """Artifact helpers of an episode run: the report key, the chunk table rows, the outputs list.
 
-The quality report itself is pipeline.report's markdown; only Prefect-side shaping is here.
+The quality report itself is pipeline.quality.report's markdown; only Prefect-side shaping is here.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline.store import slugify
-from pipeline.types import ChunkManifest, Score
+from pipeline.core.store import slugify
+from pipeline.core.types import ChunkManifest, Score
 
 
 def quality_key(episode_id: str) -> str:

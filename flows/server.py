@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from pipeline.errors import PodscribeError
+from pipeline.core.errors import PodscribeError
 
 STARTUP_TIMEOUT_S = 120.0  # a fresh SQLite server needs 10-15 s here, more on a busy machine
 OFFLINE_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}

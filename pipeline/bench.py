@@ -1,7 +1,7 @@
 """Benchmark: openai-whisper's own ``transcribe()`` against the podscribe pipeline, one process.
 
 Both use the same loaded weights (loaded before any timing), the same thread count and the same
-text normaliser (``pipeline.score.score_texts``), so their ratio means something on a shared,
+text normaliser (``pipeline.quality.score.score_texts``), so their ratio means something on a shared,
 noisy machine where absolute times do not. The pipeline runs end to end as ``podscribe
 transcribe`` does (decode, chunk, transcribe, quality checks and repair, score, write) into
 fresh temporary folders, so nothing is reused from earlier runs.
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import OptionsError
-from pipeline.transcribe import BACKENDS
+from pipeline.core.errors import OptionsError
+from pipeline.asr.whisper import BACKENDS
 
 BASELINE_DEFAULT = "whisper-transcribe-default"
 BASELINE_DETERMINISTIC = "whisper-transcribe-t0-nocond"
@@ -196,7 +196,7 @@ def machine_description(device: str) -> str:
 
 
 def _wer(text: str, reference: str) -> float | None:
-    from pipeline.score import score_texts
+    from pipeline.quality.score import score_texts
 
     return score_texts(text, reference).wer
 
@@ -330,15 +330,15 @@ def run_bench(
         )
     import torch
 
-    from pipeline.reference import read_reference
-    from pipeline.transcribe import TranscribeOptions, load_model
+    from pipeline.sources.reference import read_reference
+    from pipeline.asr.whisper import TranscribeOptions, load_model
 
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     ref = read_reference(reference_source)
     options = TranscribeOptions(model=model, device=device, batch_size=batch_size)
     loaded = load_model(options)  # both runs use these weights, loaded before any timing
-    from pipeline.batch import resolve_batch_size
+    from pipeline.asr.batch import resolve_batch_size
 
     effective_batch = resolve_batch_size(batch_size, loaded)
     _warm_up(loaded.model, loaded.device)
@@ -412,9 +412,9 @@ def run_bench_ct2(
     log: Callable[[str], None] | None,
 ) -> BenchResult:
     """faster-whisper's batched pipeline (batch 8) vs podscribe on the faster-whisper backend."""
-    from pipeline.backend_ct2 import load_ct2_model
-    from pipeline.reference import read_reference
-    from pipeline.transcribe import TranscribeOptions
+    from pipeline.asr.ct2 import load_ct2_model
+    from pipeline.sources.reference import read_reference
+    from pipeline.asr.whisper import TranscribeOptions
 
     threads = threads or os.cpu_count() or 1
     ref = read_reference(reference_source)

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.audio import decode_audio
-from pipeline.chunk import ChunkOptions, chunk_audio
-from pipeline.fetch import episode_id_for, fetch_source
-from pipeline.history import HISTORY_NAME, append_record, make_record, new_run_id
-from pipeline.quality import QualityReport, assess_chunks
-from pipeline.reference import Reference
-from pipeline.report import (
+from pipeline.audio.decode import decode_audio
+from pipeline.audio.chunk import ChunkOptions, chunk_audio
+from pipeline.sources.fetch import episode_id_for, fetch_source
+from pipeline.quality.history import HISTORY_NAME, append_record, make_record, new_run_id
+from pipeline.quality.signals import QualityReport, assess_chunks
+from pipeline.sources.reference import Reference
+from pipeline.quality.report import (
     QUALITY_NAME,
     REFERENCE_NAME,
     REPORT_NAME,
@@ -28,16 +28,16 @@ from pipeline.report import (
     preload_plotting,
     render_html_report,
 )
-from pipeline.score import score_transcript
-from pipeline.store import (
+from pipeline.quality.score import score_transcript
+from pipeline.core.store import (
     DEFAULT_AUDIO_ROOT,
     DEFAULT_TRANSCRIPTS_ROOT,
     write_json_atomic,
     write_text_atomic,
 )
-from pipeline.transcript import merge_transcripts, write_transcript
-from pipeline.types import ChunkManifest, ChunkTranscript, Score, Transcript, to_dict
-from pipeline.version import code_version
+from pipeline.core.transcript import merge_transcripts, write_transcript
+from pipeline.core.types import ChunkManifest, ChunkTranscript, Score, Transcript, to_dict
+from pipeline.core.version import code_version
 
 # Distinct from any downloaded file name, so decoding never targets its own input.
 DECODED_NAME = "decoded-16k-mono.wav"
@@ -185,9 +185,9 @@ def run_episode(
 ) -> EpisodeResult:
     """Transcribe (and score) one episode; nothing is written to ``out_dir`` unless all succeed."""
     # Imported here: torch and whisper load only when transcription really starts.
-    from pipeline.models import resolve_model
-    from pipeline.repair import RepairPolicy, repair_chunks
-    from pipeline.transcribe import TranscribeOptions, load_model, transcribe_chunks
+    from pipeline.asr.weights import resolve_model
+    from pipeline.quality.repair import RepairPolicy, repair_chunks
+    from pipeline.asr.whisper import TranscribeOptions, load_model, transcribe_chunks
 
     started = time.perf_counter()
     options = transcribe_options or TranscribeOptions()

@@ -45,12 +45,12 @@ print("warm-up done")
 EOF
 
 # GPU: baseline transcribe() and the pipeline, 3 interleaved repetitions, batch from free memory.
-"$PY" -m pipeline.cli bench "$EPISODE" --reference "$REFERENCE" --model "$MODEL" \
+"$PY" -m pipeline.cli.app bench "$EPISODE" --reference "$REFERENCE" --model "$MODEL" \
   --device cuda --repeat 3 --no-deterministic-baseline --json | tee "$OUT/bench-gpu.log"
 tail -n 1 "$OUT/bench-gpu.log" > "$OUT/bench-gpu.json"
 
 # CPU, same weights and machine: the WER the GPU result is compared with.
-"$PY" -m pipeline.cli transcribe "$EPISODE" --reference "$REFERENCE" --model "$MODEL" \
+"$PY" -m pipeline.cli.app transcribe "$EPISODE" --reference "$REFERENCE" --model "$MODEL" \
   --device cpu --audio-root "$OUT/audio" --transcripts-root "$OUT/transcripts" \
   --episode-id dev-cpu --json | tee "$OUT/transcribe-cpu.log"
 tail -n 1 "$OUT/transcribe-cpu.log" > "$OUT/transcribe-cpu.json"

@@ -4,7 +4,7 @@ The GPU machine has torch but no ffmpeg and no internet, so this starts from dec
 (made here with ffmpeg) and runs only what needs the GPU: chunking (pydub, no ffmpeg), batched
 transcription on cuda (timed, after a warm-up), and openai-whisper's own ``transcribe()`` on the
 same samples as the baseline. For each episode it times the default GPU path (greedy steps over
-a static KV cache, one CUDA graph per step: pipeline.static_decode) and the eager batched loop
+a static KV cache, one CUDA graph per step: pipeline.asr.static_decode) and the eager batched loop
 (``static=False``), and writes every transcript to OUT as JSON, scored back here with the same
 normaliser as every other number (``scripts/gpu_score.py OUT/<name> REFERENCE``).
 
@@ -22,16 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pipeline.batch
-from pipeline.audio import read_wav_samples, wav_num_samples
-from pipeline.chunk import ChunkOptions, chunk_audio
-from pipeline.quality import speech_end_s
-from pipeline.store import sha256_file
-from pipeline.transcribe import LoadedModel, TranscribeOptions, load_model, transcribe_chunks
-from pipeline.transcript import merge_transcripts
-from pipeline.types import DecodedAudio, to_dict
+import pipeline.asr.batch
+from pipeline.audio.decode import read_wav_samples, wav_num_samples
+from pipeline.audio.chunk import ChunkOptions, chunk_audio
+from pipeline.quality.signals import speech_end_s
+from pipeline.core.store import sha256_file
+from pipeline.asr.whisper import LoadedModel, TranscribeOptions, load_model, transcribe_chunks
+from pipeline.core.transcript import merge_transcripts
+from pipeline.core.types import DecodedAudio, to_dict
 
-_DECODE = pipeline.batch.decode_batch
+_DECODE = pipeline.asr.batch.decode_batch
 
 
 def _sync() -> None:
@@ -43,7 +43,7 @@ def _sync() -> None:
 
 def _timed_runs(label: str, manifest: Any, options: TranscribeOptions, loaded: LoadedModel,
                 repeat: int, out: Path, duration_s: float, static: bool | None) -> list[float]:
-    pipeline.batch.decode_batch = functools.partial(_DECODE, static=static)  # type: ignore
+    pipeline.asr.batch.decode_batch = functools.partial(_DECODE, static=static)  # type: ignore
     try:
         transcribe_chunks(manifest.chunks, options, loaded=loaded)  # graphs captured, warm
         runs = []
@@ -59,7 +59,7 @@ def _timed_runs(label: str, manifest: Any, options: TranscribeOptions, loaded: L
         (out / f"pipeline-{label}.json").write_text(json.dumps(to_dict(transcript)))
         return runs
     finally:
-        pipeline.batch.decode_batch = _DECODE  # type: ignore
+        pipeline.asr.batch.decode_batch = _DECODE  # type: ignore
 
 
 def check_episode(name: str, wav: Path, loaded: LoadedModel, options: TranscribeOptions,

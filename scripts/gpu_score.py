@@ -9,9 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.reference import read_reference
-from pipeline.score import score_texts, score_transcript
-from pipeline.transcript import load_transcript
+from pipeline.sources.reference import read_reference
+from pipeline.quality.score import score_texts, score_transcript
+from pipeline.core.transcript import load_transcript
 
 
 def main() -> None:

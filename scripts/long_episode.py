@@ -17,7 +17,7 @@ import argparse
 import subprocess
 from pathlib import Path
 
-from pipeline.audio import find_ffmpeg
+from pipeline.audio.decode import find_ffmpeg
 
 
 def main() -> None:

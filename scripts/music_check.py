@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.audio import find_ffmpeg  # noqa: E402
+from pipeline.audio.decode import find_ffmpeg  # noqa: E402
 from pipeline.episode import prepare_episode, run_episode  # noqa: E402
-from pipeline.quality import QualityReport  # noqa: E402
-from pipeline.types import ChunkManifest  # noqa: E402
+from pipeline.quality.signals import QualityReport  # noqa: E402
+from pipeline.core.types import ChunkManifest  # noqa: E402
 
 DEFAULT_EPISODE = ROOT.parent / "shared" / "eval" / "dev-episode" / "episode.mp3"
 EDGE_S = 0.3  # original audio kept at each end of the chunk: the chunker's silences stay put
@@ -102,7 +102,7 @@ def main() -> int:
     parser.add_argument("--no-repair", action="store_true", help="flag only, no retries")
     args = parser.parse_args()
 
-    from pipeline.repair import RepairPolicy
+    from pipeline.quality.repair import RepairPolicy
 
     original = prepare_episode(str(args.episode), "music-check-original", args.work / "audio")
     index = args.chunk if args.chunk is not None else len(original.chunks) // 2

@@ -36,7 +36,7 @@ def _tensor_digest(state: dict[str, torch.Tensor]) -> str:
 def pack(model: str, out: Path) -> None:
     """Write ``model`` (a name podscribe resolves, or a .pt path) as a byte-plane xz file."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pipeline.models import resolve_model
+    from pipeline.asr.weights import resolve_model
 
     info = resolve_model(model)
     ckpt = torch.load(info.path, map_location="cpu", weights_only=True)

@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_plain(source: str, reference: str, max_chunk_s: float, work: Path) -> tuple[float, int]:
     """The pipeline without Prefect; returns (seconds, chunks)."""
     from flows.settings import load_settings
-    from pipeline.batch import shared_batcher
-    from pipeline.chunk import ChunkOptions, verify_chunk
+    from pipeline.asr.batch import shared_batcher
+    from pipeline.audio.chunk import ChunkOptions, verify_chunk
     from pipeline.episode import finish_episode, prepare_episode
-    from pipeline.reference import read_reference
-    from pipeline.transcribe import TranscribeOptions
+    from pipeline.sources.reference import read_reference
+    from pipeline.asr.whisper import TranscribeOptions
 
     started = time.perf_counter()
     options = TranscribeOptions()
@@ -84,7 +84,7 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from pipeline.transcribe import TranscribeOptions, load_model
+    from pipeline.asr.whisper import TranscribeOptions, load_model
 
     load_model(TranscribeOptions())  # neither side pays for loading weights
     plain: list[float] = []

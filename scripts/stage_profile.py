@@ -23,10 +23,10 @@ def main() -> None:
 
     import whisper.model
 
-    import pipeline.batch as batch
-    from pipeline.chunk import ChunkOptions
+    import pipeline.asr.batch as batch
+    from pipeline.audio.chunk import ChunkOptions
     from pipeline.episode import prepare_episode
-    from pipeline.transcribe import TranscribeOptions, load_model
+    from pipeline.asr.whisper import TranscribeOptions, load_model
 
     seconds: collections.Counter[str] = collections.Counter()
     calls: collections.Counter[str] = collections.Counter()

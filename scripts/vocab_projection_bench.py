@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from pipeline.static_decode import vocab_logits
+from pipeline.asr.static_decode import vocab_logits
 
 
 def per_call_ms(fn, repeat: int = 40) -> float:  # noqa: ANN001

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.audio import find_ffmpeg
+from pipeline.audio.decode import find_ffmpeg
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
 

@@ -31,7 +31,7 @@ def test_ruff_bans_prefect_in_pipeline() -> None:
 def test_light_stages_do_not_import_torch() -> None:
     """Feed, chunk and score code start fast: torch loads only for transcription."""
     code = (
-        "import sys, pipeline.chunk, pipeline.audio, pipeline.fetch, pipeline.transcript; "
+        "import sys, pipeline.audio.chunk, pipeline.audio.decode, pipeline.sources.fetch, pipeline.core.transcript; "
         "print('torch' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

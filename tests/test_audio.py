@@ -11,9 +11,9 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from pipeline.audio import decode_audio, find_ffmpeg, read_wav_samples
-from pipeline.errors import AudioError
-from pipeline.types import SAMPLE_RATE
+from pipeline.audio.decode import decode_audio, find_ffmpeg, read_wav_samples
+from pipeline.core.errors import AudioError
+from pipeline.core.types import SAMPLE_RATE
 
 TOLERANCE_S = 0.050
 TONE = "sine=frequency=440:duration=3"  # lavfi's sine has amplitude 1/8

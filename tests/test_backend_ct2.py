@@ -1,4 +1,4 @@
-"""The faster-whisper backend (pipeline/backend_ct2.py) behind TranscribeOptions."""
+"""The faster-whisper backend (pipeline/asr/ct2.py) behind TranscribeOptions."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import OptionsError
-from pipeline.transcribe import TranscribeOptions
+from pipeline.core.errors import OptionsError
+from pipeline.asr.whisper import TranscribeOptions
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -27,9 +27,9 @@ def test_backend_option_validated() -> None:
 
 @pytest.mark.slow
 def test_transcribes_chunks_in_episode_time(tmp_path: Path) -> None:
-    from pipeline.audio import decode_audio
-    from pipeline.chunk import ChunkOptions, chunk_audio
-    from pipeline.transcribe import transcribe_chunks
+    from pipeline.audio.decode import decode_audio
+    from pipeline.audio.chunk import ChunkOptions, chunk_audio
+    from pipeline.asr.whisper import transcribe_chunks
 
     decoded = decode_audio(FIXTURES / "episode.mp3", tmp_path / "a.wav")
     options_c = ChunkOptions(max_chunk_s=12.0)
@@ -52,7 +52,7 @@ def test_transcribes_chunks_in_episode_time(tmp_path: Path) -> None:
 def test_cli_backend_faster_whisper_json(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from pipeline.cli.app import app
 
     result = CliRunner().invoke(
         app,
@@ -91,10 +91,10 @@ def test_a_window_goes_on_in_place_after_an_early_pair(
 
     import numpy as np
 
-    import pipeline.backend_ct2 as ct2
-    from pipeline.audio import decode_audio, read_wav_samples
-    from pipeline.store import sha256_file
-    from pipeline.types import SAMPLE_RATE, Chunk
+    import pipeline.asr.ct2 as ct2
+    from pipeline.audio.decode import decode_audio, read_wav_samples
+    from pipeline.core.store import sha256_file
+    from pipeline.core.types import SAMPLE_RATE, Chunk
 
     episode = read_wav_samples(decode_audio(FIXTURES / "episode.mp3", tmp_path / "e.wav").path)
     first, second = episode[10 * SAMPLE_RATE : 20 * SAMPLE_RATE], episode[20 * SAMPLE_RATE :]
@@ -129,7 +129,7 @@ def test_a_window_goes_on_in_place_after_an_early_pair(
 
 
 def test_continuation_token_helpers() -> None:
-    from pipeline.backend_ct2 import _first_segment, _last_segment
+    from pipeline.asr.ct2 import _first_segment, _last_segment
 
     tb = 50363  # tiny.en's first timestamp token; text tokens lie below it
     tokens = [tb, 10, 11, tb + 100, tb + 100, 12, 13, tb + 250]

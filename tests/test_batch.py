@@ -13,8 +13,8 @@ import torch
 from whisper.decoding import ApplyTimestampRules, DecodingOptions, GreedyDecoder, SuppressTokens
 from whisper.tokenizer import get_tokenizer
 
-from pipeline.audio import decode_audio, read_wav_samples
-from pipeline.batch import (
+from pipeline.audio.decode import decode_audio, read_wav_samples
+from pipeline.asr.batch import (
     BatchTranscriber,
     ContinueInWindow,
     DeviceSuppressTokens,
@@ -24,13 +24,13 @@ from pipeline.batch import (
     decode_batch,
     transcribe_chunks_batched,
 )
-from pipeline.chunk import ChunkOptions, chunk_audio
-from pipeline.errors import OptionsError
-from pipeline.score import normalize_words
-from pipeline.static_decode import greedy_update, vocab_logits
-from pipeline.store import sha256_file
-from pipeline.transcribe import TranscribeOptions, load_model, transcribe_chunk
-from pipeline.types import SAMPLE_RATE, Chunk
+from pipeline.audio.chunk import ChunkOptions, chunk_audio
+from pipeline.core.errors import OptionsError
+from pipeline.quality.score import normalize_words
+from pipeline.asr.static_decode import greedy_update, vocab_logits
+from pipeline.core.store import sha256_file
+from pipeline.asr.whisper import TranscribeOptions, load_model, transcribe_chunk
+from pipeline.core.types import SAMPLE_RATE, Chunk
 
 TOKENIZER = get_tokenizer(False)  # tiny.en's: English-only vocabulary
 SAMPLE_BEGIN = len(TOKENIZER.sot_sequence)  # English-only: <|startoftranscript|> alone

@@ -17,7 +17,7 @@ from pipeline.bench import (
     run_bench,
     sampled_peak_rss,
 )
-from pipeline.errors import OptionsError
+from pipeline.core.errors import OptionsError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def test_unknown_backend_is_refused(fixtures_dir: Path) -> None:
 @pytest.mark.slow
 def test_bench_cli_json_on_the_fixture_episode(fixtures_dir: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "bench", str(fixtures_dir / "episode.mp3"),
+        [sys.executable, "-m", "flows.cli", "bench", str(fixtures_dir / "episode.mp3"),
          "--reference", str(fixtures_dir / "episode.txt"), "--json",
          "--no-deterministic-baseline"],
         capture_output=True, text=True, cwd=REPO, timeout=900,

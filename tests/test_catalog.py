@@ -14,10 +14,10 @@ from conftest import LocalHTTPServer, Reply
 from feedgen import Item, rss
 from typer.testing import CliRunner
 
-from pipeline import catalog
-from pipeline.cli_feeds import register
-from pipeline.errors import FeedError, OptionsError
-from pipeline.feed import Feed, parse_feed
+from pipeline.sources import catalog
+from pipeline.cli.feeds import register
+from pipeline.core.errors import FeedError, OptionsError
+from pipeline.sources.feed import Feed, parse_feed
 
 ROOT = Path(__file__).resolve().parent.parent
 FEED_URL = "http://example.org/feed.xml"
@@ -124,7 +124,7 @@ def test_another_process_sees_updates(db: Path) -> None:
     [one] = catalog.record_feed_episodes(db, _feed(1))
     catalog.set_episode_state(db, one.episode_id, "done", wer=0.25)
     seen = _in_subprocess(
-        f"from pipeline import catalog; r = catalog.get_episode({str(db)!r}, "
+        f"from pipeline.sources import catalog; r = catalog.get_episode({str(db)!r}, "
         f"{one.episode_id!r}); print(r.state, r.last_wer); "
         f"catalog.set_episode_state({str(db)!r}, {one.episode_id!r}, 'failed', error='gpu')"
     )
@@ -137,7 +137,7 @@ def test_concurrent_polls_record_each_episode_once(db: Path, tmp_path: Path) -> 
     feed_file = tmp_path / "feed.xml"
     feed_file.write_bytes(rss("Show", [_item(n) for n in range(1, 9)]))
     code = (
-        "from pipeline import catalog, feed; "
+        "from pipeline.sources import catalog, feed; "
         f"f = feed.fetch_feed({str(feed_file)!r}); "
         f"print(' '.join(e.guid for e in catalog.record_feed_episodes({str(db)!r}, f)))"
     )

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.audio import decode_audio, read_wav_pcm, read_wav_samples
-from pipeline.chunk import ChunkOptions, chunk_audio, find_cut, load_manifest
-from pipeline.errors import OptionsError
-from pipeline.types import SAMPLE_RATE, ChunkManifest
+from pipeline.audio.decode import decode_audio, read_wav_pcm, read_wav_samples
+from pipeline.audio.chunk import ChunkOptions, chunk_audio, find_cut, load_manifest
+from pipeline.core.errors import OptionsError
+from pipeline.core.types import SAMPLE_RATE, ChunkManifest
 
 TOLERANCE_S = 0.050
 # Tone with a 0.6 s pause every 7 s (starting at 5 s): every 10 s search region holds a whole one.
@@ -235,8 +235,8 @@ def test_invalid_options_raise(kwargs):
 MEASURE_RSS = """
 import json, resource, sys
 from pathlib import Path
-from pipeline.chunk import chunk_audio
-from pipeline.types import DecodedAudio
+from pipeline.audio.chunk import chunk_audio
+from pipeline.core.types import DecodedAudio
 audio = DecodedAudio(path=Path(sys.argv[1]), num_samples=int(sys.argv[2]), source_sha256="x")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 manifest = chunk_audio(audio, Path(sys.argv[3]), "long")

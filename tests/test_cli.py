@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def podscribe(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     env = os.environ | {"COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *map(str, args)],
+        [sys.executable, "-m", "flows.cli", *map(str, args)],
         cwd=cwd,
         capture_output=True,
         text=True,

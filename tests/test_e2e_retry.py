@@ -62,7 +62,7 @@ def served(prefect_ui_server: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "serve", "--poll-every", "0"],
+            [sys.executable, "-m", "flows.cli", "serve", "--poll-every", "0"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield env | {"log": str(log)}

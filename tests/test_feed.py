@@ -10,8 +10,8 @@ import pytest
 from conftest import LocalHTTPServer, Reply
 from feedgen import Item, atom, rss
 
-from pipeline.errors import FeedError
-from pipeline.feed import (
+from pipeline.core.errors import FeedError
+from pipeline.sources.feed import (
     FeedEpisode,
     TranscriptLink,
     best_transcript,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import FetchError, SourceError
-from pipeline.fetch import episode_id_for, fetch_source
+from pipeline.core.errors import FetchError, SourceError
+from pipeline.sources.fetch import episode_id_for, fetch_source
 
 BODY = random.Random(0).randbytes(200_000)  # stands in for an mp3; only bytes matter here
 FAST = {"backoff_s": 0.01}  # retries without the real backoff's seconds of waiting

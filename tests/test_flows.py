@@ -32,7 +32,7 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
 
     import flows.episode
     from flows.episode import transcribe_episode
-    from pipeline.batch import shared_batcher
+    from pipeline.asr.batch import shared_batcher
 
     # However slow this machine's API server is, let the slot acquisition finish before the
     # chunks are handed over (the wait ends as soon as it has).
@@ -160,7 +160,7 @@ def test_poll_transcribes_new_episodes_once_and_survives_a_404_feed(
     flow_env: Path, http_server: LocalHTTPServer
 ) -> None:
     from flows.feeds import poll_feeds
-    from pipeline import catalog
+    from pipeline.sources import catalog
 
     feed_url = _demo_feed(http_server, [1, 2])
     missing = http_server.url("/gone.xml")  # 404

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.history import (
+from pipeline.cli.app import app
+from pipeline.quality.history import (
     HistoryError,
     append_record,
     compare_runs,
@@ -19,8 +19,8 @@ from pipeline.history import (
     read_history,
     select_runs,
 )
-from pipeline.score import score_transcript
-from pipeline.types import ChunkTranscript, ModelInfo, Segment, Transcript
+from pipeline.quality.score import score_transcript
+from pipeline.core.types import ChunkTranscript, ModelInfo, Segment, Transcript
 
 REFERENCE = "red green blue gold. cat dog cow pig."
 

@@ -1,4 +1,4 @@
-"""Tests for pipeline.models: CTranslate2 parsing, conversion, resolving, caching, loading."""
+"""Tests for pipeline.asr.weights: CTranslate2 parsing, conversion, resolving, caching, loading."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import ModelError
-from pipeline.models import (
+from pipeline.core.errors import ModelError
+from pipeline.asr.weights import (
     convert_ct2_model,
     list_models,
     load_whisper_model,

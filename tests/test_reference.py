@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import FetchError, ReferenceError
-from pipeline.reference import decode_reference, parse_reference_text, read_reference
+from pipeline.core.errors import FetchError, ReferenceError
+from pipeline.sources.reference import decode_reference, parse_reference_text, read_reference
 
 SRT = """1
 00:00:01,000 --> 00:00:03,500

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.cli.app import app
 from pipeline.episode import finish_episode, prepare_episode
-from pipeline.history import HISTORY_NAME, read_history
-from pipeline.reference import read_reference
-from pipeline.report import (
+from pipeline.quality.history import HISTORY_NAME, read_history
+from pipeline.sources.reference import read_reference
+from pipeline.quality.report import (
     ReportInput,
     confusion_pairs,
     load_report_input,
@@ -23,8 +23,8 @@ from pipeline.report import (
     render_markdown_report,
     worst_chunks,
 )
-from pipeline.score import align_words, normalize_words, score_transcript
-from pipeline.types import ChunkManifest, ChunkTranscript, ModelInfo, Segment, Transcript
+from pipeline.quality.score import align_words, normalize_words, score_transcript
+from pipeline.core.types import ChunkManifest, ChunkTranscript, ModelInfo, Segment, Transcript
 
 MODEL = ModelInfo(name="tiny.en", sha256="ab" * 32, source="test data", path=Path("t.pt"))
 
@@ -233,7 +233,7 @@ def test_plotting_is_preloaded_on_a_thread() -> None:
 
     code = (
         "import sys, threading\n"
-        "from pipeline.report import preload_plotting\n"
+        "from pipeline.quality.report import preload_plotting\n"
         "assert 'matplotlib' not in sys.modules\n"
         "t = preload_plotting()\n"
         "assert t is not threading.current_thread() and t.daemon\n"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ReferenceError
-from pipeline.score import (
+from pipeline.core.errors import ReferenceError
+from pipeline.quality.score import (
     align_words,
     chunk_alignment,
     cut_error_rates,
@@ -19,7 +19,7 @@ from pipeline.score import (
     score_transcript,
     segment_error_counts,
 )
-from pipeline.types import (
+from pipeline.core.types import (
     ChunkTranscript,
     ModelInfo,
     Segment,
@@ -61,7 +61,7 @@ def test_normalize_text(text: str, expected: str) -> None:
 def test_importing_score_does_not_import_torch() -> None:
     """Scoring starts fast: Whisper's normalizers load without whisper/__init__ (torch)."""
     code = (
-        "import sys, pipeline.score as s; s.normalize_text('twenty five'); "
+        "import sys, pipeline.quality.score as s; s.normalize_text('twenty five'); "
         "print('torch' in sys.modules, 'whisper' in sys.modules)"
     )
     done = subprocess.run(

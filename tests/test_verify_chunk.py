@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.audio import decode_audio
-from pipeline.chunk import ChunkOptions, chunk_audio, verify_chunk
-from pipeline.errors import ChunkError
+from pipeline.audio.decode import decode_audio
+from pipeline.audio.chunk import ChunkOptions, chunk_audio, verify_chunk
+from pipeline.core.errors import ChunkError
 
 
 def test_verify_chunk_passes_intact_and_names_changed_chunk(

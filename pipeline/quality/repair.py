@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import OptionsError
-from pipeline.quality import (
+from pipeline.core.errors import OptionsError
+from pipeline.quality.signals import (
     ChunkFlags,
     ChunkSignals,
     QualityReport,
@@ -32,7 +32,7 @@ from pipeline.quality import (
     Repair,
     assess_chunk,
 )
-from pipeline.types import Chunk, ChunkManifest, ChunkTranscript
+from pipeline.core.types import Chunk, ChunkManifest, ChunkTranscript
 
 FLAG_NAMES = ("hallucination", "dropped_speech", "low_confidence")
 
@@ -102,7 +102,7 @@ def repair_chunks(
     (loaded here when None). The report's signals and flags describe the kept results; its
     ``repairs`` say what was retried, with the signals before and after.
     """
-    from pipeline.transcribe import load_model, transcribe_chunk  # torch only when retrying
+    from pipeline.asr.whisper import load_model, transcribe_chunk  # torch only when retrying
 
     policy = policy or RepairPolicy()
     t = thresholds or QualityThresholds()

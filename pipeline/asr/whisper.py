@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.audio import read_wav_samples
-from pipeline.errors import OptionsError, TranscriptionError
-from pipeline.models import load_whisper_model, resolve_model
-from pipeline.types import Chunk, ChunkTranscript, ModelInfo, Segment
+from pipeline.audio.decode import read_wav_samples
+from pipeline.core.errors import OptionsError, TranscriptionError
+from pipeline.asr.weights import load_whisper_model, resolve_model
+from pipeline.core.types import Chunk, ChunkTranscript, ModelInfo, Segment
 
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("openai-whisper", "faster-whisper")  # faster-whisper: pipeline/backend_ct2.py
+BACKENDS = ("openai-whisper", "faster-whisper")  # faster-whisper: pipeline/asr/ct2.py
 # Whisper's own defaults for deciding that a decode failed and a hotter one should be tried.
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MAX_BATCH_SIZE = 256  # windows per forward pass; more only costs memory
@@ -55,7 +55,7 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6
     # Optional text (names, jargon) given to the decoder as context for every chunk.
     initial_prompt: str | None = None
-    # Chunk windows decoded together by `transcribe_chunks` (pipeline/batch.py); 1 decodes each
+    # Chunk windows decoded together by `transcribe_chunks` (pipeline/asr/batch.py); 1 decodes each
     # chunk alone (with whisper.transcribe when continue_in_window is off); 0 picks a size
     # from free GPU memory (8 on CPU).
     # A chunk's text does not depend on it (see BENCHMARKS.md for the floating-point caveat).
@@ -142,7 +142,7 @@ class LoadedModel:
 def load_model(options: TranscribeOptions) -> LoadedModel:
     """Resolve and load the options' model once per process (models caches it)."""
     if options.backend == "faster-whisper":
-        from pipeline.backend_ct2 import load_ct2_model
+        from pipeline.asr.ct2 import load_ct2_model
 
         ct2 = load_ct2_model(options.model, options.device)
         return LoadedModel(model=ct2, info=ct2.info, device=ct2.device)
@@ -207,7 +207,7 @@ def transcribe_chunk(
     loaded = loaded or load_model(options)
     if options.continue_in_window and _batchable(options, loaded):
         # whisper.transcribe has no such rule: the batched engine, with a batch of one.
-        from pipeline.batch import transcribe_chunks_batched
+        from pipeline.asr.batch import transcribe_chunks_batched
 
         return transcribe_chunks_batched([chunk], options, loaded=loaded)[0]
     try:
@@ -252,16 +252,16 @@ def transcribe_chunks(
     """Transcribe chunks, calling ``on_done`` as each finishes (for progress bars).
 
     With ``options.batch_size`` other than 1, chunk windows are decoded in batches
-    (``pipeline.batch``); results come back in chunk order either way.
+    (``pipeline.asr.batch``); results come back in chunk order either way.
     """
     loaded = loaded or load_model(options)
     if options.backend == "faster-whisper":
-        from pipeline.backend_ct2 import LoadedCT2, transcribe_chunks_ct2
+        from pipeline.asr.ct2 import LoadedCT2, transcribe_chunks_ct2
 
         ct2 = loaded.model if isinstance(loaded.model, LoadedCT2) else None
         return transcribe_chunks_ct2(chunks, options, on_done=on_done, loaded=ct2)
     if options.batch_size != 1 and _batchable(options, loaded):
-        from pipeline.batch import transcribe_chunks_batched
+        from pipeline.asr.batch import transcribe_chunks_batched
 
         return transcribe_chunks_batched(chunks, options, on_done=on_done, loaded=loaded)
     results = []

@@ -33,10 +33,10 @@ import numpy as np
 from pydub import AudioSegment
 from pydub.silence import detect_silence
 
-from pipeline.audio import CHANNELS, SAMPLE_WIDTH, read_wav_pcm
-from pipeline.errors import ChunkError, OptionsError
-from pipeline.store import atomic_path, read_json, sha256_file, write_json_atomic
-from pipeline.types import (
+from pipeline.audio.decode import CHANNELS, SAMPLE_WIDTH, read_wav_pcm
+from pipeline.core.errors import ChunkError, OptionsError
+from pipeline.core.store import atomic_path, read_json, sha256_file, write_json_atomic
+from pipeline.core.types import (
     SAMPLE_RATE,
     Chunk,
     ChunkManifest,

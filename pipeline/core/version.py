@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline import __version__
 
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]
 
 
 @functools.cache

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.errors import PodscribeError
+from pipeline.core.errors import PodscribeError
 
 _out = Console()
 _err = Console(stderr=True)
@@ -41,7 +41,7 @@ def report(
     ] = True,
 ) -> None:
     """Rebuild transcripts/<episode>/report.html from the episode's files and open it."""
-    from pipeline.report import rebuild_report
+    from pipeline.quality.report import rebuild_report
 
     folder = Path(episode)
     if not (folder / "transcript.json").exists():
@@ -65,7 +65,7 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
 ) -> None:
     """WER per episode over runs and models, oldest run first."""
-    from pipeline.history import HISTORY_NAME, read_history, select_runs
+    from pipeline.quality.history import HISTORY_NAME, read_history, select_runs
 
     runs = select_runs(read_history(transcripts_root / HISTORY_NAME), feed, episode)
     if as_json:
@@ -102,7 +102,7 @@ def compare(
     ] = False,
 ) -> None:
     """List the chunks that got better or worse from run A to run B."""
-    from pipeline.history import HISTORY_NAME, compare_runs, find_run, read_history
+    from pipeline.quality.history import HISTORY_NAME, compare_runs, find_run, read_history
 
     records = read_history(transcripts_root / HISTORY_NAME)
     a, b = find_run(records, run_a), find_run(records, run_b)

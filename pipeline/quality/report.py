@@ -22,17 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PodscribeError
-from pipeline.quality import ChunkSignals, QualityReport, quality_report_from_dict
-from pipeline.score import (
+from pipeline.core.errors import PodscribeError
+from pipeline.quality.signals import ChunkSignals, QualityReport, quality_report_from_dict
+from pipeline.quality.score import (
     AlignedWord,
     WordAlignment,
     align_words,
     chunk_alignment,
     segment_error_counts,
 )
-from pipeline.store import read_json, write_text_atomic
-from pipeline.types import Score, Transcript, score_from_dict
+from pipeline.core.store import read_json, write_text_atomic
+from pipeline.core.types import Score, Transcript, score_from_dict
 
 REPORT_NAME = "report.html"
 QUALITY_NAME = "quality.json"
@@ -466,7 +466,7 @@ def write_report(out_dir: Path, data: ReportInput) -> Path:
 
 def load_report_input(episode_dir: Path) -> ReportInput:
     """Read what a report needs back from an episode folder (transcript.json and its siblings)."""
-    from pipeline.transcript import load_transcript
+    from pipeline.core.transcript import load_transcript
 
     episode_dir = Path(episode_dir)
     transcript_path = episode_dir / "transcript.json"

@@ -39,10 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.audio import read_wav_samples
-from pipeline.errors import OptionsError
-from pipeline.score import normalize_words
-from pipeline.types import SAMPLE_RATE, Chunk, ChunkTranscript, Segment
+from pipeline.audio.decode import read_wav_samples
+from pipeline.core.errors import OptionsError
+from pipeline.quality.score import normalize_words
+from pipeline.core.types import SAMPLE_RATE, Chunk, ChunkTranscript, Segment
 
 __all__ = [
     "ChunkFlags",

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PodscribeError
-from pipeline.types import Score, Transcript
+from pipeline.core.errors import PodscribeError
+from pipeline.core.types import Score, Transcript
 
 HISTORY_NAME = "history.jsonl"
 SCHEMA = 1  # bump when a record's meaning changes

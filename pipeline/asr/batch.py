@@ -17,7 +17,7 @@ that task make batching pay on a CPU, where the per-token Python work dominates:
   the same window (``ContinueInWindow``), which saves the extra encoder pass.
 
 On cuda the greedy steps run over a static KV cache, one CUDA graph replay per token
-(``pipeline.static_decode``): there the loop, not the GPU, is the cost.
+(``pipeline.asr.static_decode``): there the loop, not the GPU, is the cost.
 
 A window that fails Whisper's thresholds at temperature 0 is redone alone with the seeded
 fallback ladder, and a chunk's segments depend only on its own windows: what else was in the
@@ -58,18 +58,18 @@ from whisper.decoding import (
 )
 from whisper.tokenizer import Tokenizer, get_tokenizer
 
-from pipeline.audio import read_wav_samples
-from pipeline.errors import AudioError, TranscriptionError
-from pipeline.quality import speech_end_s
-from pipeline.static_decode import greedy_update, static_decoder, text_decoder_forward
-from pipeline.transcribe import (
+from pipeline.audio.decode import read_wav_samples
+from pipeline.core.errors import AudioError, TranscriptionError
+from pipeline.quality.signals import speech_end_s
+from pipeline.asr.static_decode import greedy_update, static_decoder, text_decoder_forward
+from pipeline.asr.whisper import (
     LoadedModel,
     TranscribeOptions,
     continue_limit,
     load_model,
     segments_from_whisper,
 )
-from pipeline.types import Chunk, ChunkTranscript
+from pipeline.core.types import Chunk, ChunkTranscript
 
 # Largest automatic batch: beyond it the per-step cost grows with no fewer steps to save.
 MAX_AUTO_BATCH = 64
@@ -240,7 +240,7 @@ class BatchDecodingTask(DecodingTask):
     def __init__(self, model: Any, options: DecodingOptions, static: bool | None = None,
                  continue_before: Sequence[int] | None = None) -> None:
         super().__init__(model, options)
-        # static: decode greedily over a static KV cache (pipeline.static_decode); None: on cuda.
+        # static: decode greedily over a static KV cache (pipeline.asr.static_decode); None: on cuda.
         self.static = static
         self.inference = BatchInference(model, len(self.initial_tokens))
         self.logit_filters: list[LogitFilter] = [

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import TranscriptionError
-from pipeline.store import read_json, write_json_atomic, write_text_atomic
-from pipeline.types import ChunkTranscript, Transcript, to_dict, transcript_from_dict
+from pipeline.core.errors import TranscriptionError
+from pipeline.core.store import read_json, write_json_atomic, write_text_atomic
+from pipeline.core.types import ChunkTranscript, Transcript, to_dict, transcript_from_dict
 
 TRANSCRIPT_FILES = ("transcript.json", "transcript.txt", "transcript.srt", "transcript.vtt")
 

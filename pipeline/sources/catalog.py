@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.errors import FeedError, OptionsError
-from pipeline.feed import Feed, FeedEpisode, best_transcript
-from pipeline.store import DEFAULT_TRANSCRIPTS_ROOT
+from pipeline.core.errors import FeedError, OptionsError
+from pipeline.sources.feed import Feed, FeedEpisode, best_transcript
+from pipeline.core.store import DEFAULT_TRANSCRIPTS_ROOT
 
 DEFAULT_DB = DEFAULT_TRANSCRIPTS_ROOT / "podscribe.db"
 BUSY_TIMEOUT_S = 30.0  # seconds a write waits for another process's write to finish

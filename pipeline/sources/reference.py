@@ -22,8 +22,8 @@ from urllib.parse import urlparse
 
 import httpx
 
-from pipeline.errors import FetchError, ReferenceError
-from pipeline.store import sha256_text
+from pipeline.core.errors import FetchError, ReferenceError
+from pipeline.core.store import sha256_text
 
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024  # a transcript is text: anything larger is not one
 FORMATS = ("text", "srt", "vtt", "json", "html")
@@ -92,7 +92,7 @@ class Reference:
 
     @property
     def text_sha256(self) -> str:
-        """sha256 of ``text``: what :class:`pipeline.types.Score` records as reference_sha256."""
+        """sha256 of ``text``: what :class:`pipeline.core.types.Score` records as reference_sha256."""
         return sha256_text(self.text)
 
 

@@ -16,9 +16,9 @@ from urllib.parse import unquote, urlparse
 
 import httpx
 
-from pipeline.errors import FetchError, SourceError
-from pipeline.store import read_json, sha256_file, slugify, write_json_atomic
-from pipeline.types import SourceAudio
+from pipeline.core.errors import FetchError, SourceError
+from pipeline.core.store import read_json, sha256_file, slugify, write_json_atomic
+from pipeline.core.types import SourceAudio
 
 DEFAULT_MAX_BYTES = 2_000_000_000  # bytes: far above any real episode, far below a full disk
 DEFAULT_TIMEOUT_S = 30.0  # seconds of silence from the server before an attempt fails

@@ -14,10 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import catalog
-from pipeline.errors import FeedError
-from pipeline.feed import fetch_feed
-from pipeline.types import to_dict
+from pipeline.sources import catalog
+from pipeline.core.errors import FeedError
+from pipeline.sources.feed import fetch_feed
+from pipeline.core.types import to_dict
 
 out = Console()
 

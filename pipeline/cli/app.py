@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.errors import PodscribeError
+from pipeline.core.errors import PodscribeError
 
 app = typer.Typer(
     help="Transcribe podcast episodes with Whisper and score them against a reference.",
@@ -87,11 +87,11 @@ def transcribe(
     ] = False,
 ) -> None:
     """Transcribe one episode into transcripts/<id>/ and score it when a reference is given."""
-    from pipeline.chunk import ChunkOptions
+    from pipeline.audio.chunk import ChunkOptions
     from pipeline.episode import run_episode
-    from pipeline.reference import read_reference
-    from pipeline.repair import RepairPolicy
-    from pipeline.transcribe import TranscribeOptions
+    from pipeline.sources.reference import read_reference
+    from pipeline.quality.repair import RepairPolicy
+    from pipeline.asr.whisper import TranscribeOptions
 
     options = TranscribeOptions(
         model=model,
@@ -176,10 +176,10 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print the score as JSON.")] = False,
 ) -> None:
     """Score a transcript against a reference (WER, CER, S/D/I; per chunk for transcript.json)."""
-    from pipeline.reference import read_reference
-    from pipeline.score import score_texts, score_transcript
-    from pipeline.transcript import load_transcript
-    from pipeline.types import to_dict
+    from pipeline.sources.reference import read_reference
+    from pipeline.quality.score import score_texts, score_transcript
+    from pipeline.core.transcript import load_transcript
+    from pipeline.core.types import to_dict
 
     ref = read_reference(reference)
     if not transcript.exists():
@@ -215,8 +215,8 @@ def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List the Whisper weights available offline and where each comes from."""
-    from pipeline.models import list_models
-    from pipeline.types import to_dict
+    from pipeline.asr.weights import list_models
+    from pipeline.core.types import to_dict
 
     found = list_models()
     if as_json:
@@ -231,35 +231,18 @@ def models(
     out.print(table)
 
 
-DEMO_DIR = Path(__file__).resolve().parent / "data" / "demo"
-
-
-@app.command()
-def demo(
-    model: Annotated[str, typer.Option(help="Whisper model name or .pt path.")] = "tiny.en",
-    transcripts_root: Annotated[Path, typer.Option(help="Where outputs go.")] = Path(
-        "transcripts"
-    ),
-    audio_root: Annotated[Path, typer.Option(help="Where decoded audio goes.")] = Path("audio"),
-    no_prefect: Annotated[bool, typer.Option(
-        "--no-prefect", help="Transcribe the files directly, without a feed or Prefect.")] = False,
-) -> None:
-    """Poll a local feed of the bundled demo episodes with Prefect, transcribe and score the
-    new ones, then say where the outputs and the UI are (``--no-prefect``: plain run)."""
-    if not no_prefect:
-        from pipeline.cli_serve import prefect_demo
-
-        prefect_demo(model, transcripts_root, audio_root)
-        return
+def plain_demo(model: str, transcripts_root: Path, audio_root: Path) -> None:
+    """Transcribe and score the bundled demo episodes directly (no feed, no Prefect)."""
+    from pipeline.asr.options import TranscribeOptions
+    from pipeline.demo import demo_episodes
     from pipeline.episode import run_episode
-    from pipeline.reference import read_reference
-    from pipeline.transcribe import TranscribeOptions
+    from pipeline.sources.reference import read_reference
 
     options = TranscribeOptions(model=model)
     table = Table(title="podscribe demo")
     for col in ("episode", "audio", "chunks", "RTFx", "WER", "outputs"):
         table.add_column(col)
-    for audio in sorted(DEMO_DIR.glob("episode-*.mp3")):
+    for audio in demo_episodes():
         result = run_episode(
             str(audio),
             reference=read_reference(audio.with_suffix(".txt")),
@@ -275,27 +258,26 @@ def demo(
     out.print(f"Transcripts (.txt .srt .vtt .json) and score.json are in {transcripts_root}/.")
 
 
-from pipeline.cli_feeds import register as _reg_feeds  # noqa: E402 - commands live beside
+from pipeline.cli.feeds import register as _reg_feeds  # noqa: E402 - commands live beside
 
 _reg_feeds(app)
 
-from pipeline.cli_quality import register as _reg_quality  # noqa: E402 - commands live beside
+from pipeline.cli.quality import register as _reg_quality  # noqa: E402 - commands live beside
 
 _reg_quality(app)
 
-from pipeline.cli_bench import register as _reg_bench  # noqa: E402 - commands live beside
+from pipeline.cli.bench import register as _reg_bench  # noqa: E402 - commands live beside
 
 _reg_bench(app)
 
-from pipeline.cli_serve import register as _reg_serve  # noqa: E402 - commands live beside
 
-_reg_serve(app)
+def main(command: typer.Typer = app) -> None:
+    """Entry point: run ``command``, turning podscribe's errors into one clean line.
 
-
-def main() -> None:
-    """Entry point: run the app, turning podscribe's errors into one clean line."""
+    The installed ``podscribe`` is ``flows.cli:main``: this app plus the commands that need
+    Prefect (``serve``, ``demo``)."""
     try:
-        app()
+        command()
     except PodscribeError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_ERROR)

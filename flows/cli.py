@@ -1,7 +1,7 @@
-"""CLI commands that run podscribe on Prefect: ``serve``, and the Prefect path of ``demo``.
+"""The ``podscribe`` command: the library's commands (``pipeline.cli``) plus those that run
+podscribe on Prefect: ``serve`` and ``demo``.
 
-This module must not import Prefect at import time (pipeline/ is plain Python): ``flows`` is
-imported inside the commands only.
+Prefect is imported inside the commands, so ``podscribe transcribe`` starts without it.
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.cli.app import app, plain_demo
+from pipeline.cli.app import main as run_app
+
 out = Console()
 err = Console(stderr=True)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``serve`` to ``app``."""
-    app.command("serve")(serve)
 
 
 def _offline() -> None:
@@ -28,6 +26,7 @@ def _offline() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+@app.command()
 def serve(
     poll_every: Annotated[float, typer.Option(
         help="Minutes between scheduled feed polls (0: no interval schedule).")] = 60.0,
@@ -68,7 +67,7 @@ def prefect_demo(model: str, transcripts_root: Path, audio_root: Path, port: int
     from flows.feeds import poll_feeds
     from flows.server import local_server, ui_url
     from flows.settings import load_settings
-    from pipeline import catalog
+    from pipeline.sources import catalog
     from pipeline.demo import serve_demo_feed
 
     settings = load_settings()
@@ -89,3 +88,30 @@ def prefect_demo(model: str, transcripts_root: Path, audio_root: Path, port: int
     out.print(f"Flow runs and quality reports (Artifacts): {ui_url(api_url)}/runs — "
               f"the UI is up while a server runs (`podscribe serve` starts one).")
     out.print(f"Transcripts (.txt .srt .vtt .json), score.json: {settings.transcripts_root}/")
+
+
+@app.command()
+def demo(
+    model: Annotated[str, typer.Option(help="Whisper model name or .pt path.")] = "tiny.en",
+    transcripts_root: Annotated[Path, typer.Option(help="Where outputs go.")] = Path(
+        "transcripts"
+    ),
+    audio_root: Annotated[Path, typer.Option(help="Where decoded audio goes.")] = Path("audio"),
+    no_prefect: Annotated[bool, typer.Option(
+        "--no-prefect", help="Transcribe the files directly, without a feed or Prefect.")] = False,
+) -> None:
+    """Poll a local feed of the bundled demo episodes with Prefect, transcribe and score the
+    new ones, then say where the outputs and the UI are (``--no-prefect``: plain run)."""
+    if no_prefect:
+        plain_demo(model, transcripts_root, audio_root)
+    else:
+        prefect_demo(model, transcripts_root, audio_root)
+
+
+def main() -> None:
+    """Entry point of the installed ``podscribe`` command."""
+    run_app(app)
+
+
+if __name__ == "__main__":
+    main()

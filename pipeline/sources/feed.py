@@ -25,10 +25,10 @@ import feedparser
 import httpx
 from defusedxml import DefusedXmlException
 
-from pipeline.errors import FeedError, PodscribeError
-from pipeline.reference import Reference, read_reference
-from pipeline.reference import _hint as format_hint  # one type/extension table for both
-from pipeline.store import slugify
+from pipeline.core.errors import FeedError, PodscribeError
+from pipeline.sources.reference import Reference, read_reference
+from pipeline.sources.reference import _hint as format_hint  # one type/extension table for both
+from pipeline.core.store import slugify
 
 log = logging.getLogger(__name__)
 
