@@ -5,7 +5,7 @@ STAMP := $(VENV)/.podscribe-installed
 
 .PHONY: setup demo test test-quick check bench clean-data
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml constraints.txt scripts/setup.sh
 	VENV=$(VENV) bash scripts/setup.sh
 	touch $(STAMP)
 
@@ -26,9 +26,12 @@ test: $(STAMP)
 test-quick: $(STAMP)
 	$(BIN)/pytest -m "not slow and not e2e"
 
+## check: lint, format check, types and the import contracts (CI runs it before the tests)
 check: $(STAMP)
 	$(BIN)/ruff check pipeline flows tests scripts
+	$(BIN)/ruff format --check pipeline flows tests scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 ## bench: podscribe vs openai-whisper transcribe() on the shared dev episode
 bench: $(STAMP)

@@ -28,15 +28,23 @@ def _offline() -> None:
 
 @app.command()
 def serve(
-    poll_every: Annotated[float, typer.Option(
-        help="Minutes between scheduled feed polls (0: no interval schedule).")] = 60.0,
-    poll_cron: Annotated[str | None, typer.Option(
-        help="Cron schedule for feed polls instead of the interval, e.g. '0 * * * *'.")] = None,
-    feed: Annotated[list[str] | None, typer.Option(
-        "--feed", help="Feeds to poll [default: every feed in the catalog].")] = None,
+    poll_every: Annotated[
+        float, typer.Option(help="Minutes between scheduled feed polls (0: no interval schedule).")
+    ] = 60.0,
+    poll_cron: Annotated[
+        str | None,
+        typer.Option(
+            help="Cron schedule for feed polls instead of the interval, e.g. '0 * * * *'."
+        ),
+    ] = None,
+    feed: Annotated[
+        list[str] | None,
+        typer.Option("--feed", help="Feeds to poll [default: every feed in the catalog]."),
+    ] = None,
     port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
-    limit: Annotated[int | None, typer.Option(
-        help="Most flow runs at once in this process.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Most flow runs at once in this process.")
+    ] = None,
 ) -> None:
     """Serve the transcribe-episode, rerun-chunks and poll-feeds deployments.
 
@@ -50,11 +58,15 @@ def serve(
     from flows.server import local_server, ui_url
 
     with local_server(port=port) as api_url:
-        schedule = f"cron {poll_cron}" if poll_cron else (
-            f"every {poll_every:g} min" if poll_every else "on demand only")
+        schedule = (
+            f"cron {poll_cron}"
+            if poll_cron
+            else (f"every {poll_every:g} min" if poll_every else "on demand only")
+        )
         out.print(f"Prefect UI: [bold]{ui_url(api_url)}[/bold]  (API {api_url})")
-        out.print(f"serving transcribe-episode, rerun-chunks, poll-feeds ({schedule}); "
-                  "Ctrl-C stops")
+        out.print(
+            f"serving transcribe-episode, rerun-chunks, poll-feeds ({schedule}); Ctrl-C stops"
+        )
         serve_deployments(poll_every or None, poll_cron, feed or None, limit)
 
 
@@ -67,8 +79,8 @@ def prefect_demo(model: str, transcripts_root: Path, audio_root: Path, port: int
     from flows.feeds import poll_feeds
     from flows.server import local_server, ui_url
     from flows.settings import load_settings
-    from pipeline.sources import catalog
     from pipeline.demo import serve_demo_feed
+    from pipeline.sources import catalog
 
     settings = load_settings()
     with serve_demo_feed() as feed_url, local_server(port=port) as api_url:
@@ -82,23 +94,28 @@ def prefect_demo(model: str, transcripts_root: Path, audio_root: Path, port: int
     for row in rows:
         wer = "n/a" if row.last_wer is None else f"{row.last_wer:.2%}"
         how = "transcribed" if row.episode_id in summary["started"] else "already done"
-        table.add_row(row.title, row.state, wer, how,
-                      str(settings.transcripts_root / row.episode_id))
+        table.add_row(
+            row.title, row.state, wer, how, str(settings.transcripts_root / row.episode_id)
+        )
     out.print(table)
-    out.print(f"Flow runs and quality reports (Artifacts): {ui_url(api_url)}/runs — "
-              f"the UI is up while a server runs (`podscribe serve` starts one).")
+    out.print(
+        f"Flow runs and quality reports (Artifacts): {ui_url(api_url)}/runs — "
+        f"the UI is up while a server runs (`podscribe serve` starts one)."
+    )
     out.print(f"Transcripts (.txt .srt .vtt .json), score.json: {settings.transcripts_root}/")
 
 
 @app.command()
 def demo(
     model: Annotated[str, typer.Option(help="Whisper model name or .pt path.")] = "tiny.en",
-    transcripts_root: Annotated[Path, typer.Option(help="Where outputs go.")] = Path(
-        "transcripts"
-    ),
+    transcripts_root: Annotated[Path, typer.Option(help="Where outputs go.")] = Path("transcripts"),
     audio_root: Annotated[Path, typer.Option(help="Where decoded audio goes.")] = Path("audio"),
-    no_prefect: Annotated[bool, typer.Option(
-        "--no-prefect", help="Transcribe the files directly, without a feed or Prefect.")] = False,
+    no_prefect: Annotated[
+        bool,
+        typer.Option(
+            "--no-prefect", help="Transcribe the files directly, without a feed or Prefect."
+        ),
+    ] = False,
 ) -> None:
     """Poll a local feed of the bundled demo episodes with Prefect, transcribe and score the
     new ones, then say where the outputs and the UI are (``--no-prefect``: plain run)."""

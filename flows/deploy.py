@@ -14,7 +14,8 @@ from flows.settings import load_settings
 
 
 def build_deployments(
-    poll_every_min: float | None = 60.0, poll_cron: str | None = None,
+    poll_every_min: float | None = 60.0,
+    poll_cron: str | None = None,
     feeds: list[str] | None = None,
 ) -> list[Any]:
     """transcribe-episode, rerun-chunks and poll-feeds (on an interval or a cron schedule;
@@ -27,16 +28,25 @@ def build_deployments(
     return [
         transcribe_episode.to_deployment(name="transcribe-episode", tags=["podscribe"]),
         rerun_chunks.to_deployment(name="rerun-chunks", tags=["podscribe"]),
-        poll_feeds.to_deployment(name="poll-feeds", tags=["podscribe"],
-                                 parameters={"feeds": feeds} if feeds else {}, **schedule),
+        poll_feeds.to_deployment(
+            name="poll-feeds",
+            tags=["podscribe"],
+            parameters={"feeds": feeds} if feeds else {},
+            **schedule,
+        ),
     ]
 
 
 def serve_deployments(
-    poll_every_min: float | None = 60.0, poll_cron: str | None = None,
-    feeds: list[str] | None = None, limit: int | None = None,
+    poll_every_min: float | None = 60.0,
+    poll_cron: str | None = None,
+    feeds: list[str] | None = None,
+    limit: int | None = None,
 ) -> None:
     """Create the device limit if missing, then serve the deployments until interrupted."""
     ensure_device_limit(load_settings().device_slots)
-    serve(*build_deployments(poll_every_min, poll_cron, feeds), limit=limit,
-          print_starting_message=False)
+    serve(
+        *build_deployments(poll_every_min, poll_cron, feeds),
+        limit=limit,
+        print_starting_message=False,
+    )

@@ -202,8 +202,9 @@ class SlotLender:
         # whose API URL may be unset (podscribe demo sets it later), and talk to an ephemeral
         # server of its own instead of the one the flows use.
         context = contextvars.copy_context()
-        threading.Thread(target=context.run, args=(self._hold, group),
-                         name=f"slots-{self.name}").start()
+        threading.Thread(
+            target=context.run, args=(self._hold, group), name=f"slots-{self.name}"
+        ).start()
         return group
 
     def _settle(self, group: _Group) -> None:

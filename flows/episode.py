@@ -29,25 +29,21 @@ from prefect.artifacts import (
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run, task_run
 
-from flows import heartbeat
 from flows.device import Reservation, device_slot, ensure_device_limit, reserve_device_slots
 from flows.report import chunk_rows, outputs_markdown, quality_key
 from flows.runners import make_task_runner
-from flows.settings import FlowSettings, load_settings
-from pipeline.sources import catalog
-from pipeline.asr.batch import MicroBatcher, shared_batcher
+from flows.settings import Settings, load_settings, result_storage
+from pipeline.asr.microbatch import MicroBatcher, shared_batcher
+from pipeline.asr.options import TranscribeOptions
 from pipeline.audio.chunk import MANIFEST_NAME, ChunkOptions, load_manifest, verify_chunk
-from pipeline.episode import finish_episode, prepare_episode
 from pipeline.core.errors import FeedError, OptionsError, PodscribeError, TranscriptionError
-from pipeline.sources.reference import Reference, read_reference
-from pipeline.quality.report import load_report_input, preload_plotting, render_markdown_report
 from pipeline.core.store import read_json
-from pipeline.asr.whisper import TranscribeOptions
 from pipeline.core.transcript import load_transcript
 from pipeline.core.types import Chunk, ChunkManifest, ChunkTranscript
-
-# Flow runs of this process end as soon as their body returns (flows/heartbeat.py).
-heartbeat.install()
+from pipeline.episode import finish_episode, prepare_episode
+from pipeline.quality.report import load_report_input, preload_plotting, render_markdown_report
+from pipeline.sources import catalog
+from pipeline.sources.reference import Reference, read_reference
 
 # run_chunks announces its chunks to the flow process's micro-batcher, which waits for them
 # (as long as they come within ANNOUNCE_S) instead of guessing. A Dask worker process hears no
@@ -110,12 +106,24 @@ def transcribe_one_chunk(
 
 
 @task(task_run_name="merge, score and write")
-def finish(manifest: ChunkManifest, transcripts: list[ChunkTranscript],
-           reference: Reference | None, out_dir: Path, feed: str | None, elapsed_s: float,
-           ) -> tuple[Any, Any, dict[str, Path]]:
+def finish(
+    manifest: ChunkManifest,
+    transcripts: list[ChunkTranscript],
+    reference: Reference | None,
+    out_dir: Path,
+    feed: str | None,
+    elapsed_s: float,
+) -> tuple[Any, Any, dict[str, Path]]:
     """Merge the chunk transcripts, score, flag and write the outputs and report atomically."""
-    return finish_episode(manifest, transcripts, reference, out_dir, feed=feed,
-                          elapsed_s=elapsed_s, run_id=str(flow_run.id))
+    return finish_episode(
+        manifest,
+        transcripts,
+        reference,
+        out_dir,
+        feed=feed,
+        elapsed_s=elapsed_s,
+        run_id=str(flow_run.id),
+    )
 
 
 def render_report(out_dir: Path) -> str:
@@ -178,8 +186,12 @@ class Progress:
 
 
 def run_chunks(
-    manifest: ChunkManifest, chunks: list[Chunk], options: TranscribeOptions, title: str,
-    settings: FlowSettings, background: Background,
+    manifest: ChunkManifest,
+    chunks: list[Chunk],
+    options: TranscribeOptions,
+    title: str,
+    settings: Settings,
+    background: Background,
 ) -> tuple[dict[int, ChunkTranscript], dict[int, str], dict[int, str]]:
     """Submit every chunk, wait for all; return (transcripts, statuses, errors) by chunk index.
 
@@ -187,7 +199,7 @@ def run_chunks(
     """
     preload_plotting()  # for the report, while the chunks are transcribed
     slots = ensure_device_limit(settings.device_slots)
-    chunk_task = transcribe_one_chunk.with_options(result_storage=settings.result_storage())
+    chunk_task = transcribe_one_chunk.with_options(result_storage=result_storage(settings))
     total = len(manifest.chunks)
     progress = Progress(background, f"chunks of {title} transcribed")
     batcher = shared_batcher(UNANNOUNCED_WAIT_S)
@@ -203,9 +215,9 @@ def run_chunks(
                 # run id): the batcher starts on the first batch now, each chunk on a slot
                 # taken for it, while the chunk tasks start; each task claims its chunk and
                 # its slot.
-                first = chunks[:batcher.batch_size(options)]
+                first = chunks[: batcher.batch_size(options)]
                 keys = reservation.take_ahead([slot_key(c) for c in first])
-                ahead = first[:len(keys)]
+                ahead = first[: len(keys)]
                 batcher.submit_ahead(ahead, options)
             batcher.expect(min(len(chunks), slots) - len(ahead), within_s=ANNOUNCE_S)
         futures = {
@@ -218,9 +230,12 @@ def run_chunks(
             batcher.drop_ahead(ahead, options)  # chunks whose task failed before claiming
 
 
-def _collect(futures: dict[PrefectFuture[ChunkTranscript], Chunk], progress: Progress,
-             batcher: MicroBatcher, reservation: Reservation,
-             ) -> tuple[dict[int, ChunkTranscript], dict[int, str], dict[int, str]]:
+def _collect(
+    futures: dict[PrefectFuture[ChunkTranscript], Chunk],
+    progress: Progress,
+    batcher: MicroBatcher,
+    reservation: Reservation,
+) -> tuple[dict[int, ChunkTranscript], dict[int, str], dict[int, str]]:
     """Wait for the chunk futures as they finish; update the progress artifact now and then."""
     done: dict[int, ChunkTranscript] = {}
     statuses: dict[int, str] = {}
@@ -254,15 +269,26 @@ def _all_done(futures: set[PrefectFuture[ChunkTranscript]]) -> bool:
 
 
 def complete_episode(
-    manifest: ChunkManifest, new: dict[int, ChunkTranscript], kept: list[ChunkTranscript],
-    statuses: dict[int, str], errors: dict[int, str], reference: Reference | None, title: str,
-    settings: FlowSettings, started: float, background: Background, feed: str | None = None,
+    manifest: ChunkManifest,
+    new: dict[int, ChunkTranscript],
+    kept: list[ChunkTranscript],
+    statuses: dict[int, str],
+    errors: dict[int, str],
+    reference: Reference | None,
+    title: str,
+    settings: Settings,
+    started: float,
+    background: Background,
+    feed: str | None = None,
 ) -> dict[str, Any]:
     """Publish the chunk table; raise if chunks failed, else finish and publish the report."""
     key = quality_key(manifest.episode_id)
     if errors:
-        create_table_artifact(chunk_rows(manifest, statuses, None), key=f"chunks-{key[8:]}",
-                              description=f"chunks of {title}")
+        create_table_artifact(
+            chunk_rows(manifest, statuses, None),
+            key=f"chunks-{key[8:]}",
+            description=f"chunks of {title}",
+        )
         lines = "; ".join(f"chunk {i}: {msg}" for i, msg in sorted(errors.items()))
         raise TranscriptionError(
             f"{len(errors)} of {len(manifest.chunks)} chunks of {manifest.episode_id} failed "
@@ -272,10 +298,17 @@ def complete_episode(
     out_dir = settings.transcripts_root / manifest.episode_id
     elapsed_s = time.perf_counter() - started
     _, score, files = finish(manifest, transcripts, reference, out_dir, feed, elapsed_s)
-    background.submit(create_table_artifact, chunk_rows(manifest, statuses, score),
-                      key=f"chunks-{key[8:]}", description=f"chunks of {title}")
-    create_markdown_artifact(render_report(out_dir) + outputs_markdown(files), key=key,
-                             description=f"quality report of {title}")
+    background.submit(
+        create_table_artifact,
+        chunk_rows(manifest, statuses, score),
+        key=f"chunks-{key[8:]}",
+        description=f"chunks of {title}",
+    )
+    create_markdown_artifact(
+        render_report(out_dir) + outputs_markdown(files),
+        key=key,
+        description=f"quality report of {title}",
+    )
     return {
         "episode_id": manifest.episode_id,
         "wer": score.wer if score else None,
@@ -285,8 +318,13 @@ def complete_episode(
     }
 
 
-def record_state(settings: FlowSettings, episode_id: str | None, state: str,
-                 wer: float | None = None, error: str | None = None) -> None:
+def record_state(
+    settings: Settings,
+    episode_id: str | None,
+    state: str,
+    wer: float | None = None,
+    error: str | None = None,
+) -> None:
     """Update the catalog when the episode is in it (episodes of polled feeds are)."""
     if not episode_id or not Path(settings.db).is_file():
         return
@@ -299,8 +337,11 @@ def _episode_run_name() -> str:
     return f"transcribe {p.get('title') or p.get('episode_id') or p['source']}"
 
 
-@flow(name="transcribe-episode", flow_run_name=_episode_run_name,
-      task_runner=make_task_runner(load_settings()))
+@flow(
+    name="transcribe-episode",
+    flow_run_name=_episode_run_name,
+    task_runner=make_task_runner(load_settings()),
+)
 def transcribe_episode(
     source: str,
     episode_id: str | None = None,
@@ -318,15 +359,20 @@ def transcribe_episode(
     background = Background()
     try:
         options = TranscribeOptions(model=model, device=device, beam_size=beam_size)
-        chunk_options = ChunkOptions(max_chunk_s=max_chunk_s, min_chunk_s=min(5.0, max_chunk_s),
-                                     search_s=min(10.0, max_chunk_s))
+        chunk_options = ChunkOptions(
+            max_chunk_s=max_chunk_s,
+            min_chunk_s=min(5.0, max_chunk_s),
+            search_s=min(10.0, max_chunk_s),
+        )
         manifest = prepare(source, episode_id, settings.audio_root, chunk_options.to_dict())
         name = title or manifest.episode_id
         ref = load_reference(reference)
-        new, statuses, errors = run_chunks(manifest, list(manifest.chunks), options, name,
-                                           settings, background)
-        summary = complete_episode(manifest, new, [], statuses, errors, ref, name, settings,
-                                   started, background, feed)
+        new, statuses, errors = run_chunks(
+            manifest, list(manifest.chunks), options, name, settings, background
+        )
+        summary = complete_episode(
+            manifest, new, [], statuses, errors, ref, name, settings, started, background, feed
+        )
     except Exception as exc:
         record_state(settings, episode_id, "failed", error=str(exc).splitlines()[0][:500])
         raise
@@ -336,8 +382,11 @@ def transcribe_episode(
     return summary
 
 
-@flow(name="rerun-chunks", flow_run_name="rerun chunks {chunk_indices} of {episode_id}",
-      task_runner=make_task_runner(load_settings()))
+@flow(
+    name="rerun-chunks",
+    flow_run_name="rerun chunks {chunk_indices} of {episode_id}",
+    task_runner=make_task_runner(load_settings()),
+)
 def rerun_chunks(
     episode_id: str,
     chunk_indices: list[int],
@@ -355,22 +404,28 @@ def rerun_chunks(
     wanted = set(chunk_indices)
     unknown = wanted - {c.index for c in manifest.chunks}
     if unknown or not wanted:
-        raise OptionsError(f"chunk indices {sorted(unknown) or '[]'} are not chunks of "
-                           f"{episode_id} (0..{len(manifest.chunks) - 1})")
+        raise OptionsError(
+            f"chunk indices {sorted(unknown) or '[]'} are not chunks of "
+            f"{episode_id} (0..{len(manifest.chunks) - 1})"
+        )
     cut = {c.index: c.sha256 for c in manifest.chunks}
     kept = [c for c in old.chunks if c.chunk_index not in wanted]
     if any(cut.get(c.chunk_index) != c.chunk_sha256 for c in kept):
-        raise TranscriptionError(f"{out_dir}/transcript.json was made from another cut of "
-                                 f"{episode_id}: transcribe the whole episode again")
+        raise TranscriptionError(
+            f"{out_dir}/transcript.json was made from another cut of "
+            f"{episode_id}: transcribe the whole episode again"
+        )
     options = TranscribeOptions(model=model, device=device)
     ref = load_reference(reference or _scored_reference(out_dir))
     chunks = [c for c in manifest.chunks if c.index in wanted]
     background = Background()
     try:
-        new, statuses, errors = run_chunks(manifest, chunks, options, episode_id, settings,
-                                           background)
-        summary = complete_episode(manifest, new, kept, statuses, errors, ref, episode_id,
-                                   settings, started, background)
+        new, statuses, errors = run_chunks(
+            manifest, chunks, options, episode_id, settings, background
+        )
+        summary = complete_episode(
+            manifest, new, kept, statuses, errors, ref, episode_id, settings, started, background
+        )
     finally:
         background.close()
     record_state(settings, episode_id, "done", wer=summary["wer"])

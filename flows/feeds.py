@@ -37,9 +37,15 @@ def record_episodes(db: Any, feed: Feed) -> list[FeedEpisode]:
 
 def _parameters(feed: Feed, episode: FeedEpisode, model: str, device: str) -> dict[str, Any]:
     link = best_transcript(episode)
-    return {"source": episode.audio_url, "episode_id": episode.episode_id, "title": episode.title,
-            "reference": link.url if link else None, "model": model, "device": device,
-            "feed": feed.feed_id}
+    return {
+        "source": episode.audio_url,
+        "episode_id": episode.episode_id,
+        "title": episode.title,
+        "reference": link.url if link else None,
+        "model": model,
+        "device": device,
+        "feed": feed.feed_id,
+    }
 
 
 def start_episode(feed: Feed, episode: FeedEpisode, model: str, device: str) -> str:
@@ -47,12 +53,22 @@ def start_episode(feed: Feed, episode: FeedEpisode, model: str, device: str) -> 
     params = _parameters(feed, episode, model, device)
     if deployment.id is not None:  # this poll runs from a deployment: so does transcription
         try:
-            run = cast(FlowRun, run_deployment(TRANSCRIBE_DEPLOYMENT, parameters=params,
-                                               timeout=0, idempotency_key=episode.episode_id))
+            run = cast(
+                FlowRun,
+                run_deployment(
+                    TRANSCRIBE_DEPLOYMENT,
+                    parameters=params,
+                    timeout=0,
+                    idempotency_key=episode.episode_id,
+                ),
+            )
             return f"deployment run {run.id}"
         except ObjectNotFound:
-            get_run_logger().warning("no %s deployment: transcribing %s in this run",
-                                     TRANSCRIBE_DEPLOYMENT, episode.episode_id)
+            get_run_logger().warning(
+                "no %s deployment: transcribing %s in this run",
+                TRANSCRIBE_DEPLOYMENT,
+                episode.episode_id,
+            )
     state = transcribe_episode(**params, return_state=True)  # failures are marked in the catalog
     return str(state.name)
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.settings import FlowSettings
+from flows.settings import Settings
 
 
-def make_task_runner(settings: FlowSettings) -> Any:
+def make_task_runner(settings: Settings) -> Any:
     """Threads in the flow run's process (one shared model), or a Dask cluster.
 
     With "dask" and no PODSCRIBE_DASK_ADDRESS each flow run starts a LocalCluster of
@@ -21,9 +21,12 @@ def make_task_runner(settings: FlowSettings) -> Any:
 
         if settings.dask_address:
             return DaskTaskRunner(address=settings.dask_address)
-        return DaskTaskRunner(cluster_kwargs={
-            "n_workers": settings.dask_workers, "threads_per_worker": settings.workers,
-            "processes": True,
-            "dashboard_address": None,
-        })
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": settings.dask_workers,
+                "threads_per_worker": settings.workers,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
     return ThreadPoolTaskRunner(max_workers=settings.workers)

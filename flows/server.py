@@ -47,11 +47,23 @@ def local_server(
     if not _healthy(api_url):
         with open(log, "w") as log_file:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", host,
-                 "--port", str(port)],
-                env=os.environ | OFFLINE_ENV | {"PREFECT_UI_API_URL": api_url}
+                [
+                    sys.executable,
+                    "-m",
+                    "prefect",
+                    "server",
+                    "start",
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                ],
+                env=os.environ
+                | OFFLINE_ENV
+                | {"PREFECT_UI_API_URL": api_url}
                 | ({"PREFECT_HOME": str(home)} if home else {}),
-                stdout=log_file, stderr=subprocess.STDOUT,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         _wait_healthy(api_url, proc, log)
@@ -84,8 +96,7 @@ def _send_queued(api_url: str) -> None:
         try:
             drain()
         except Exception as exc:  # noqa: BLE001 - best effort: the run's results are written
-            print(f"could not send queued Prefect logs/events to {api_url}: {exc}",
-                  file=sys.stderr)
+            print(f"could not send queued Prefect logs/events to {api_url}: {exc}", file=sys.stderr)
 
 
 def _wait_healthy(api_url: str, proc: subprocess.Popen, log: Path) -> None:
@@ -100,8 +111,10 @@ def _wait_healthy(api_url: str, proc: subprocess.Popen, log: Path) -> None:
             return
         time.sleep(0.5)
     proc.terminate()
-    raise PodscribeError(f"the Prefect server did not answer at {api_url} within "
-                         f"{STARTUP_TIMEOUT_S:.0f} s; see {log}")
+    raise PodscribeError(
+        f"the Prefect server did not answer at {api_url} within "
+        f"{STARTUP_TIMEOUT_S:.0f} s; see {log}"
+    )
 
 
 def ui_url(api_url: str) -> str:

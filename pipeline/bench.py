@@ -1,8 +1,8 @@
 """Benchmark: openai-whisper's own ``transcribe()`` against the podscribe pipeline, one process.
 
 Both use the same loaded weights (loaded before any timing), the same thread count and the same
-text normaliser (``pipeline.quality.score.score_texts``), so their ratio means something on a shared,
-noisy machine where absolute times do not. The pipeline runs end to end as ``podscribe
+text normaliser (``pipeline.quality.score.score_texts``), so their ratio means something on a
+shared, noisy machine where absolute times do not. The pipeline runs end to end as ``podscribe
 transcribe`` does (decode, chunk, transcribe, quality checks and repair, score, write) into
 fresh temporary folders, so nothing is reused from earlier runs.
 
@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.asr.options import BACKENDS, TranscribeOptions
 from pipeline.core.errors import OptionsError
-from pipeline.asr.whisper import BACKENDS
+from pipeline.sources.reference import Reference
 
 BASELINE_DEFAULT = "whisper-transcribe-default"
 BASELINE_DETERMINISTIC = "whisper-transcribe-t0-nocond"
@@ -235,7 +236,11 @@ def run_whisper_baseline(
 
 
 def run_pipeline(
-    source: str, reference: Any, options: Any, work_dir: Path, batch_size: int | None = None
+    source: str,
+    reference: Reference,
+    options: TranscribeOptions,
+    work_dir: Path,
+    batch_size: int | None = None,
 ) -> BenchRun:
     """The podscribe pipeline end to end, into fresh folders under ``work_dir``."""
     from pipeline.episode import run_episode
@@ -330,8 +335,9 @@ def run_bench(
         )
     import torch
 
+    from pipeline.asr.loading import load_model
+    from pipeline.asr.options import TranscribeOptions
     from pipeline.sources.reference import read_reference
-    from pipeline.asr.whisper import TranscribeOptions, load_model
 
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -413,8 +419,8 @@ def run_bench_ct2(
 ) -> BenchResult:
     """faster-whisper's batched pipeline (batch 8) vs podscribe on the faster-whisper backend."""
     from pipeline.asr.ct2 import load_ct2_model
+    from pipeline.asr.options import TranscribeOptions
     from pipeline.sources.reference import read_reference
-    from pipeline.asr.whisper import TranscribeOptions
 
     threads = threads or os.cpu_count() or 1
     ref = read_reference(reference_source)

@@ -31,11 +31,11 @@ def demo_feed_xml(base_url: str) -> bytes:
     for n, audio in enumerate(demo_episodes(), start=1):
         audio_url, text_url = f"{base_url}/{audio.name}", f"{base_url}/{audio.stem}.txt"
         items.append(
-            f"<item><title>Demo episode {n}</title><guid isPermaLink=\"false\">podscribe-demo-"
+            f'<item><title>Demo episode {n}</title><guid isPermaLink="false">podscribe-demo-'
             f"{audio.stem}</guid><pubDate>Mon, 0{n} Jun 2025 10:00:00 GMT</pubDate>"
-            f"<enclosure url={quoteattr(audio_url)} type=\"audio/mpeg\" "
-            f"length=\"{audio.stat().st_size}\"/><podcast:transcript url={quoteattr(text_url)} "
-            f"type=\"text/plain\" language=\"en\"/></item>"
+            f'<enclosure url={quoteattr(audio_url)} type="audio/mpeg" '
+            f'length="{audio.stat().st_size}"/><podcast:transcript url={quoteattr(text_url)} '
+            f'type="text/plain" language="en"/></item>'
         )
     return (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0" xmlns:podcast='
@@ -55,8 +55,11 @@ class _Handler(BaseHTTPRequestHandler):
             body, kind = demo_feed_xml(self.base_url), "application/rss+xml"
         elif "/" not in name and path.suffix in (".mp3", ".txt") and path.is_file():
             body = path.read_bytes()
-            kind = "text/plain; charset=utf-8" if path.suffix == ".txt" else (
-                mimetypes.guess_type(path.name)[0] or "audio/mpeg")
+            kind = (
+                "text/plain; charset=utf-8"
+                if path.suffix == ".txt"
+                else (mimetypes.guess_type(path.name)[0] or "audio/mpeg")
+            )
         else:
             self.send_error(404)
             return

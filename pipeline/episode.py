@@ -12,12 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.audio.decode import decode_audio
+from pipeline.asr.options import TranscribeOptions
 from pipeline.audio.chunk import ChunkOptions, chunk_audio
-from pipeline.sources.fetch import episode_id_for, fetch_source
+from pipeline.audio.decode import decode_audio
+from pipeline.core.store import (
+    DEFAULT_AUDIO_ROOT,
+    DEFAULT_TRANSCRIPTS_ROOT,
+    write_json_atomic,
+    write_text_atomic,
+)
+from pipeline.core.transcript import merge_transcripts, write_transcript
+from pipeline.core.types import ChunkManifest, ChunkTranscript, Score, Transcript, to_dict
+from pipeline.core.version import code_version
 from pipeline.quality.history import HISTORY_NAME, append_record, make_record, new_run_id
-from pipeline.quality.signals import QualityReport, assess_chunks
-from pipeline.sources.reference import Reference
+from pipeline.quality.repair import RepairPolicy, repair_chunks
 from pipeline.quality.report import (
     QUALITY_NAME,
     REFERENCE_NAME,
@@ -29,15 +37,9 @@ from pipeline.quality.report import (
     render_html_report,
 )
 from pipeline.quality.score import score_transcript
-from pipeline.core.store import (
-    DEFAULT_AUDIO_ROOT,
-    DEFAULT_TRANSCRIPTS_ROOT,
-    write_json_atomic,
-    write_text_atomic,
-)
-from pipeline.core.transcript import merge_transcripts, write_transcript
-from pipeline.core.types import ChunkManifest, ChunkTranscript, Score, Transcript, to_dict
-from pipeline.core.version import code_version
+from pipeline.quality.signals import QualityReport, assess_chunks
+from pipeline.sources.fetch import episode_id_for, fetch_source
+from pipeline.sources.reference import Reference
 
 # Distinct from any downloaded file name, so decoding never targets its own input.
 DECODED_NAME = "decoded-16k-mono.wav"
@@ -87,7 +89,8 @@ def build_provenance(
     return {
         "code_version": code_version(),
         "models": [{"name": n, "sha256": h, "source": s} for n, h, s in sorted(models)],
-        "transcribe_options": options[0] if options and all(o == options[0] for o in options)
+        "transcribe_options": options[0]
+        if options and all(o == options[0] for o in options)
         else options,
         "chunk_options": manifest.options,
         "source_sha256": manifest.audio.source_sha256,
@@ -139,12 +142,20 @@ def finish_episode(
         (out_dir / REFERENCE_NAME).unlink(missing_ok=True)
     files[RUN_NAME] = write_json_atomic(
         out_dir / RUN_NAME,
-        {"run_id": run_id, "episode_id": transcript.episode_id, "elapsed_s": elapsed_s,
-         "feed": feed},
+        {
+            "run_id": run_id,
+            "episode_id": transcript.episode_id,
+            "elapsed_s": elapsed_s,
+            "feed": feed,
+        },
     )
     files[REPORT_NAME] = write_text_atomic(out_dir / REPORT_NAME, report_html)
     record = make_record(
-        transcript, score, feed=feed, elapsed_s=elapsed_s, flags=flags_by_chunk(quality),
+        transcript,
+        score,
+        feed=feed,
+        elapsed_s=elapsed_s,
+        flags=flags_by_chunk(quality),
         run_id=run_id,
     )
     append_record(history_path or out_dir.parent / HISTORY_NAME, record)
@@ -172,7 +183,7 @@ def run_episode(
     source: str,
     *,
     reference: Reference | None = None,
-    transcribe_options: Any = None,
+    transcribe_options: TranscribeOptions | None = None,
     chunk_options: ChunkOptions | None = None,
     episode_id: str | None = None,
     audio_root: Path = DEFAULT_AUDIO_ROOT,
@@ -180,14 +191,14 @@ def run_episode(
     out_dir: Path | None = None,
     on_chunk: Callable[[ChunkTranscript, int], None] | None = None,
     on_chunks_ready: Callable[[ChunkManifest], None] | None = None,
-    repair_policy: Any = None,
+    repair_policy: RepairPolicy | None = None,
     feed: str | None = None,
 ) -> EpisodeResult:
     """Transcribe (and score) one episode; nothing is written to ``out_dir`` unless all succeed."""
     # Imported here: torch and whisper load only when transcription really starts.
+    from pipeline.asr.loading import load_model
+    from pipeline.asr.transcribe import transcribe_chunks
     from pipeline.asr.weights import resolve_model
-    from pipeline.quality.repair import RepairPolicy, repair_chunks
-    from pipeline.asr.whisper import TranscribeOptions, load_model, transcribe_chunks
 
     started = time.perf_counter()
     options = transcribe_options or TranscribeOptions()

@@ -31,8 +31,22 @@ def main() -> None:
     listing = args.out / "concat.txt"
     listing.write_text(f"file '{args.source.resolve()}'\n" * args.times)
     subprocess.run(
-        [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0",
-         "-i", str(listing), "-c", "copy", str(args.out / "long.mp3")],
+        [
+            find_ffmpeg(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            str(listing),
+            "-c",
+            "copy",
+            str(args.out / "long.mp3"),
+        ],
         check=True,
     )
     text = args.reference.read_text(encoding="utf-8").strip()

@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.audio.decode import find_ffmpeg  # noqa: E402
+from pipeline.core.types import ChunkManifest  # noqa: E402
 from pipeline.episode import prepare_episode, run_episode  # noqa: E402
 from pipeline.quality.signals import QualityReport  # noqa: E402
-from pipeline.core.types import ChunkManifest  # noqa: E402
 
 DEFAULT_EPISODE = ROOT.parent / "shared" / "eval" / "dev-episode" / "episode.mp3"
 EDGE_S = 0.3  # original audio kept at each end of the chunk: the chunker's silences stay put
@@ -132,11 +132,21 @@ def main() -> int:
             f"logprob {s.avg_logprob} flags {list(f.names)}"
         )
     for r in report.repairs:
-        print(f"repair chunk {r.chunk_index}: {list(r.flags_before)} → kept {r.kept}, "
-              f"flags now {list(r.flags_after)}; retry said {r.after.words} words")
+        print(
+            f"repair chunk {r.chunk_index}: {list(r.flags_before)} → kept {r.kept}, "
+            f"flags now {list(r.flags_after)}; retry said {r.after.words} words"
+        )
     ok = bool(expected) and set(got) == expected
-    print(json.dumps({"music_chunks": sorted(expected), "flagged": got, "pass": ok,
-                      "report": str(result.out_dir / "report.html")}))
+    print(
+        json.dumps(
+            {
+                "music_chunks": sorted(expected),
+                "flagged": got,
+                "pass": ok,
+                "report": str(result.out_dir / "report.html"),
+            }
+        )
+    )
     return 0 if ok else 1
 
 

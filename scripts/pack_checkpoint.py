@@ -68,8 +68,10 @@ def pack(model: str, out: Path) -> None:
     with lzma.open(out, "wb", preset=9 | lzma.PRESET_EXTREME) as f:
         f.write(MAGIC + struct.pack("<Q", len(head)) + head)
         f.write(planes.tobytes())
-    print(f"{info.path} ({info.path.stat().st_size / 1e6:.1f} MB) -> {out} "
-          f"({out.stat().st_size / 1e6:.1f} MB)")
+    print(
+        f"{info.path} ({info.path.stat().st_size / 1e6:.1f} MB) -> {out} "
+        f"({out.stat().st_size / 1e6:.1f} MB)"
+    )
 
 
 def unpack(packed: Path, out_pt: Path) -> None:
@@ -100,8 +102,10 @@ def unpack(packed: Path, out_pt: Path) -> None:
     tmp = out_pt.with_suffix(".part")
     torch.save(ckpt, tmp)
     tmp.replace(out_pt)
-    print(f"{packed} -> {out_pt} (tensors sha256 {header['tensor_sha256'][:12]}, "
-          f"from {header['source']})")
+    print(
+        f"{packed} -> {out_pt} (tensors sha256 {header['tensor_sha256'][:12]}, "
+        f"from {header['source']})"
+    )
 
 
 def main() -> None:

@@ -31,22 +31,29 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_plain(source: str, reference: str, max_chunk_s: float, work: Path) -> tuple[float, int]:
     """The pipeline without Prefect; returns (seconds, chunks)."""
     from flows.settings import load_settings
-    from pipeline.asr.batch import shared_batcher
+    from pipeline.asr.microbatch import shared_batcher
+    from pipeline.asr.options import TranscribeOptions
     from pipeline.audio.chunk import ChunkOptions, verify_chunk
     from pipeline.episode import finish_episode, prepare_episode
     from pipeline.sources.reference import read_reference
-    from pipeline.asr.whisper import TranscribeOptions
 
     started = time.perf_counter()
     options = TranscribeOptions()
-    manifest = prepare_episode(source, "overhead", work / "audio", ChunkOptions(
-        max_chunk_s=max_chunk_s, min_chunk_s=min(5.0, max_chunk_s),
-        search_s=min(10.0, max_chunk_s)))
+    manifest = prepare_episode(
+        source,
+        "overhead",
+        work / "audio",
+        ChunkOptions(
+            max_chunk_s=max_chunk_s,
+            min_chunk_s=min(5.0, max_chunk_s),
+            search_s=min(10.0, max_chunk_s),
+        ),
+    )
     ref = read_reference(reference)
 
     settings = load_settings()
     batcher = shared_batcher()
-    ahead = manifest.chunks[:batcher.batch_size(options)]  # as run_chunks does
+    ahead = manifest.chunks[: batcher.batch_size(options)]  # as run_chunks does
     batcher.submit_ahead(ahead, options)
     batcher.expect(min(len(manifest.chunks), settings.device_slots) - len(ahead))
 
@@ -56,8 +63,13 @@ def run_plain(source: str, reference: str, max_chunk_s: float, work: Path) -> tu
 
     with ThreadPoolExecutor(max_workers=settings.workers) as pool:
         transcripts = list(pool.map(one, manifest.chunks))
-    finish_episode(manifest, transcripts, ref, work / "transcripts" / "overhead",
-                   elapsed_s=time.perf_counter() - started)
+    finish_episode(
+        manifest,
+        transcripts,
+        ref,
+        work / "transcripts" / "overhead",
+        elapsed_s=time.perf_counter() - started,
+    )
     return time.perf_counter() - started, len(manifest.chunks)
 
 
@@ -69,8 +81,9 @@ def run_flow(source: str, reference: str, max_chunk_s: float, work: Path) -> tup
         os.environ[f"PODSCRIBE_{name}"] = str(work / sub)
     os.environ["PODSCRIBE_DB"] = str(work / "catalog.db")
     started = time.perf_counter()
-    summary = transcribe_episode(source=source, episode_id="overhead", reference=reference,
-                                 max_chunk_s=max_chunk_s)
+    summary = transcribe_episode(
+        source=source, episode_id="overhead", reference=reference, max_chunk_s=max_chunk_s
+    )
     return time.perf_counter() - started, summary["chunks"]
 
 
@@ -84,13 +97,13 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from pipeline.asr.whisper import TranscribeOptions, load_model
+    from pipeline.asr.loading import load_model
+    from pipeline.asr.options import TranscribeOptions
 
     load_model(TranscribeOptions())  # neither side pays for loading weights
     plain: list[float] = []
     flowed: list[float] = []
-    with prefect_test_harness(server_startup_timeout=120), \
-            tempfile.TemporaryDirectory() as tmp:
+    with prefect_test_harness(server_startup_timeout=120), tempfile.TemporaryDirectory() as tmp:
         # One results folder for every flow run, as a deployed worker has (its storage block
         # is saved once per process); no result is shared: their cache key holds the run id.
         os.environ["PODSCRIBE_RESULTS_DIR"] = str(Path(tmp) / "results")
@@ -108,11 +121,16 @@ def main() -> None:
     overhead = f - p
     print(f"plain pipeline   median {p:.2f} s")
     print(f"prefect flow     median {f:.2f} s")
-    print(f"overhead per episode flow run: {overhead:.2f} s ({100 * overhead / f:.1f}% of the "
-          f"flow's time); per chunk task: {1000 * overhead / chunks:.0f} ms over {chunks} chunks")
+    print(
+        f"overhead per episode flow run: {overhead:.2f} s ({100 * overhead / f:.1f}% of the "
+        f"flow's time); per chunk task: {1000 * overhead / chunks:.0f} ms over {chunks} chunks"
+    )
     pairs = [fl - pl for pl, fl in zip(plain, flowed, strict=True)]
-    print("per pair (flow - plain): " + ", ".join(f"{d:.2f}" for d in pairs)
-          + f" s; median {statistics.median(pairs):.2f} s")
+    print(
+        "per pair (flow - plain): "
+        + ", ".join(f"{d:.2f}" for d in pairs)
+        + f" s; median {statistics.median(pairs):.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/pip" install -q --upgrade pip
-# torch first and pinned: any other spec pulls a multi-GB CUDA build.
-"$VENV/bin/pip" install -q "torch==2.13.0"
-"$VENV/bin/pip" install -q -e ".[dev,base]"
+# constraints.txt holds the application's pins (torch first: any other torch spec pulls a
+# multi-GB CUDA build on these machines).
+"$VENV/bin/pip" install -q -c constraints.txt torch
+"$VENV/bin/pip" install -q -c constraints.txt -e ".[dev,base]"
 echo "setup: $VENV ready ($("$VENV/bin/python" --version))"

@@ -24,9 +24,10 @@ def main() -> None:
     import whisper.model
 
     import pipeline.asr.batch as batch
+    from pipeline.asr.loading import load_model
+    from pipeline.asr.options import TranscribeOptions
     from pipeline.audio.chunk import ChunkOptions
     from pipeline.episode import prepare_episode
-    from pipeline.asr.whisper import TranscribeOptions, load_model
 
     seconds: collections.Counter[str] = collections.Counter()
     calls: collections.Counter[str] = collections.Counter()
@@ -39,21 +40,27 @@ def main() -> None:
             finally:
                 seconds[name] += time.perf_counter() - started
                 calls[name] += 1
+
         return wrapper
 
     whisper.model.AudioEncoder.forward = timed("encoder", whisper.model.AudioEncoder.forward)
     batch.text_decoder_forward = timed("decoder", batch.text_decoder_forward)
 
-    manifest = prepare_episode(args.source, "stage-profile", args.work / "audio", ChunkOptions(
-        max_chunk_s=30.0, min_chunk_s=5.0, search_s=10.0))
+    manifest = prepare_episode(
+        args.source,
+        "stage-profile",
+        args.work / "audio",
+        ChunkOptions(max_chunk_s=30.0, min_chunk_s=5.0, search_s=10.0),
+    )
     options = TranscribeOptions()
     loaded = load_model(options)
     batch.transcribe_chunks_batched(manifest.chunks[:2], options, batch_size=2, loaded=loaded)
     seconds.clear()
     calls.clear()
     started = time.perf_counter()
-    batch.transcribe_chunks_batched(manifest.chunks, options, batch_size=args.batch_size,
-                                    loaded=loaded)
+    batch.transcribe_chunks_batched(
+        manifest.chunks, options, batch_size=args.batch_size, loaded=loaded
+    )
     total = time.perf_counter() - started
     print(f"{len(manifest.chunks)} chunks, batch {args.batch_size}: stage {total:.2f} s")
     for name in ("encoder", "decoder"):

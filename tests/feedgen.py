@@ -21,7 +21,7 @@ class Item:
 
 def _transcript_tags(item: Item) -> str:
     return "".join(
-        f"<podcast:transcript url={quoteattr(url)} type={quoteattr(kind)} language=\"en\"/>"
+        f'<podcast:transcript url={quoteattr(url)} type={quoteattr(kind)} language="en"/>'
         for url, kind in item.transcripts
     )
 
@@ -30,10 +30,10 @@ def rss(title: str, items: list[Item]) -> bytes:
     """An RSS 2.0 feed with the Podcasting 2.0 namespace."""
     body = []
     for it in items:
-        guid = f"<guid isPermaLink=\"false\">{it.guid}</guid>" if it.guid else ""
+        guid = f'<guid isPermaLink="false">{it.guid}</guid>' if it.guid else ""
         enclosure = (
             f"<enclosure url={quoteattr(it.enclosure[0])} type={quoteattr(it.enclosure[1])} "
-            "length=\"1000\"/>"
+            'length="1000"/>'
             if it.enclosure
             else ""
         )
@@ -53,7 +53,7 @@ def atom(title: str, items: list[Item]) -> bytes:
     body = []
     for it in items:
         enclosure = (
-            f"<link rel=\"enclosure\" href={quoteattr(it.enclosure[0])} "
+            f'<link rel="enclosure" href={quoteattr(it.enclosure[0])} '
             f"type={quoteattr(it.enclosure[1])}/>"
             if it.enclosure
             else ""

@@ -1,39 +1,89 @@
-"""The library stays plain Python: importing it must not pull in Prefect (STYLE.md)."""
+"""The layers hold: the library never imports Prefect or flows, stages import only downwards and
+never in a circle (import-linter's contracts in pyproject.toml), no module reaches into another's
+private names, and light stages start without torch."""
 
+from __future__ import annotations
+
+import ast
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = sorted(p.stem for p in (ROOT / "pipeline").glob("*.py") if p.stem != "__init__")
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_pipeline_module_does_not_import_prefect(module: str) -> None:
-    code = (
-        f"import sys, pipeline.{module}; "
-        "bad = sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.')); "
-        "print(','.join(bad))"
+def test_import_contracts_are_kept() -> None:
+    done = subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"], capture_output=True, text=True, cwd=ROOT
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, check=True)
-    assert done.stdout.strip() == "", f"pipeline.{module} imports {done.stdout.strip()}"
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 broken" in done.stdout
 
 
-def test_ruff_bans_prefect_in_pipeline() -> None:
-    text = (ROOT / "pyproject.toml").read_text()
-    assert '[tool.ruff.lint.flake8-tidy-imports.banned-api]' in text
-    assert '"prefect".msg' in text
+def test_import_contracts_catch_a_function_level_prefect_import(tmp_path: Path) -> None:
+    """The contracts see an import inside a function, not only those at module level."""
+    copy = tmp_path / "repo"
+    subprocess.run(
+        [
+            "cp",
+            "-r",
+            str(ROOT / "pipeline"),
+            str(ROOT / "flows"),
+            str(ROOT / "pyproject.toml"),
+            str(tmp_path),
+        ],
+        check=True,
+    )
+    copy.mkdir()
+    for name in ("pipeline", "flows", "pyproject.toml"):
+        (tmp_path / name).rename(copy / name)
+    bad = copy / "pipeline" / "quality" / "score.py"
+    bad.write_text(bad.read_text() + "\n\ndef _sneaky() -> None:\n    import prefect  # noqa\n")
+    done = subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"],
+        capture_output=True,
+        text=True,
+        cwd=copy,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(copy)},
+    )
+    assert done.returncode != 0
+    assert "pipeline.quality.score -> prefect" in done.stdout
+
+
+def _private_imports(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline"):
+            here = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            if node.module == here:
+                continue
+            found += [
+                f"{here}: from {node.module} import {a.name}"
+                for a in node.names
+                if a.name.startswith("_") and not a.name.startswith("__")
+            ]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    found = [
+        line
+        for path in sorted((ROOT / "pipeline").rglob("*.py"))
+        for line in _private_imports(path)
+    ]
+    assert found == []
 
 
 def test_light_stages_do_not_import_torch() -> None:
     """Feed, chunk and score code start fast: torch loads only for transcription."""
     code = (
-        "import sys, pipeline.audio.chunk, pipeline.audio.decode, pipeline.sources.fetch, pipeline.core.transcript; "
+        "import sys, pipeline.audio.chunk, pipeline.audio.decode, pipeline.sources.fetch, "
+        "pipeline.core.transcript, pipeline.episode, pipeline.quality.report; "
         "print('torch' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert done.stdout.strip() == "False"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.asr.options import TranscribeOptions
 from pipeline.core.errors import OptionsError
-from pipeline.asr.whisper import TranscribeOptions
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -27,9 +27,9 @@ def test_backend_option_validated() -> None:
 
 @pytest.mark.slow
 def test_transcribes_chunks_in_episode_time(tmp_path: Path) -> None:
-    from pipeline.audio.decode import decode_audio
+    from pipeline.asr.transcribe import transcribe_chunks
     from pipeline.audio.chunk import ChunkOptions, chunk_audio
-    from pipeline.asr.whisper import transcribe_chunks
+    from pipeline.audio.decode import decode_audio
 
     decoded = decode_audio(FIXTURES / "episode.mp3", tmp_path / "a.wav")
     options_c = ChunkOptions(max_chunk_s=12.0)
@@ -137,6 +137,9 @@ def test_continuation_token_helpers() -> None:
     assert _last_segment([tb, 10, tb + 5], tb) == [tb, 10, tb + 5]
     # A continuation: the next segment's start, its text, its end, then what came after.
     assert _first_segment([tb + 260, 14, 15, tb + 300, tb + 300, 16], tb) == [
-        tb + 260, 14, 15, tb + 300,
+        tb + 260,
+        14,
+        15,
+        tb + 300,
     ]
     assert _first_segment([tb + 260, 14, 15], tb) is None  # never closed

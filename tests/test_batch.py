@@ -13,24 +13,26 @@ import torch
 from whisper.decoding import ApplyTimestampRules, DecodingOptions, GreedyDecoder, SuppressTokens
 from whisper.tokenizer import get_tokenizer
 
-from pipeline.audio.decode import decode_audio, read_wav_samples
 from pipeline.asr.batch import (
     BatchTranscriber,
     ContinueInWindow,
     DeviceSuppressTokens,
-    MicroBatcher,
     VectorTimestampRules,
     auto_batch_size,
     decode_batch,
     transcribe_chunks_batched,
 )
-from pipeline.audio.chunk import ChunkOptions, chunk_audio
-from pipeline.core.errors import OptionsError
-from pipeline.quality.score import normalize_words
+from pipeline.asr.loading import load_model
+from pipeline.asr.microbatch import MicroBatcher
+from pipeline.asr.options import TranscribeOptions
 from pipeline.asr.static_decode import greedy_update, vocab_logits
+from pipeline.asr.transcribe import transcribe_chunk
+from pipeline.audio.chunk import ChunkOptions, chunk_audio
+from pipeline.audio.decode import decode_audio, read_wav_samples
+from pipeline.core.errors import OptionsError
 from pipeline.core.store import sha256_file
-from pipeline.asr.whisper import TranscribeOptions, load_model, transcribe_chunk
 from pipeline.core.types import SAMPLE_RATE, Chunk
+from pipeline.quality.score import normalize_words
 
 TOKENIZER = get_tokenizer(False)  # tiny.en's: English-only vocabulary
 SAMPLE_BEGIN = len(TOKENIZER.sot_sequence)  # English-only: <|startoftranscript|> alone
@@ -223,7 +225,8 @@ def test_real_decoding_matches_whisper_decode(episode_chunks: list[Chunk]) -> No
         assert [r.tokens for r in ours] == [r.tokens for r in theirs]
         # Float rounding only: the output projection sums in another order (vocab_logits).
         assert [r.avg_logprob for r in ours] == pytest.approx(
-            [r.avg_logprob for r in theirs], rel=1e-4)
+            [r.avg_logprob for r in theirs], rel=1e-4
+        )
         assert [r.no_speech_prob for r in ours] == pytest.approx(
             [r.no_speech_prob for r in theirs], rel=1e-4
         )
@@ -232,9 +235,7 @@ def test_real_decoding_matches_whisper_decode(episode_chunks: list[Chunk]) -> No
 
 def _gap_chunk(tmp_path: Path, fixtures_dir: Path) -> Chunk:
     """Speech, 8 s of silence, speech again (fixture seconds 10-20 and 20-30)."""
-    episode = read_wav_samples(
-        decode_audio(fixtures_dir / "episode.mp3", tmp_path / "e.wav").path
-    )
+    episode = read_wav_samples(decode_audio(fixtures_dir / "episode.mp3", tmp_path / "e.wav").path)
     first, second = episode[10 * SAMPLE_RATE : 20 * SAMPLE_RATE], episode[20 * SAMPLE_RATE :]
     silence = np.zeros(8 * SAMPLE_RATE, dtype=np.float32)
     audio = np.concatenate([first, silence, second[: 10 * SAMPLE_RATE]])
@@ -311,12 +312,15 @@ def test_no_window_goes_on_into_music(tmp_path: Path, fixtures_dir: Path, run_ff
         "+sin(2*PI*329.63*t))':s=16000:d=12"
     )
     chord = read_wav_samples(
-        decode_audio(run_ffmpeg("-f", "lavfi", "-i", chord_src, tmp_path / "chord.flac"),
-                     tmp_path / "chord.wav").path
+        decode_audio(
+            run_ffmpeg("-f", "lavfi", "-i", chord_src, tmp_path / "chord.flac"),
+            tmp_path / "chord.wav",
+        ).path
     )
     speech = read_wav_samples(decode_audio(fixtures_dir / "speech.ogg", tmp_path / "s.wav").path)
-    chunk = _write_chunk(np.concatenate([chord[: 5 * SAMPLE_RATE], speech, chord]),
-                         tmp_path / "music.wav")
+    chunk = _write_chunk(
+        np.concatenate([chord[: 5 * SAMPLE_RATE], speech, chord]), tmp_path / "music.wav"
+    )
     loaded = load_model(TranscribeOptions())
     results = {
         cont: transcribe_chunks_batched(
@@ -347,8 +351,7 @@ def test_micro_batcher_serves_concurrent_callers(episode_chunks: list[Chunk]) ->
 
     with MicroBatcher(max_wait_s=0.2) as batcher:
         threads = [
-            threading.Thread(target=worker, args=(episode_chunks[i::3], batcher))
-            for i in range(3)
+            threading.Thread(target=worker, args=(episode_chunks[i::3], batcher)) for i in range(3)
         ]
         for t in threads:
             t.start()
@@ -429,7 +432,8 @@ def test_chunks_queued_ahead_are_claimed_by_their_callers(episode_chunks: list[C
         assert batcher.claimed_ahead == 1
         third = batcher.submit(chunks[2], options)  # queued now: was not taken ahead
         assert _texts([first.result(timeout=600), third.result(timeout=600)]) == _texts(
-            [alone[0], alone[2]])
+            [alone[0], alone[2]]
+        )
         assert batcher.batch_sizes[0] == 2  # the two taken ahead, decoded together
         # Nobody claims the second: dropped once, and a later submit queues it afresh.
         assert batcher.drop_ahead(chunks, options) == 1

@@ -23,8 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _result(*runs: BenchRun) -> BenchResult:
-    return BenchResult("ep.mp3", "ref.txt", "tiny.en", "openai-whisper", "cpu", 8, 2, "test",
-                       runs, 0.0)
+    return BenchResult(
+        "ep.mp3", "ref.txt", "tiny.en", "openai-whisper", "cpu", 8, 2, "test", runs, 0.0
+    )
 
 
 def test_speedup_and_wer_delta_use_the_median_repetition() -> None:
@@ -55,22 +56,43 @@ def test_peak_rss_sees_an_allocation() -> None:
 
 def test_unknown_backend_is_refused(fixtures_dir: Path) -> None:
     with pytest.raises(OptionsError, match="backend"):
-        run_bench(str(fixtures_dir / "episode.mp3"), str(fixtures_dir / "episode.txt"),
-                  backend="nemo")
+        run_bench(
+            str(fixtures_dir / "episode.mp3"), str(fixtures_dir / "episode.txt"), backend="nemo"
+        )
 
 
 @pytest.mark.slow
 def test_bench_cli_json_on_the_fixture_episode(fixtures_dir: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "bench", str(fixtures_dir / "episode.mp3"),
-         "--reference", str(fixtures_dir / "episode.txt"), "--json",
-         "--no-deterministic-baseline"],
-        capture_output=True, text=True, cwd=REPO, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "bench",
+            str(fixtures_dir / "episode.mp3"),
+            "--reference",
+            str(fixtures_dir / "episode.txt"),
+            "--json",
+            "--no-deterministic-baseline",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    for key in ("speedup", "wer_delta", "baseline_rtfx", "pipeline_rtfx", "baseline_wer",
-                "pipeline_wer", "transcribe_stage_rtfx", "machine", "runs"):
+    for key in (
+        "speedup",
+        "wer_delta",
+        "baseline_rtfx",
+        "pipeline_rtfx",
+        "baseline_wer",
+        "pipeline_wer",
+        "transcribe_stage_rtfx",
+        "machine",
+        "runs",
+    ):
         assert key in summary, key
     assert summary["speedup"] > 0
     assert 0 <= summary["pipeline_wer"] < 0.5

@@ -14,9 +14,9 @@ from conftest import LocalHTTPServer, Reply
 from feedgen import Item, rss
 from typer.testing import CliRunner
 
-from pipeline.sources import catalog
 from pipeline.cli.feeds import register
 from pipeline.core.errors import FeedError, OptionsError
+from pipeline.sources import catalog
 from pipeline.sources.feed import Feed, parse_feed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,8 +25,13 @@ FEED_URL = "http://example.org/feed.xml"
 
 def _item(n: int, transcript: bool = False) -> Item:
     links = ((f"http://example.org/t/{n}.vtt", "text/vtt"),) if transcript else ()
-    return Item(f"Episode {n}", f"guid-{n}", (f"http://example.org/{n}.mp3", "audio/mpeg"),
-                transcripts=links, published=f"Mon, 0{n} Jun 2025 10:00:00 GMT")
+    return Item(
+        f"Episode {n}",
+        f"guid-{n}",
+        (f"http://example.org/{n}.mp3", "audio/mpeg"),
+        transcripts=links,
+        published=f"Mon, 0{n} Jun 2025 10:00:00 GMT",
+    )
 
 
 def _feed(*numbers: int, transcripts: bool = False) -> Feed:
@@ -45,8 +50,11 @@ def test_new_episodes_are_returned_once(db: Path) -> None:
     # An item added between two polls is the only one the second poll returns.
     assert [e.guid for e in catalog.record_feed_episodes(db, _feed(1, 2, 3))] == ["guid-3"]
     rows = catalog.list_episodes(db)
-    assert [(r.guid, r.state) for r in rows] == [("guid-1", "new"), ("guid-2", "new"),
-                                                 ("guid-3", "new")]
+    assert [(r.guid, r.state) for r in rows] == [
+        ("guid-1", "new"),
+        ("guid-2", "new"),
+        ("guid-3", "new"),
+    ]
     [feed] = catalog.list_feeds(db)
     assert (feed.url, feed.title, feed.feed_id) == (FEED_URL, "Show", _feed(1).feed_id)
     assert feed.last_polled_at is not None
@@ -115,8 +123,14 @@ def test_bad_state_and_unknown_episode(db: Path) -> None:
 
 
 def _in_subprocess(code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, check=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        timeout=60,
+    )
     return done.stdout.strip()
 
 
@@ -141,8 +155,10 @@ def test_concurrent_polls_record_each_episode_once(db: Path, tmp_path: Path) -> 
         f"f = feed.fetch_feed({str(feed_file)!r}); "
         f"print(' '.join(e.guid for e in catalog.record_feed_episodes({str(db)!r}, f)))"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     outputs = [p.communicate(timeout=60)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     returned = [guid for out in outputs for guid in out]
@@ -180,7 +196,9 @@ def test_cli_feed_add_list_and_episodes(
     listed = runner.invoke(cli, ["episodes", "--feed", feed_id, "--db", str(db), "--json"])
     rows = json.loads(listed.output)
     assert [(r["title"], r["state"], r["last_wer"]) for r in rows] == [
-        ("Episode 1", "done", 0.1), ("Episode 2", "new", None)]
+        ("Episode 1", "done", 0.1),
+        ("Episode 2", "new", None),
+    ]
 
     table = runner.invoke(cli, ["episodes", "--db", str(db)], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "10.00%" in table.output and "new" in table.output
@@ -198,9 +216,11 @@ def test_cli_bad_input(cli: typer.Typer, db: Path, http_server: LocalHTTPServer)
     assert isinstance(unknown.exception, FeedError)
     assert f"known feeds: {_feed(1).feed_id}" in str(unknown.exception)
 
-    page = http_server.route("/page", Reply(b"<html><body>hi</body></html>",
-                                            content_type="text/html"))
+    page = http_server.route(
+        "/page", Reply(b"<html><body>hi</body></html>", content_type="text/html")
+    )
     bad = runner.invoke(cli, ["feed", "add", page, "--db", str(db)])
     assert isinstance(bad.exception, FeedError) and "is not an RSS or Atom feed" in str(
-        bad.exception)
+        bad.exception
+    )
     assert len(catalog.list_feeds(db)) == 1 and len(catalog.list_episodes(db)) == 1  # kept

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.audio.decode import decode_audio, read_wav_pcm, read_wav_samples
 from pipeline.audio.chunk import ChunkOptions, chunk_audio, find_cut, load_manifest
+from pipeline.audio.decode import decode_audio, read_wav_pcm, read_wav_samples
 from pipeline.core.errors import OptionsError
 from pipeline.core.types import SAMPLE_RATE, ChunkManifest
 

@@ -29,9 +29,15 @@ ROOT = Path(__file__).resolve().parent.parent
 EPISODE = "e2e-episode"
 CORRUPT = (0, 2)
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 LOG_LINE = re.compile(rf"transcribing chunk (\d+) of {EPISODE}")
 
 
@@ -52,8 +58,10 @@ def served(prefect_ui_server: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """`podscribe serve` against that server, writing under tmp_path."""
     prefect_api = prefect_ui_server
     env = os.environ | {
-        "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
         "PODSCRIBE_RESULTS_DIR": str(tmp_path / "results"),
         "PODSCRIBE_AUDIO_ROOT": str(tmp_path / "audio"),
         "PODSCRIBE_TRANSCRIPTS_ROOT": str(tmp_path / "transcripts"),
@@ -63,7 +71,12 @@ def served(prefect_ui_server: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "flows.cli", "serve", "--poll-every", "0"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield env | {"log": str(log)}
     finally:
@@ -101,8 +114,9 @@ def _final_state(client, run_id):  # noqa: ANN001, ANN202
 def _transcribed(client, run_id) -> Counter[int]:  # noqa: ANN001
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
-                            limit=200)
+    logs = client.read_logs(
+        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200
+    )
     return Counter(int(m.group(1)) for log in logs if (m := LOG_LINE.search(log.message)))
 
 
@@ -156,44 +170,69 @@ def test_ui_retry_reruns_only_the_failed_chunks(
         old_limit = client.read_global_concurrency_limit_by_name(DEVICE_LIMIT).limit
         client.update_global_concurrency_limit(DEVICE_LIMIT, GlobalConcurrencyLimitUpdate(limit=1))
         try:
-            _wait("the served deployment", lambda: _deployment_id(
-                client, "transcribe-episode/transcribe-episode"), 120)
+            _wait(
+                "the served deployment",
+                lambda: _deployment_id(client, "transcribe-episode/transcribe-episode"),
+                120,
+            )
             chunks_dir = tmp_path / "audio" / EPISODE / "chunks"
             with concurrency(DEVICE_LIMIT, occupy=1):  # no chunk starts before the damage
                 run = run_deployment(
-                    "transcribe-episode/transcribe-episode", timeout=0,
-                    parameters={"source": str(fixtures_dir / "episode.mp3"),
-                                "episode_id": EPISODE, "title": "E2E episode",
-                                "reference": str(fixtures_dir / "episode.txt"),
-                                "max_chunk_s": 15.0})
-                _wait("the chunk manifest", lambda: (chunks_dir.parent / "manifest.json")
-                      .is_file(), 180)
+                    "transcribe-episode/transcribe-episode",
+                    timeout=0,
+                    parameters={
+                        "source": str(fixtures_dir / "episode.mp3"),
+                        "episode_id": EPISODE,
+                        "title": "E2E episode",
+                        "reference": str(fixtures_dir / "episode.txt"),
+                        "max_chunk_s": 15.0,
+                    },
+                )
+                _wait(
+                    "the chunk manifest",
+                    lambda: (chunks_dir.parent / "manifest.json").is_file(),
+                    180,
+                )
                 originals = {i: (chunks_dir / f"chunk-{i:04d}.wav").read_bytes() for i in CORRUPT}
                 for i, data in originals.items():
-                    (chunks_dir / f"chunk-{i:04d}.wav").write_bytes(data[:100] + bytes(
-                        len(data) - 100))
+                    (chunks_dir / f"chunk-{i:04d}.wav").write_bytes(
+                        data[:100] + bytes(len(data) - 100)
+                    )
             total = len(list(chunks_dir.glob("chunk-*.wav")))
             assert total >= 3
             failed = _wait("the run to fail", lambda: _final_state(client, run.id), 300)
             assert failed.is_failed(), failed
-            first = _wait("the first attempt's logs", lambda: (
-                c if sum((c := _transcribed(client, run.id)).values()) == total - 2 else None), 30)
+            first = _wait(
+                "the first attempt's logs",
+                lambda: (
+                    c if sum((c := _transcribed(client, run.id)).values()) == total - 2 else None
+                ),
+                30,
+            )
             assert set(first) == set(range(total)) - set(CORRUPT)
 
             for i, data in originals.items():
                 (chunks_dir / f"chunk-{i:04d}.wav").write_bytes(data)
             _click_retry(prefect_ui_server.removesuffix("/api"), run.id, tmp_path)
 
-            _wait("the retried run to leave Failed", lambda: not client.read_flow_run(
-                run.id).state.is_failed(), 60)
+            _wait(
+                "the retried run to leave Failed",
+                lambda: not client.read_flow_run(run.id).state.is_failed(),
+                60,
+            )
             done = _wait("the retried run", lambda: _final_state(client, run.id), 300)
             assert done.is_completed(), (done, Path(served["log"]).read_text()[-3000:])
-            counts = _wait("the retry's logs", lambda: (
-                c if sum((c := _transcribed(client, run.id)).values()) >= total else None), 30)
+            counts = _wait(
+                "the retry's logs",
+                lambda: c if sum((c := _transcribed(client, run.id)).values()) >= total else None,
+                30,
+            )
             assert counts == Counter(range(total)), "each chunk transcribed exactly once"
-            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[f"quality-{EPISODE}"])))
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"quality-{EPISODE}"]))
+            )
             assert artifacts and "Worst chunks" in str(artifacts[0].data)
         finally:
             client.update_global_concurrency_limit(
-                DEVICE_LIMIT, GlobalConcurrencyLimitUpdate(limit=old_limit))
+                DEVICE_LIMIT, GlobalConcurrencyLimitUpdate(limit=old_limit)
+            )

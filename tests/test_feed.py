@@ -26,20 +26,32 @@ FAST = {"timeout_s": 2.0, "retries": 2, "backoff_s": 0.01}  # keep retry tests q
 SRT = b"1\n00:00:00,000 --> 00:00:02,000\nHOST: Hello from the srt.\n"
 VTT = b"WEBVTT\n\n00:00.000 --> 00:02.000\n<v Host>Hello from the vtt.\n"
 PC20_JSON = json.dumps(
-    {"version": "1.0.0",
-     "segments": [{"speaker": "Host", "startTime": 0, "endTime": 2, "body": "Hello from json."}]}
+    {
+        "version": "1.0.0",
+        "segments": [{"speaker": "Host", "startTime": 0, "endTime": 2, "body": "Hello from json."}],
+    }
 ).encode()
 
 
 def _items(srv: LocalHTTPServer) -> list[Item]:
     """Three good episodes (one per transcript format), then every kind of item to skip."""
     return [
-        Item("Episode One", "guid-1", (srv.url("/a/1.mp3"), "audio/mpeg"),
-             transcripts=((srv.url("/t/1.srt"), "application/x-subrip"),
-                          (srv.url("/t/1.vtt"), "text/vtt"),
-                          (srv.url("/t/1.json"), "application/json"))),
-        Item("Episode Two", "guid-2", (srv.url("/a/2.m4a"), "audio/x-m4a"),
-             transcripts=((srv.url("/t/2.vtt"), "text/vtt"),)),
+        Item(
+            "Episode One",
+            "guid-1",
+            (srv.url("/a/1.mp3"), "audio/mpeg"),
+            transcripts=(
+                (srv.url("/t/1.srt"), "application/x-subrip"),
+                (srv.url("/t/1.vtt"), "text/vtt"),
+                (srv.url("/t/1.json"), "application/json"),
+            ),
+        ),
+        Item(
+            "Episode Two",
+            "guid-2",
+            (srv.url("/a/2.m4a"), "audio/x-m4a"),
+            transcripts=((srv.url("/t/2.vtt"), "text/vtt"),),
+        ),
         Item("Episode Three: Video!", "guid-3", (srv.url("/a/3.mp4"), "video/mp4")),
         Item("Episode One again", "guid-1", (srv.url("/a/1b.mp3"), "audio/mpeg")),
         Item("Show notes PDF", "guid-pdf", (srv.url("/notes.pdf"), "application/pdf")),
@@ -48,8 +60,9 @@ def _items(srv: LocalHTTPServer) -> list[Item]:
 
 
 def test_rss_feed(http_server: LocalHTTPServer) -> None:
-    url = http_server.route("/feed.xml", Reply(rss("My Show", _items(http_server)),
-                                               content_type="application/rss+xml"))
+    url = http_server.route(
+        "/feed.xml", Reply(rss("My Show", _items(http_server)), content_type="application/rss+xml")
+    )
     feed = fetch_feed(url, **FAST)
 
     assert feed.url == url and feed.title == "My Show"
@@ -84,13 +97,20 @@ def test_ids_are_stable_and_scoped_by_feed(http_server: LocalHTTPServer) -> None
 
 def test_atom_feed(http_server: LocalHTTPServer) -> None:
     items = [
-        Item("Atom One", "urn:ep:1", (http_server.url("/a/1.ogg"), "audio/ogg"),
-             transcripts=((http_server.url("/t/1.vtt"), "text/vtt"),
-                          (http_server.url("/t/1.json"), "application/json"))),
+        Item(
+            "Atom One",
+            "urn:ep:1",
+            (http_server.url("/a/1.ogg"), "audio/ogg"),
+            transcripts=(
+                (http_server.url("/t/1.vtt"), "text/vtt"),
+                (http_server.url("/t/1.json"), "application/json"),
+            ),
+        ),
         Item("Atom Two", "urn:ep:2", (http_server.url("/a/2.pdf"), "application/pdf")),
     ]
-    url = http_server.route("/atom.xml", Reply(atom("Atom Show", items),
-                                               content_type="application/atom+xml"))
+    url = http_server.route(
+        "/atom.xml", Reply(atom("Atom Show", items), content_type="application/atom+xml")
+    )
     feed = fetch_feed(url, **FAST)
     assert feed.title == "Atom Show"
     [episode] = feed.episodes
@@ -101,8 +121,10 @@ def test_atom_feed(http_server: LocalHTTPServer) -> None:
 
 
 def test_item_without_guid_is_identified_by_its_enclosure_url() -> None:
-    items = [Item("No GUID", None, ("http://cdn/ep.mp3", "")),
-             Item("No GUID either", None, ("http://cdn/ep2.mp3", "audio/mpeg"))]
+    items = [
+        Item("No GUID", None, ("http://cdn/ep.mp3", "")),
+        Item("No GUID either", None, ("http://cdn/ep2.mp3", "audio/mpeg")),
+    ]
     feed = parse_feed(rss("S", items), "http://x/feed")
     guids = [e.guid for e in feed.episodes]
     assert all(g.startswith("sha256:") for g in guids) and len(set(guids)) == 2
@@ -111,16 +133,25 @@ def test_item_without_guid_is_identified_by_its_enclosure_url() -> None:
 
 
 def _episode(*links: tuple[str, str]) -> FeedEpisode:
-    return FeedEpisode("g", "ep-1234abcd", "Ep", "http://x/a.mp3", "audio/mpeg", None,
-                       tuple(TranscriptLink(url, kind) for url, kind in links))
+    return FeedEpisode(
+        "g",
+        "ep-1234abcd",
+        "Ep",
+        "http://x/a.mp3",
+        "audio/mpeg",
+        None,
+        tuple(TranscriptLink(url, kind) for url, kind in links),
+    )
 
 
 @pytest.mark.parametrize(
     ("links", "expected"),
     [
         ((), None),
-        ((("http://x/t.srt", "application/x-subrip"), ("http://x/t.json", "application/json")),
-         "http://x/t.json"),
+        (
+            (("http://x/t.srt", "application/x-subrip"), ("http://x/t.json", "application/json")),
+            "http://x/t.json",
+        ),
         ((("http://x/t.txt", "text/plain"), ("http://x/t.html", "text/html")), "http://x/t.html"),
         ((("http://x/t.srt", "application/srt"), ("http://x/t.vtt", "text/vtt")), "http://x/t.vtt"),
         ((("http://x/t.vtt", ""),), "http://x/t.vtt"),  # no type: the extension decides
@@ -199,8 +230,9 @@ def test_404_is_not_retried(http_server: LocalHTTPServer) -> None:
 
 
 def test_500_then_200_is_retried(http_server: LocalHTTPServer) -> None:
-    url = http_server.route("/flaky.xml", Reply(b"oops", status=500),
-                            rss("Flaky", _items(http_server)))
+    url = http_server.route(
+        "/flaky.xml", Reply(b"oops", status=500), rss("Flaky", _items(http_server))
+    )
     feed = fetch_feed(url, **FAST)
     assert feed.title == "Flaky" and len(feed.episodes) == 3
     assert http_server.hits["/flaky.xml"] == 2
@@ -229,7 +261,7 @@ def test_xml_bomb_is_refused() -> None:
     bomb = (
         b'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY a "aaaaaaaaaa">'
         b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>'
-        b"<rss version=\"2.0\"><channel><title>&c;</title></channel></rss>"
+        b'<rss version="2.0"><channel><title>&c;</title></channel></rss>'
     )
     with pytest.raises(FeedError, match="feed http://x/bomb declares XML entities.*unsafe"):
         parse_feed(bomb, "http://x/bomb")

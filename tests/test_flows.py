@@ -32,7 +32,7 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
 
     import flows.episode
     from flows.episode import transcribe_episode
-    from pipeline.asr.batch import shared_batcher
+    from pipeline.asr.microbatch import shared_batcher
 
     # However slow this machine's API server is, let the slot acquisition finish before the
     # chunks are handed over (the wait ends as soon as it has).
@@ -48,8 +48,11 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
 
     claimed = shared_batcher().claimed_ahead
     summary = transcribe_episode(
-        source=str(fixtures_dir / "episode.mp3"), episode_id="Fixture_Episode.1",
-        reference=str(fixtures_dir / "episode.txt"), title="Fixture episode", max_chunk_s=15.0,
+        source=str(fixtures_dir / "episode.mp3"),
+        episode_id="Fixture_Episode.1",
+        reference=str(fixtures_dir / "episode.txt"),
+        title="Fixture episode",
+        max_chunk_s=15.0,
     )
     assert summary["chunks"] >= 3
     # A first attempt hands its first batch to the batcher before the chunk tasks start;
@@ -64,13 +67,17 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
     assert {p.name for p in out.iterdir()} >= {"transcript.json", "transcript.srt", "score.json"}
     assert any((flow_env / "results_dir").iterdir()), "chunk results are persisted"
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["quality-fixture-episode-1"])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["quality-fixture-episode-1"])
+            )
+        )
     assert found and "Worst chunks" in str(found[0].data)
     # The chunk table is created off the flow's thread, still as an artifact of the run.
     with get_client(sync_client=True) as client:
-        table = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["chunks-fixture-episode-1"])))
+        table = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["chunks-fixture-episode-1"]))
+        )
     assert table and table[0].flow_run_id is not None
     assert table[0].flow_run_id == found[0].flow_run_id
 
@@ -120,13 +127,15 @@ def test_background_calls_run_in_order_before_close_and_failures_do_not_fail_the
 def test_dask_task_runner_with_two_local_workers(flow_env: Path, fixtures_dir: Path) -> None:
     from flows.episode import transcribe_episode
     from flows.runners import make_task_runner
-    from flows.settings import FlowSettings
+    from flows.settings import Settings
 
-    runner = make_task_runner(FlowSettings(task_runner="dask", dask_workers=2, workers=1))
+    runner = make_task_runner(Settings(task_runner="dask", dask_workers=2, workers=1))
     assert runner.cluster_kwargs["n_workers"] == 2
     summary = transcribe_episode.with_options(task_runner=runner)(
-        source=str(fixtures_dir / "speech.ogg"), episode_id="dask-1",
-        reference=str(fixtures_dir / "speech.txt"), max_chunk_s=4.0,
+        source=str(fixtures_dir / "speech.ogg"),
+        episode_id="dask-1",
+        reference=str(fixtures_dir / "speech.txt"),
+        max_chunk_s=4.0,
     )
     assert summary["chunks"] >= 2 and summary["transcribed"] == list(range(summary["chunks"]))
     assert summary["wer"] is not None and summary["wer"] < 0.8  # 4 s chunks: little context
@@ -135,13 +144,23 @@ def test_dask_task_runner_with_two_local_workers(flow_env: Path, fixtures_dir: P
 def _demo_feed(server: LocalHTTPServer, numbers: list[int]) -> str:
     items = []
     for n in numbers:
-        audio = server.route(f"/ep{n}.mp3", Reply((DEMO_DIR / f"episode-{n}.mp3").read_bytes(),
-                                                  content_type="audio/mpeg"))
-        text = server.route(f"/ep{n}.txt", Reply((DEMO_DIR / f"episode-{n}.txt").read_bytes(),
-                                                 content_type="text/plain"))
-        items.append(Item(title=f"Poll demo {n}", guid=f"demo-{n}", enclosure=(audio, "audio/mpeg"),
-                          transcripts=((text, "text/plain"),),
-                          published=f"Mon, 0{n} Jun 2025 10:00:00 GMT"))
+        audio = server.route(
+            f"/ep{n}.mp3",
+            Reply((DEMO_DIR / f"episode-{n}.mp3").read_bytes(), content_type="audio/mpeg"),
+        )
+        text = server.route(
+            f"/ep{n}.txt",
+            Reply((DEMO_DIR / f"episode-{n}.txt").read_bytes(), content_type="text/plain"),
+        )
+        items.append(
+            Item(
+                title=f"Poll demo {n}",
+                guid=f"demo-{n}",
+                enclosure=(audio, "audio/mpeg"),
+                transcripts=((text, "text/plain"),),
+                published=f"Mon, 0{n} Jun 2025 10:00:00 GMT",
+            )
+        )
     feed = Reply(rss("Poll demo", items), content_type="application/rss+xml")
     return server.route("/feed.xml", feed)
 
@@ -151,8 +170,9 @@ def _runs_named(name: str) -> int:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            name=FlowRunFilterName(any_=[name])))
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+        )
     return len(runs)
 
 
@@ -294,8 +314,14 @@ def _python_without_api_url(script: str, arg: str) -> subprocess.CompletedProces
     PREFECT_API_* in its environment (Prefect's import-time settings then lack a server)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
     env |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-    return subprocess.run([sys.executable, "-c", script, arg], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=Path(__file__).resolve().parent.parent)
+    return subprocess.run(
+        [sys.executable, "-c", script, arg],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
 
 
 LENDER_IN_A_SETTINGS_CONTEXT = """

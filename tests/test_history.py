@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
+from pipeline.core.types import ChunkTranscript, ModelInfo, Segment, Transcript
 from pipeline.quality.history import (
     HistoryError,
     append_record,
@@ -20,7 +21,6 @@ from pipeline.quality.history import (
     select_runs,
 )
 from pipeline.quality.score import score_transcript
-from pipeline.core.types import ChunkTranscript, ModelInfo, Segment, Transcript
 
 REFERENCE = "red green blue gold. cat dog cow pig."
 
@@ -29,18 +29,27 @@ def _transcript(words_a: str, words_b: str, model: str = "tiny.en") -> Transcrip
     info = ModelInfo(model, "cd" * 32, "test", Path("m.pt"))
     chunks = (
         ChunkTranscript(0, "0" * 64, 0.0, 10.0, (Segment(0.0, 8.0, words_a, 0),), info, {}, 1.0),
-        ChunkTranscript(1, "1" * 64, 10.0, 20.0, (Segment(10.0, 18.0, words_b, 1),), info, {},
-                        1.0),
+        ChunkTranscript(1, "1" * 64, 10.0, 20.0, (Segment(10.0, 18.0, words_b, 1),), info, {}, 1.0),
     )
-    prov = {"code_version": "0.1.0+gtest", "models": [{"name": model, "sha256": "cd" * 32}],
-            "transcribe_options": {"beam_size": None}, "chunk_options": {"max_chunk_s": 30}}
+    prov = {
+        "code_version": "0.1.0+gtest",
+        "models": [{"name": model, "sha256": "cd" * 32}],
+        "transcribe_options": {"beam_size": None},
+        "chunk_options": {"max_chunk_s": 30},
+    }
     return Transcript("ep", 20.0, tuple(s for c in chunks for s in c.segments), chunks, prov)
 
 
 def _record(words_a: str, words_b: str, run_id: str, model: str = "tiny.en", feed=None):
     t = _transcript(words_a, words_b, model)
-    return make_record(t, score_transcript(t, REFERENCE), run_id=run_id, feed=feed,
-                       elapsed_s=2.0, flags={1: ("low_confidence",), 0: ()})
+    return make_record(
+        t,
+        score_transcript(t, REFERENCE),
+        run_id=run_id,
+        feed=feed,
+        elapsed_s=2.0,
+        flags={1: ("low_confidence",), 0: ()},
+    )
 
 
 def test_record_holds_score_and_per_chunk_wer() -> None:
@@ -69,8 +78,10 @@ def test_append_and_read_back(tmp_path: Path) -> None:
 
 def _append_many(path: str, worker: int, count: int) -> None:
     for k in range(count):
-        append_record(Path(path), _record("red green blue gold", "cat dog cow pig",
-                                          f"w{worker}-{k:03d}" + "x" * 2000))
+        append_record(
+            Path(path),
+            _record("red green blue gold", "cat dog cow pig", f"w{worker}-{k:03d}" + "x" * 2000),
+        )
 
 
 def test_concurrent_appends_never_tear_lines(tmp_path: Path) -> None:
@@ -88,8 +99,10 @@ def test_concurrent_appends_never_tear_lines(tmp_path: Path) -> None:
 
 
 def test_find_run_by_prefix(tmp_path: Path) -> None:
-    runs = [_record("a", "b", "20250101-000000-aaaaaa"),
-            _record("a", "b", "20250101-000000-abbbbb")]
+    runs = [
+        _record("a", "b", "20250101-000000-aaaaaa"),
+        _record("a", "b", "20250101-000000-abbbbb"),
+    ]
     assert find_run(runs, "20250101-000000-ab").run_id == "20250101-000000-abbbbb"
     with pytest.raises(HistoryError, match="ambiguous"):
         find_run(runs, "20250101-000000-a")
@@ -117,21 +130,24 @@ def test_select_runs_by_feed_and_episode() -> None:
 
 def test_history_and_compare_commands(tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
-    append_record(path, _record("red green glue gold", "cat dog cow pig",
-                                "20250101-000000-aaaaaa"))
-    append_record(path, _record("red green blue gold", "cat dig cow pig",
-                                "20250102-000000-bbbbbb", model="base"))
+    append_record(path, _record("red green glue gold", "cat dog cow pig", "20250101-000000-aaaaaa"))
+    append_record(
+        path,
+        _record("red green blue gold", "cat dig cow pig", "20250102-000000-bbbbbb", model="base"),
+    )
     runner = CliRunner(env={"COLUMNS": "200"})
     shown = runner.invoke(app, ["history", "--episode", "ep", "--transcripts-root", str(tmp_path)])
     assert shown.exit_code == 0, shown.output
     assert "tiny.en" in shown.output and "base" in shown.output and "12.50%" in shown.output
     as_json = runner.invoke(app, ["history", "--json", "--transcripts-root", str(tmp_path)])
     assert [r["model"] for r in json.loads(as_json.output)] == ["tiny.en", "base"]
-    cmp = runner.invoke(app, ["compare", "20250101", "20250102", "--transcripts-root",
-                              str(tmp_path)])
+    cmp = runner.invoke(
+        app, ["compare", "20250101", "20250102", "--transcripts-root", str(tmp_path)]
+    )
     assert cmp.exit_code == 0, cmp.output
     assert "better" in cmp.output and "worse" in cmp.output
     assert "1 better, 1 worse, 0 unchanged" in cmp.output
-    unknown = runner.invoke(app, ["compare", "nope", "20250102", "--transcripts-root",
-                                  str(tmp_path)])
+    unknown = runner.invoke(
+        app, ["compare", "nope", "20250102", "--transcripts-root", str(tmp_path)]
+    )
     assert unknown.exit_code != 0

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.core.errors import ModelError
 from pipeline.asr.weights import (
     convert_ct2_model,
     list_models,
@@ -17,6 +16,7 @@ from pipeline.asr.weights import (
     read_ct2_model,
     resolve_model,
 )
+from pipeline.core.errors import ModelError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 _DTYPE_IDS = {"float32": 0, "int8": 1, "int16": 2, "int32": 3, "float16": 4}

@@ -8,21 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.audio.analysis import classify_windows, speech_end_s
 from pipeline.audio.decode import decode_audio, read_wav_samples, wav_num_samples
 from pipeline.core.errors import OptionsError
+from pipeline.core.types import Chunk, ChunkTranscript, ModelInfo, Segment, to_dict
 from pipeline.quality.signals import (
     QualityThresholds,
     assess_chunk,
     assess_chunks,
     chunk_signals,
-    classify_windows,
     flag_chunk,
     quality_report_from_dict,
     repeated_ngram,
-    speech_end_s,
     text_compression_ratio,
 )
-from pipeline.core.types import Chunk, ChunkTranscript, ModelInfo, Segment, to_dict
 
 MODEL = ModelInfo(name="tiny.en", sha256="0" * 64, source="test data", path=Path("tiny.en.pt"))
 SPEECH_TEXT = (
@@ -118,7 +117,7 @@ def test_window_times_are_in_episode_time(audio) -> None:
 
 @pytest.mark.parametrize("n", [1, 1023, 1024, 1025, 1024 + 160, 16000 * 7 + 13])
 def test_frame_levels_equal_each_frames_own_mean_square(n: int) -> None:
-    from pipeline.quality.signals import FRAME_N, _frames, _levels
+    from pipeline.audio.analysis import FRAME_N, _frames, _levels
 
     rng = np.random.default_rng(n)
     samples = (rng.standard_normal(n) * rng.uniform(0.001, 0.5, n)).astype(np.float32)
@@ -257,7 +256,7 @@ def test_report_round_trips_through_json(audio) -> None:
 
 def test_signals_from_windows_alone() -> None:
     # chunk_signals needs no audio file: windows can be given directly.
-    from pipeline.quality.signals import WindowClasses
+    from pipeline.audio.analysis import WindowClasses
 
     windows = WindowClasses(0.0, ("speech",) * 20)
     chunk = Chunk(0, 0, 160000, Path("none.wav"), "0" * 64, "end")
@@ -271,10 +270,10 @@ def test_signals_from_windows_alone() -> None:
 
 @pytest.mark.slow
 def test_repair_transcribes_a_dropped_chunk_again(fixtures_dir, tmp_path) -> None:
+    from pipeline.asr.options import TranscribeOptions
+    from pipeline.core.types import ChunkManifest, DecodedAudio
     from pipeline.quality.repair import RepairPolicy, repair_chunks
     from pipeline.quality.score import normalize_text
-    from pipeline.asr.whisper import TranscribeOptions
-    from pipeline.core.types import ChunkManifest, DecodedAudio
 
     wav = decode_audio(fixtures_dir / "speech.ogg", tmp_path / "speech.wav").path
     chunk = _chunk(wav)

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
+from pipeline.core.types import ChunkManifest, ChunkTranscript, ModelInfo, Segment, Transcript
 from pipeline.episode import finish_episode, prepare_episode
 from pipeline.quality.history import HISTORY_NAME, read_history
-from pipeline.sources.reference import read_reference
 from pipeline.quality.report import (
     ReportInput,
     confusion_pairs,
@@ -24,7 +24,7 @@ from pipeline.quality.report import (
     worst_chunks,
 )
 from pipeline.quality.score import align_words, normalize_words, score_transcript
-from pipeline.core.types import ChunkManifest, ChunkTranscript, ModelInfo, Segment, Transcript
+from pipeline.sources.reference import read_reference
 
 MODEL = ModelInfo(name="tiny.en", sha256="ab" * 32, source="test data", path=Path("t.pt"))
 
@@ -43,15 +43,32 @@ def _ct(index: int, start: float, end: float, *segments: Segment) -> ChunkTransc
 
 def _synthetic() -> Transcript:
     chunks = [
-        _ct(0, 0.0, 10.0, Segment(0.0, 4.0, "The quick crown fox", 0),
-            Segment(4.0, 8.0, "jumps over the lazy", 0)),
-        _ct(1, 10.0, 20.0, Segment(10.0, 14.0, "A stitch in time", 1),
-            Segment(17.0, 19.8, "saves lives today.", 1)),
+        _ct(
+            0,
+            0.0,
+            10.0,
+            Segment(0.0, 4.0, "The quick crown fox", 0),
+            Segment(4.0, 8.0, "jumps over the lazy", 0),
+        ),
+        _ct(
+            1,
+            10.0,
+            20.0,
+            Segment(10.0, 14.0, "A stitch in time", 1),
+            Segment(17.0, 19.8, "saves lives today.", 1),
+        ),
         _ct(2, 20.0, 30.0, Segment(20.5, 26.0, "All that glitter is not gold.", 2)),
     ]
-    return Transcript("synthetic", 30.0, tuple(s for c in chunks for s in c.segments),
-                      tuple(chunks), {"code_version": "test", "models": [
-                          {"name": "tiny.en", "sha256": "ab" * 32, "source": "test"}]})
+    return Transcript(
+        "synthetic",
+        30.0,
+        tuple(s for c in chunks for s in c.segments),
+        tuple(chunks),
+        {
+            "code_version": "test",
+            "models": [{"name": "tiny.en", "sha256": "ab" * 32, "source": "test"}],
+        },
+    )
 
 
 def test_worst_chunks_and_confusions() -> None:
@@ -153,8 +170,9 @@ def test_finish_episode_without_reference(episode, tmp_path) -> None:
     out = tmp_path / "fixture"
     (out).mkdir()
     (out / "reference.txt").write_text("stale", encoding="utf-8")
-    _, score, files = finish_episode(manifest, _transcripts_from_reference(manifest, text),
-                                     None, out)
+    _, score, files = finish_episode(
+        manifest, _transcripts_from_reference(manifest, text), None, out
+    )
     assert score is None and not (out / "reference.txt").exists()
     page = files["report.html"].read_text(encoding="utf-8")
     assert "no reference: reference-free signals only" in page
@@ -168,8 +186,9 @@ def test_report_command_rebuilds_without_opening(episode, tmp_path) -> None:
     root = tmp_path / "transcripts"
     finish_episode(manifest, _transcripts_from_reference(manifest, text), None, root / "fixture")
     (root / "fixture" / "report.html").unlink()
-    result = CliRunner().invoke(app, ["report", "fixture", "--transcripts-root", str(root),
-                                      "--no-open"])
+    result = CliRunner().invoke(
+        app, ["report", "fixture", "--transcripts-root", str(root), "--no-open"]
+    )
     assert result.exit_code == 0, result.output
     assert (root / "fixture" / "report.html").exists()
     missing = CliRunner().invoke(app, ["report", "nope", "--transcripts-root", str(root)])
@@ -179,9 +198,15 @@ def test_report_command_rebuilds_without_opening(episode, tmp_path) -> None:
 # --- the page in a real browser -------------------------------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.mark.e2e
@@ -241,6 +266,5 @@ def test_plotting_is_preloaded_on_a_thread() -> None:
         "import matplotlib\n"
         "assert 'matplotlib.pyplot' in sys.modules and matplotlib.get_backend().lower() == 'agg'\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

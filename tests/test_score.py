@@ -9,6 +9,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.errors import ReferenceError
+from pipeline.core.types import (
+    ChunkTranscript,
+    ModelInfo,
+    Segment,
+    Transcript,
+    score_from_dict,
+    to_dict,
+)
 from pipeline.quality.score import (
     align_words,
     chunk_alignment,
@@ -18,14 +26,6 @@ from pipeline.quality.score import (
     score_texts,
     score_transcript,
     segment_error_counts,
-)
-from pipeline.core.types import (
-    ChunkTranscript,
-    ModelInfo,
-    Segment,
-    Transcript,
-    score_from_dict,
-    to_dict,
 )
 
 ROOT = Path(__file__).resolve().parent.parent

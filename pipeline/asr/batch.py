@@ -24,16 +24,13 @@ fallback ladder, and a chunk's segments depend only on its own windows: what els
 batch does not change its text, up to floating-point differences between batch shapes
 (BENCHMARKS.md measures them).
 
-``transcribe_chunks_batched`` serves the CLI; ``MicroBatcher`` lets one task per chunk (Prefect)
-share batches: concurrent ``submit`` calls within a short window are decoded together.
+``transcribe_chunks_batched`` serves the CLI; ``pipeline.asr.microbatch`` lets one task per
+chunk (Prefect) share these batches.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import queue
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -58,17 +55,13 @@ from whisper.decoding import (
 )
 from whisper.tokenizer import Tokenizer, get_tokenizer
 
+from pipeline.asr.loading import load_model
+from pipeline.asr.options import LoadedModel, TranscribeOptions, continue_limit
+from pipeline.asr.static_decode import greedy_update, static_decoder, text_decoder_forward
+from pipeline.asr.whisper import segments_from_whisper
+from pipeline.audio.analysis import speech_end_s
 from pipeline.audio.decode import read_wav_samples
 from pipeline.core.errors import AudioError, TranscriptionError
-from pipeline.quality.signals import speech_end_s
-from pipeline.asr.static_decode import greedy_update, static_decoder, text_decoder_forward
-from pipeline.asr.whisper import (
-    LoadedModel,
-    TranscribeOptions,
-    continue_limit,
-    load_model,
-    segments_from_whisper,
-)
 from pipeline.core.types import Chunk, ChunkTranscript
 
 # Largest automatic batch: beyond it the per-step cost grows with no fewer steps to save.
@@ -169,8 +162,9 @@ class ContinueInWindow(LogitFilter):
     follow, as after any pair, in this window.
     """
 
-    def __init__(self, sample_begin: int, timestamp_begin: int, eot: int,
-                 limits: Sequence[int]) -> None:
+    def __init__(
+        self, sample_begin: int, timestamp_begin: int, eot: int, limits: Sequence[int]
+    ) -> None:
         self.sample_begin = sample_begin
         self.timestamp_begin = timestamp_begin
         self.eot = eot
@@ -213,8 +207,11 @@ class DeviceSuppressTokens(LogitFilter):
 
 def _vectorised(logit_filter: LogitFilter) -> LogitFilter:
     if isinstance(logit_filter, ApplyTimestampRules):
-        return VectorTimestampRules(logit_filter.tokenizer, logit_filter.sample_begin,
-                                    logit_filter.max_initial_timestamp_index)
+        return VectorTimestampRules(
+            logit_filter.tokenizer,
+            logit_filter.sample_begin,
+            logit_filter.max_initial_timestamp_index,
+        )
     if isinstance(logit_filter, SuppressTokens):
         return DeviceSuppressTokens(logit_filter.suppress_tokens)
     return logit_filter
@@ -237,19 +234,25 @@ class BatchInference(PyTorchInference):
 class BatchDecodingTask(DecodingTask):
     """Whisper's ``DecodingTask`` with vectorised timestamp rules and finished rows dropped."""
 
-    def __init__(self, model: Any, options: DecodingOptions, static: bool | None = None,
-                 continue_before: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        options: DecodingOptions,
+        static: bool | None = None,
+        continue_before: Sequence[int] | None = None,
+    ) -> None:
         super().__init__(model, options)
-        # static: decode greedily over a static KV cache (pipeline.asr.static_decode); None: on cuda.
+        # static: decode greedily over a static KV cache (pipeline.asr.static_decode);
+        # None: on cuda.
         self.static = static
         self.inference = BatchInference(model, len(self.initial_tokens))
-        self.logit_filters: list[LogitFilter] = [
-            _vectorised(f) for f in self.logit_filters
-        ]
+        self.logit_filters: list[LogitFilter] = [_vectorised(f) for f in self.logit_filters]
         self.continuation: ContinueInWindow | None = None
         if continue_before is not None and not options.without_timestamps:
             self.continuation = ContinueInWindow(
-                self.sample_begin, self.tokenizer.timestamp_begin, self.tokenizer.eot,
+                self.sample_begin,
+                self.tokenizer.timestamp_begin,
+                self.tokenizer.eot,
                 continue_before,
             )
             self.logit_filters.append(self.continuation)  # after the timestamp rules
@@ -269,8 +272,9 @@ class BatchDecodingTask(DecodingTask):
         # not at each one: the extra steps append EOT only.
         eot = self.tokenizer.eot
         n_batch = tokens.shape[0]
-        decoder = static_decoder(self.model, n_batch, audio_features.dtype,
-                                 audio_features.device, use_graph=True)
+        decoder = static_decoder(
+            self.model, n_batch, audio_features.dtype, audio_features.device, use_graph=True
+        )
         sum_logprobs = torch.zeros(n_batch, device=audio_features.device)
         no_speech_probs = [np.nan] * n_batch
         with decoder.lock:
@@ -345,9 +349,13 @@ class BatchDecodingTask(DecodingTask):
             cache[module] = value[keep.to(value.device)]
 
 
-def decode_batch(model: Any, mels: torch.Tensor, options: DecodingOptions,
-                 static: bool | None = None,
-                 continue_before: Sequence[int] | None = None) -> list[DecodingResult]:
+def decode_batch(
+    model: Any,
+    mels: torch.Tensor,
+    options: DecodingOptions,
+    static: bool | None = None,
+    continue_before: Sequence[int] | None = None,
+) -> list[DecodingResult]:
     """Decode a batch of 30 s log-mel windows, shape (n, n_mels, 3000), with one options value.
 
     ``static``: greedy steps over a static KV cache (CUDA graphs on cuda); None: on cuda only.
@@ -363,7 +371,7 @@ def decode_batch(model: Any, mels: torch.Tensor, options: DecodingOptions,
 
 
 @dataclass
-class _ChunkState:
+class ChunkState:
     """One chunk in flight: its mel, how far it has been decoded, and what it produced."""
 
     chunk: Chunk
@@ -431,7 +439,7 @@ class BatchTranscriber:
 
     # -- chunks in and out ---------------------------------------------------------------
 
-    def start(self, chunk: Chunk, future: Future | None = None) -> _ChunkState:
+    def start(self, chunk: Chunk, future: Future | None = None) -> ChunkState:
         """Read a chunk's samples and compute its padded log-mel (on the model's device)."""
         try:
             samples = read_wav_samples(chunk.path)
@@ -444,13 +452,13 @@ class BatchTranscriber:
         mel = log_mel_spectrogram(
             torch.from_numpy(samples), self.model.dims.n_mels, padding=N_SAMPLES, device=device
         )
-        state = _ChunkState(chunk, mel, content_frames=mel.shape[-1] - N_FRAMES, future=future)
+        state = ChunkState(chunk, mel, content_frames=mel.shape[-1] - N_FRAMES, future=future)
         state.all_tokens = list(self.initial_prompt_tokens)
         if self.options.continue_in_window:
             state.speech_end_s = speech_end_s(samples)
         return state
 
-    def finish(self, state: _ChunkState) -> ChunkTranscript:
+    def finish(self, state: ChunkState) -> ChunkTranscript:
         """The chunk's segments in episode time, as ``transcribe_chunk`` returns them."""
         return ChunkTranscript(
             chunk_index=state.chunk.index,
@@ -465,11 +473,11 @@ class BatchTranscriber:
 
     # -- decoding ------------------------------------------------------------------------
 
-    def prompt_of(self, state: _ChunkState) -> tuple[int, ...]:
+    def prompt_of(self, state: ChunkState) -> tuple[int, ...]:
         """The prompt tokens of a chunk's next window (windows in a batch must share it)."""
         return tuple(state.all_tokens[state.prompt_reset_since :])
 
-    def continue_before(self, states: Sequence[_ChunkState]) -> list[int] | None:
+    def continue_before(self, states: Sequence[ChunkState]) -> list[int] | None:
         """Per state, the timestamp index (in its next window) before which a "continue from
         here" pair may not end the window (``transcribe.continue_limit``)."""
         if not self.options.continue_in_window:
@@ -506,7 +514,7 @@ class BatchTranscriber:
         return failed and not silent
 
     def _decode_with_fallback(
-        self, state: _ChunkState, temperatures: Sequence[float]
+        self, state: ChunkState, temperatures: Sequence[float]
     ) -> DecodingResult:
         # Whisper's fallback ladder for one window, alone and seeded, so that the sampled
         # decodes depend only on this window (never on batch mates or on chunk order).
@@ -524,15 +532,19 @@ class BatchTranscriber:
         assert result is not None
         return result
 
-    def run_batch(self, states: Sequence[_ChunkState]) -> None:
+    def run_batch(self, states: Sequence[ChunkState]) -> None:
         """Decode the next window of each state (all sharing one prompt) and advance them."""
         started = time.perf_counter()
         prompt = self.prompt_of(states[0])
         first_t = self.options.temperatures[0]
         if first_t == 0:
             features = self.window_features(states)  # whisper skips its encoder for these
-            results = decode_batch(self.model, features, self._decoding_options(0.0, prompt),
-                                   continue_before=self.continue_before(states))
+            results = decode_batch(
+                self.model,
+                features,
+                self._decoding_options(0.0, prompt),
+                continue_before=self.continue_before(states),
+            )
         else:  # sampling from the first try: every window alone, seeded
             results = [self._decode_with_fallback(s, self.options.temperatures) for s in states]
         share = (time.perf_counter() - started) / len(states)
@@ -546,7 +558,7 @@ class BatchTranscriber:
             state.elapsed_s += share + (time.perf_counter() - t0)
             state.windows += 1
 
-    def encode_ahead(self, state: _ChunkState) -> None:
+    def encode_ahead(self, state: ChunkState) -> None:
         """Run the encoder on a state's next window now, before its batch is complete.
 
         On a CPU the encoder is compute-bound (one window alone costs what it costs in a
@@ -556,7 +568,7 @@ class BatchTranscriber:
         self._encode([state])
         state.elapsed_s += time.perf_counter() - started
 
-    def window_features(self, states: Sequence[_ChunkState]) -> torch.Tensor:
+    def window_features(self, states: Sequence[ChunkState]) -> torch.Tensor:
         """The encoder output of each state's next window, (n, n_audio_ctx, n_audio_state):
         the ones encoded ahead, the rest in one batched encoder pass."""
         missing = [s for s in states if s.features is None or s.features_seek != s.seek]
@@ -567,7 +579,7 @@ class BatchTranscriber:
             state.features = None  # used once: the next window is another one
         return stacked
 
-    def _encode(self, states: Sequence[_ChunkState]) -> None:
+    def _encode(self, states: Sequence[ChunkState]) -> None:
         """One encoder pass over the states' next windows; each keeps its features."""
         mels = torch.stack([s.window_mel() for s in states]).to(self.dtype)
         with torch.inference_mode():
@@ -575,7 +587,7 @@ class BatchTranscriber:
         for state, features in zip(states, encoded, strict=True):
             state.features, state.features_seek = features, state.seek
 
-    def _advance(self, state: _ChunkState, result: DecodingResult) -> None:
+    def _advance(self, state: ChunkState, result: DecodingResult) -> None:
         # whisper.transcribe's loop body (word timestamps off), for one window.
         o = self.options
         segment_size = state.segment_size()
@@ -596,7 +608,7 @@ class BatchTranscriber:
             state.prompt_reset_since = len(state.all_tokens)
 
     def _segments(
-        self, state: _ChunkState, result: DecodingResult, segment_size: int
+        self, state: ChunkState, result: DecodingResult, segment_size: int
     ) -> list[dict[str, Any]]:
         """Split a window's tokens into segments and move the chunk's seek, as transcribe does."""
         tokens = list(result.tokens)
@@ -648,13 +660,13 @@ class BatchTranscriber:
             "no_speech_prob": result.no_speech_prob,
         }
 
-    def next_batch(self, pending: deque[_ChunkState]) -> list[_ChunkState]:
+    def next_batch(self, pending: deque[ChunkState]) -> list[ChunkState]:
         """Take up to batch_size states that share the first one's prompt, in queue order."""
         if not pending:
             return []
         prompt = self.prompt_of(pending[0])
-        batch: list[_ChunkState] = []
-        rest: deque[_ChunkState] = deque()
+        batch: list[ChunkState] = []
+        rest: deque[ChunkState] = deque()
         while pending:
             state = pending.popleft()
             if len(batch) < self.batch_size and self.prompt_of(state) == prompt:
@@ -710,7 +722,7 @@ def transcribe_chunks_batched(
     engine = BatchTranscriber(options, loaded)
     results: dict[int, ChunkTranscript] = {}
     todo = deque(enumerate(chunks))
-    pending: deque[_ChunkState] = deque()  # remainders first: they finish their chunks
+    pending: deque[ChunkState] = deque()  # remainders first: they finish their chunks
     order: dict[int, int] = {}
     while todo or pending:
         while todo and len(pending) < engine.batch_size:
@@ -737,284 +749,3 @@ def _with_batch_size(options: TranscribeOptions, batch_size: int) -> TranscribeO
     import dataclasses
 
     return dataclasses.replace(options, batch_size=batch_size)
-
-
-@dataclass
-class _Request:
-    chunk: Chunk
-    options: TranscribeOptions
-    future: Future
-    ahead: bool = False  # handed over by submit_ahead: no caller to wait for behind it
-
-
-class MicroBatcher:
-    """Groups chunks that concurrent callers submit into batches, decoded by one worker thread.
-
-    ``submit`` returns at once with a future; requests that arrive within ``max_wait_s`` of the
-    first waiting one are decoded together (up to the options' batch size). Requests with
-    different options never share a batch. Use one per process (``shared_batcher``).
-
-    A caller that knows more requests are on their way says so with ``expect``: while the
-    worker is idle, a batch that is not full waits for announced requests (until they arrive,
-    are withdrawn or their announcement expires) rather than guessing with ``max_wait_s``.
-    One that already holds the chunks hands the first batch over with ``submit_ahead``.
-    """
-
-    def __init__(self, max_wait_s: float = 0.05) -> None:
-        self.max_wait_s = max_wait_s
-        self._requests: queue.Queue[_Request | None] = queue.Queue()
-        self._engines: dict[TranscribeOptions, BatchTranscriber] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-        self.encoded_ahead = 0  # windows encoded while waiting for announced chunks
-        self._ahead: dict[tuple[str, str, TranscribeOptions], Future[ChunkTranscript]] = {}
-        self.claimed_ahead = 0  # submissions answered with a future made by submit_ahead
-        self._announced: deque[list[float]] = deque()  # [requests still due, deadline]
-        self.batch_sizes: deque[int] = deque(maxlen=64)  # of the latest batches, newest last
-        self._worker = threading.Thread(target=self._run, name="podscribe-batcher", daemon=True)
-        self._worker.start()
-
-    def submit(self, chunk: Chunk, options: TranscribeOptions) -> Future[ChunkTranscript]:
-        """Queue one chunk; the future holds its ``ChunkTranscript`` (or the error).
-
-        A chunk queued ahead (``submit_ahead``) with the same options is not queued again:
-        its caller gets the future made then.
-        """
-        with self._lock:
-            ahead = self._ahead.pop(_ahead_key(chunk, options), None)
-            if ahead is not None:
-                self.claimed_ahead += 1
-                return ahead
-            if self._closed:
-                raise TranscriptionError("the micro-batcher is closed")
-            future: Future[ChunkTranscript] = Future()
-            self._consume_announced(1)
-            self._requests.put(_Request(chunk, options, future))
-        return future
-
-    def submit_ahead(self, chunks: Sequence[Chunk], options: TranscribeOptions) -> None:
-        """Start on chunks whose callers are still on their way (a batch's worth: see
-        ``batch_size``). Their callers ``submit`` them later and get these futures, so the
-        worker need not wait for them (a flow's chunk tasks take a few hundred ms to start);
-        ``drop_ahead`` forgets the ones nobody came for."""
-        with self._lock:
-            if self._closed:
-                raise TranscriptionError("the micro-batcher is closed")
-            for chunk in chunks:
-                future: Future[ChunkTranscript] = Future()
-                self._ahead[_ahead_key(chunk, options)] = future
-                self._requests.put(_Request(chunk, options, future, ahead=True))
-
-    @staticmethod
-    def batch_size(options: TranscribeOptions) -> int:
-        """How many requests the worker gathers into one batch: the configured batch size,
-        else the CPU default (an automatic GPU batch grows from there as more queue up)."""
-        return max(1, options.batch_size or DEFAULT_CPU_BATCH)
-
-    def drop_ahead(self, chunks: Sequence[Chunk], options: TranscribeOptions) -> int:
-        """Forget chunks queued ahead that no caller claimed (cancelled if not yet started);
-        returns how many there were."""
-        with self._lock:
-            futures = [self._ahead.pop(_ahead_key(c, options), None) for c in chunks]
-        dropped = [f for f in futures if f is not None]
-        for future in dropped:
-            future.cancel()
-        return len(dropped)
-
-    def expect(self, n: int, within_s: float = 5.0) -> None:
-        """Announce ``n`` more submissions due within ``within_s`` seconds."""
-        if n > 0:
-            with self._lock:
-                self._announced.append([float(n), time.perf_counter() + within_s])
-
-    def withdraw(self, n: int = 1) -> None:
-        """Take back ``n`` announced submissions that will not come (their caller failed)."""
-        with self._lock:
-            self._consume_announced(n)
-
-    def abandon(self, chunk: Chunk, options: TranscribeOptions) -> None:
-        """The caller of ``chunk`` will not submit it (it failed first): drop the chunk if it
-        was queued ahead, else take back one announced submission."""
-        if not self.drop_ahead([chunk], options):
-            self.withdraw(1)
-
-    def announced(self) -> int:
-        """Announced submissions still due (not yet submitted, withdrawn or expired)."""
-        with self._lock:
-            self._expire_announced()
-            return int(sum(count for count, _ in self._announced))
-
-    def _consume_announced(self, n: int) -> None:
-        """Count ``n`` announced submissions as come, oldest announcement first (lock held)."""
-        self._expire_announced()
-        while n > 0 and self._announced:
-            taken = min(n, int(self._announced[0][0]))
-            self._announced[0][0] -= taken
-            n -= taken
-            if self._announced[0][0] <= 0:
-                self._announced.popleft()
-
-    def _expire_announced(self) -> None:
-        now = time.perf_counter()
-        for entry in [e for e in self._announced if e[1] <= now]:
-            self._announced.remove(entry)
-
-    def _announced_wait(self) -> float:
-        """How long to wait for the next announced submission: until the first announcement
-        still due expires, re-checked every 50 ms (a withdrawal does not wake the worker)."""
-        with self._lock:
-            self._expire_announced()
-            if not self._announced:
-                return 0.0
-            deadline = min(d for _, d in self._announced)
-        return max(0.0, min(0.05, deadline - time.perf_counter()))
-
-    def close(self) -> None:
-        """Finish what was submitted, then stop the worker."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._requests.put(None)
-        self._worker.join()
-
-    def __enter__(self) -> MicroBatcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- worker ------------------------------------------------------------------------
-
-    def _engine(self, options: TranscribeOptions) -> BatchTranscriber:
-        if options not in self._engines:
-            self._engines[options] = BatchTranscriber(options)  # models caches loaded weights
-        return self._engines[options]
-
-    def _gather(self, block: bool, admit: Callable[[_Request, bool], None]) -> bool:
-        """Hand new requests to ``admit``; returns True once the stop marker came.
-
-        If ``block`` (the worker is idle): wait for one, then for more until max_wait_s passes
-        (not after chunks handed over ahead) and for as long as announced ones are due;
-        otherwise take the queued ones without waiting. Requests are admitted before each
-        wait (so the wait can be spent on them: ``admit``'s second argument is True) and
-        before returning, never between taking queued ones."""
-        taken = 0
-        unadmitted: deque[_Request] = deque()
-        stop = False
-        deadline = None
-
-        def done(waiting: bool = False) -> bool:
-            while unadmitted:
-                admit(unadmitted.popleft(), waiting)
-            return stop
-
-        while True:
-            timeout = None if block and not taken else 0.0
-            if deadline is not None:
-                timeout = max(0.0, deadline - time.perf_counter())
-                if block and not timeout:
-                    timeout = self._announced_wait()
-            if timeout != 0.0 and unadmitted:
-                if self._requests.empty():
-                    done(waiting=True)  # about to wait: admit what came first, look again
-                    continue
-                timeout = 0.0  # more is queued already (a group handed over ahead): take it
-            try:
-                item = self._requests.get(timeout=timeout) if timeout != 0.0 else (
-                    self._requests.get_nowait()
-                )
-            except queue.Empty:
-                if deadline is not None and block and self._announced_wait():
-                    continue
-                return done()
-            if item is None:
-                stop = True
-                return done()
-            taken += 1
-            unadmitted.append(item)
-            if deadline is None and block:  # with work pending, take what is queued, no wait
-                # Chunks handed over ahead came as a group: wait for announced ones only.
-                deadline = time.perf_counter() + (0.0 if item.ahead else self.max_wait_s)
-            if taken >= self.batch_size(item.options):
-                return done()
-
-    def _run(self) -> None:
-        pending: dict[TranscribeOptions, deque[_ChunkState]] = {}
-        stopping = False
-        while True:
-            idle = not any(pending.values())
-            if not stopping:
-                stopping = self._gather(
-                    block=idle, admit=functools.partial(self._admit, pending=pending,
-                                                        encode_ahead=idle)
-                )
-            if not any(pending.values()):
-                if stopping:
-                    return
-                continue
-            options = next(o for o, q in pending.items() if q)
-            self._step(self._engines[options], pending[options])
-
-    def _admit(self, req: _Request, waiting: bool,
-               pending: dict[TranscribeOptions, deque[_ChunkState]], encode_ahead: bool) -> None:
-        """Start a request's chunk as it arrives; while an idle worker on a CPU is about to
-        wait for announced chunks to fill the batch (``waiting``), also run this one's first
-        window through the encoder (the wait then costs nothing)."""
-        if not req.future.set_running_or_notify_cancel():
-            return
-        try:
-            engine = self._engine(req.options)
-            state = engine.start(req.chunk, req.future)
-            if (encode_ahead and waiting and engine.loaded.device == "cpu"
-                    and self.announced()):
-                engine.encode_ahead(state)
-                self.encoded_ahead += 1
-        except Exception as exc:  # noqa: BLE001 - handed to the caller's future
-            req.future.set_exception(exc)
-            return
-        pending.setdefault(req.options, deque()).append(state)
-
-    def _step(self, engine: BatchTranscriber, pending: deque[_ChunkState]) -> None:
-        batch = engine.next_batch(pending)
-        self.batch_sizes.append(len(batch))
-        try:
-            engine.run_batch(batch)
-        except Exception as exc:  # noqa: BLE001 - every caller in the batch gets the error
-            for state in batch:
-                assert state.future is not None
-                state.future.set_exception(
-                    TranscriptionError(
-                        f"Whisper failed on chunk {state.chunk.index} ({state.chunk.path.name}): "
-                        f"{exc}"
-                    )
-                )
-            return
-        for state in batch:
-            assert state.future is not None
-            if state.done:
-                try:
-                    state.future.set_result(engine.finish(state))
-                except Exception as exc:  # noqa: BLE001
-                    state.future.set_exception(exc)
-            else:
-                pending.appendleft(state)
-
-
-def _ahead_key(chunk: Chunk, options: TranscribeOptions) -> tuple[str, str, TranscribeOptions]:
-    return str(chunk.path), chunk.sha256, options
-
-
-_SHARED: MicroBatcher | None = None
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_batcher(max_wait_s: float = 0.05) -> MicroBatcher:
-    """The process-wide micro-batcher (made on first use): one task per chunk calls
-    ``shared_batcher().submit(chunk, options).result()``."""
-    global _SHARED
-    with _SHARED_LOCK:
-        if _SHARED is None:
-            _SHARED = MicroBatcher(max_wait_s=max_wait_s)
-        return _SHARED
-

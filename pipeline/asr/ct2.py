@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import threading
 import time
 from collections import deque
@@ -33,14 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.asr.options import TIMESTAMP_S, TranscribeOptions, continue_limit
+from pipeline.asr.weights import ct2_model_dir
+from pipeline.asr.whisper import segments_from_whisper
+from pipeline.audio.analysis import speech_end_s
 from pipeline.audio.decode import read_wav_samples
 from pipeline.core.errors import ModelError, TranscriptionError
-from pipeline.quality.signals import speech_end_s
-from pipeline.asr.whisper import TIMESTAMP_S, continue_limit
 from pipeline.core.types import SAMPLE_RATE, Chunk, ChunkTranscript, ModelInfo
 
 BACKEND = "faster-whisper"
-_CT2_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 _WINDOW_SAMPLES = 30 * SAMPLE_RATE
 _N_FRAMES = 3000
 _MIN_REMAINDER_S = 0.3  # a leftover shorter than this after a window holds no words
@@ -56,47 +56,6 @@ class LoadedCT2:
     info: ModelInfo
     device: str
     compute_type: str
-
-
-def _ct2_dir(name_or_path: str, cache_dir: Path | None = None) -> tuple[Path, str, str]:
-    """(CTranslate2 model dir, sha256 of its model.bin, where it came from)."""
-    from pipeline.asr import weights as m
-
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if not (path / "model.bin").is_file():
-            raise ModelError(f"{path} holds no CTranslate2 model.bin")
-        sha = m._stamped_sha256([path / "model.bin"], cache_dir)
-        assert sha is not None
-        return path, sha, f"CTranslate2 dir {path}"
-    if path.exists():
-        raise ModelError(
-            f"the faster-whisper backend needs a CTranslate2 model directory, not {path}"
-        )
-    wheel = m._WHEEL_MODELS.get(name_or_path)
-    files = m._wheel_files(wheel) if wheel else None
-    if not wheel or not files:
-        raise ModelError(m._unavailable_message(name_or_path))
-    parts, config = files
-    sha = m._stamped_sha256(parts, cache_dir)
-    assert sha is not None
-    dists = " + ".join(f"{d} {m._dist_version(d)}" for d in wheel.dists)
-    source = f"{dists} model.bin sha256:{sha} (CTranslate2, read directly)"
-    if len(parts) == 1:
-        return parts[0].parent, sha, source
-    out = m._models_dir(cache_dir) / "ct2" / f"{name_or_path}-{sha[:12]}"
-    if not (out / "model.bin").is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        for extra in _CT2_FILES:
-            if (config.parent / extra).is_file():
-                shutil.copyfile(config.parent / extra, out / extra)
-        tmp = out / f"model.bin.tmp{os.getpid()}"
-        with open(tmp, "wb") as joined:
-            for part in parts:
-                with open(part, "rb") as f:
-                    shutil.copyfileobj(f, joined, 1 << 22)
-        tmp.replace(out / "model.bin")
-    return out, sha, source
 
 
 def resolve_ct2_device(device: str) -> str:
@@ -115,7 +74,7 @@ def load_ct2_model(model: str, device: str = "auto", threads: int | None = None)
     device = resolve_ct2_device(device)
     compute_type = "float16" if device == "cuda" else "int8"
     threads = threads or os.cpu_count() or 1
-    path, sha, source = _ct2_dir(model)
+    path, sha, source = ct2_model_dir(model)
     key = (str(path), sha, device, threads)
     with _LOCK:
         if key not in _LOADED:
@@ -240,15 +199,13 @@ def _features(model: Any, audio: np.ndarray) -> np.ndarray:
 
 def transcribe_chunks_ct2(
     chunks: Sequence[Chunk],
-    options: Any,  # pipeline.asr.whisper.TranscribeOptions
+    options: TranscribeOptions,
     on_done: Callable[[ChunkTranscript], None] | None = None,
     loaded: LoadedCT2 | None = None,
 ) -> list[ChunkTranscript]:
     """Transcribe chunks with faster-whisper, ``options.batch_size`` windows per pass."""
     from faster_whisper.tokenizer import Tokenizer
     from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
-
-    from pipeline.asr.whisper import segments_from_whisper
 
     loaded = loaded or load_ct2_model(options.model, options.device)
     fw = loaded.model
@@ -331,8 +288,17 @@ def transcribe_chunks_ct2(
                     )
                     for w, n in zip(batch, lengths, strict=True)
                 ]
-                _continue_rows(fw, encoded, loaded.device, prompts, window_tokens, limits,
-                               tokenizers[0], suppress, beam)
+                _continue_rows(
+                    fw,
+                    encoded,
+                    loaded.device,
+                    prompts,
+                    window_tokens,
+                    limits,
+                    tokenizers[0],
+                    suppress,
+                    beam,
+                )
         except (RuntimeError, ValueError) as exc:
             raise TranscriptionError(f"faster-whisper failed on a batch: {exc}") from exc
         share = (time.perf_counter() - started) / len(batch)

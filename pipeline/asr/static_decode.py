@@ -30,8 +30,9 @@ MAX_KEPT = 4
 class StaticDecoder:
     """Whisper's ``TextDecoder.forward`` for ``batch`` rows over caches allocated once."""
 
-    def __init__(self, model: Any, batch: int, dtype: torch.dtype, device: torch.device,
-                 use_graph: bool) -> None:
+    def __init__(
+        self, model: Any, batch: int, dtype: torch.dtype, device: torch.device, use_graph: bool
+    ) -> None:
         dims = model.dims
         self.model = model
         self.batch = batch
@@ -41,8 +42,9 @@ class StaticDecoder:
         layers, state = dims.n_text_layer, dims.n_text_state
         self.self_k = torch.zeros(layers, batch, self.n_ctx, state, dtype=dtype, device=device)
         self.self_v = torch.zeros_like(self.self_k)
-        self.cross_k = torch.zeros(layers, batch, dims.n_audio_ctx, state, dtype=dtype,
-                                   device=device)
+        self.cross_k = torch.zeros(
+            layers, batch, dims.n_audio_ctx, state, dtype=dtype, device=device
+        )
         self.cross_v = torch.zeros_like(self.cross_k)
         # The step's inputs: the newest token of each row and its position.
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
@@ -134,12 +136,15 @@ class StaticDecoder:
         return vocab_logits(decoder.ln(x), decoder.token_embedding.weight)
 
 
-def text_decoder_forward(decoder: Any, tokens: torch.Tensor, audio_features: torch.Tensor,
-                         kv_cache: dict | None = None) -> torch.Tensor:
+def text_decoder_forward(
+    decoder: Any, tokens: torch.Tensor, audio_features: torch.Tensor, kv_cache: dict | None = None
+) -> torch.Tensor:
     """Whisper's ``TextDecoder.forward`` (through its cache hooks) with ``vocab_logits``."""
     offset = next(iter(kv_cache.values())).shape[1] if kv_cache else 0
-    x = decoder.token_embedding(tokens) + decoder.positional_embedding[
-        offset:offset + tokens.shape[-1]]
+    x = (
+        decoder.token_embedding(tokens)
+        + decoder.positional_embedding[offset : offset + tokens.shape[-1]]
+    )
     x = x.to(audio_features.dtype)
     for block in decoder.blocks:
         x = block(x, audio_features, mask=decoder.mask, kv_cache=kv_cache)
@@ -164,20 +169,29 @@ def vocab_logits(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return out.reshape(*x.shape[:-1], weight.shape[0]).float()
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_head: int, *,
-           causal: bool = False, mask: torch.Tensor | None = None) -> torch.Tensor:
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    n_head: int,
+    *,
+    causal: bool = False,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Whisper's ``qkv_attention`` (its SDPA branch): (batch, ctx, state) in and out."""
     n_ctx = q.shape[1]
     q = q.view(*q.shape[:2], n_head, -1).permute(0, 2, 1, 3)
     k = k.view(*k.shape[:2], n_head, -1).permute(0, 2, 1, 3)
     v = v.view(*v.shape[:2], n_head, -1).permute(0, 2, 1, 3)
-    a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                       is_causal=causal and n_ctx > 1 and mask is None)
+    a = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, is_causal=causal and n_ctx > 1 and mask is None
+    )
     return a.permute(0, 2, 1, 3).flatten(start_dim=2)
 
 
-def greedy_update(tokens: torch.Tensor, logits: torch.Tensor, sum_logprobs: torch.Tensor,
-                  eot: int) -> tuple[torch.Tensor, torch.Tensor]:
+def greedy_update(
+    tokens: torch.Tensor, logits: torch.Tensor, sum_logprobs: torch.Tensor, eot: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``GreedyDecoder.update`` at temperature 0, with no host sync: returns the tokens and
     a device bool that says whether every row has reached EOT."""
     next_tokens = logits.argmax(dim=-1)
@@ -196,8 +210,9 @@ _KEPT: OrderedDict[tuple[int, int, torch.dtype, str, bool], tuple[Any, StaticDec
 _LOCK = threading.Lock()
 
 
-def static_decoder(model: Any, batch: int, dtype: torch.dtype, device: torch.device,
-                   use_graph: bool) -> StaticDecoder:
+def static_decoder(
+    model: Any, batch: int, dtype: torch.dtype, device: torch.device, use_graph: bool
+) -> StaticDecoder:
     """The process's decoder for this model and batch size (made, and captured, once)."""
     key = (id(model), batch, dtype, str(device), use_graph)
     with _LOCK:

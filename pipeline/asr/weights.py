@@ -20,6 +20,7 @@ import json
 import os
 import pickletools
 import re
+import shutil
 import struct
 import threading
 import zipfile
@@ -48,6 +49,8 @@ _CT2_DTYPES: dict[int, str] = {
 _CT2_BINARY_VERSIONS = (5, 6)  # 6 is current; 5 differs only in what we do not read (aliases)
 # Every released Whisper size uses 64-dim heads (tiny 384/6 ... large 1280/20).
 _WHISPER_HEAD_DIM = 64
+# What a CTranslate2 model directory needs beside model.bin.
+_CT2_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 
 # openai-whisper's own download cache file for each standard name (basename of its URL).
 _WHISPER_CACHE_FILES: dict[str, str] = {
@@ -311,8 +314,9 @@ def _map_layer_norm(vars_: dict, src: str, dst: str, out: dict) -> None:
     out[f"{dst}.bias"] = vars_[f"{src}/beta"]
 
 
-def _map_block(v: dict[str, np.ndarray], src: str, dst: str, sd: dict[str, np.ndarray], *,
-               cross: bool) -> None:
+def _map_block(
+    v: dict[str, np.ndarray], src: str, dst: str, sd: dict[str, np.ndarray], *, cross: bool
+) -> None:
     """One residual block: self-attention, cross-attention (decoder only), then the MLP."""
     _map_layer_norm(v, f"{src}/self_attention/layer_norm", f"{dst}.attn_ln", sd)
     _map_attention(v, f"{src}/self_attention", f"{dst}.attn", False, sd)
@@ -608,6 +612,47 @@ def list_models(cache_dir: Path | None = None) -> list[AvailableModel]:
 # Loading
 
 _LOADED: dict[tuple[str, str, str], Any] = {}  # (checkpoint path, sha256, device) -> Whisper
+
+
+def ct2_model_dir(name_or_path: str, cache_dir: Path | None = None) -> tuple[Path, str, str]:
+    """(CTranslate2 model dir, sha256 of its model.bin, where it came from)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "model.bin").is_file():
+            raise ModelError(f"{path} holds no CTranslate2 model.bin")
+        sha = _stamped_sha256([path / "model.bin"], cache_dir)
+        assert sha is not None
+        return path, sha, f"CTranslate2 dir {path}"
+    if path.exists():
+        raise ModelError(
+            f"the faster-whisper backend needs a CTranslate2 model directory, not {path}"
+        )
+    wheel = _WHEEL_MODELS.get(name_or_path)
+    files = _wheel_files(wheel) if wheel else None
+    if not wheel or not files:
+        raise ModelError(_unavailable_message(name_or_path))
+    parts, config = files
+    sha = _stamped_sha256(parts, cache_dir)
+    assert sha is not None
+    dists = " + ".join(f"{d} {_dist_version(d)}" for d in wheel.dists)
+    source = f"{dists} model.bin sha256:{sha} (CTranslate2, read directly)"
+    if len(parts) == 1:
+        return parts[0].parent, sha, source
+    out = _models_dir(cache_dir) / "ct2" / f"{name_or_path}-{sha[:12]}"
+    if not (out / "model.bin").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        for extra in _CT2_FILES:
+            if (config.parent / extra).is_file():
+                shutil.copyfile(config.parent / extra, out / extra)
+        tmp = out / f"model.bin.tmp{os.getpid()}"
+        with open(tmp, "wb") as joined:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, joined, 1 << 22)
+        tmp.replace(out / "model.bin")
+    return out, sha, source
+
+
 _LOAD_LOCK = threading.Lock()
 
 

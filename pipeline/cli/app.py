@@ -50,9 +50,7 @@ def transcribe(
     audio_root: Annotated[Path, typer.Option(help="Where decoded audio and chunks go.")] = Path(
         "audio"
     ),
-    transcripts_root: Annotated[Path, typer.Option(help="Where outputs go.")] = Path(
-        "transcripts"
-    ),
+    transcripts_root: Annotated[Path, typer.Option(help="Where outputs go.")] = Path("transcripts"),
     max_chunk_s: Annotated[float, typer.Option(help="Longest chunk, seconds (≤ 30).")] = 30.0,
     beam_size: Annotated[
         int | None, typer.Option(help="Beam search width [default: greedy].")
@@ -87,11 +85,11 @@ def transcribe(
     ] = False,
 ) -> None:
     """Transcribe one episode into transcripts/<id>/ and score it when a reference is given."""
+    from pipeline.asr.options import TranscribeOptions
     from pipeline.audio.chunk import ChunkOptions
     from pipeline.episode import run_episode
-    from pipeline.sources.reference import read_reference
     from pipeline.quality.repair import RepairPolicy
-    from pipeline.asr.whisper import TranscribeOptions
+    from pipeline.sources.reference import read_reference
 
     options = TranscribeOptions(
         model=model,
@@ -157,11 +155,12 @@ def transcribe(
             "out": str(result.out_dir),
             "model": result.transcript.chunks[0].model.name if result.transcript.chunks else model,
             "run_id": result.run_id,
-            "flagged": {
-                str(f.chunk_index): list(f.names) for f in result.quality.flagged()
-            } if result.quality else {},
+            "flagged": {str(f.chunk_index): list(f.names) for f in result.quality.flagged()}
+            if result.quality
+            else {},
             "repaired": [r.chunk_index for r in result.quality.repairs if r.kept == "retry"]
-            if result.quality else [],
+            if result.quality
+            else [],
             "report": str(result.out_dir / "report.html"),
         }
         print(json.dumps(summary))
@@ -176,10 +175,10 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print the score as JSON.")] = False,
 ) -> None:
     """Score a transcript against a reference (WER, CER, S/D/I; per chunk for transcript.json)."""
-    from pipeline.sources.reference import read_reference
-    from pipeline.quality.score import score_texts, score_transcript
     from pipeline.core.transcript import load_transcript
     from pipeline.core.types import to_dict
+    from pipeline.quality.score import score_texts, score_transcript
+    from pipeline.sources.reference import read_reference
 
     ref = read_reference(reference)
     if not transcript.exists():
@@ -204,9 +203,16 @@ def score(
             per.add_column(col)
         for c in chunks:
             n = c.counts
-            per.add_row(str(c.chunk_index), f"{c.start_s:.1f}", f"{c.end_s:.1f}",
-                        str(n.ref_words), str(n.substitutions), str(n.deletions),
-                        str(n.insertions), _fmt(c.wer))
+            per.add_row(
+                str(c.chunk_index),
+                f"{c.start_s:.1f}",
+                f"{c.end_s:.1f}",
+                str(n.ref_words),
+                str(n.substitutions),
+                str(n.deletions),
+                str(n.insertions),
+                _fmt(c.wer),
+            )
         out.print(per)
 
 
@@ -226,8 +232,9 @@ def models(
     for col in ("name", "available", "source", "cached checkpoint", "note"):
         table.add_column(col)
     for m in found:
-        table.add_row(m.name, "yes" if m.available else "no", str(m.source),
-                      str(m.cached_path or "–"), m.note)
+        table.add_row(
+            m.name, "yes" if m.available else "no", str(m.source), str(m.cached_path or "–"), m.note
+        )
     out.print(table)
 
 
@@ -252,8 +259,14 @@ def plain_demo(model: str, transcripts_root: Path, audio_root: Path) -> None:
             transcripts_root=transcripts_root,
         )
         wer = result.score.wer if result.score else None
-        table.add_row(result.episode_id, f"{result.duration_s:.1f} s", str(result.chunks),
-                      f"{result.rtfx:.1f}", _fmt(wer), str(result.out_dir))
+        table.add_row(
+            result.episode_id,
+            f"{result.duration_s:.1f} s",
+            str(result.chunks),
+            f"{result.rtfx:.1f}",
+            _fmt(wer),
+            str(result.out_dir),
+        )
     out.print(table)
     out.print(f"Transcripts (.txt .srt .vtt .json) and score.json are in {transcripts_root}/.")
 

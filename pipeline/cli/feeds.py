@@ -14,23 +14,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.sources import catalog
 from pipeline.core.errors import FeedError
-from pipeline.sources.feed import fetch_feed
 from pipeline.core.types import to_dict
+from pipeline.sources import catalog
+from pipeline.sources.feed import fetch_feed
 
 out = Console()
 
-DbOption = Annotated[
-    Path, typer.Option("--db", help="The catalog of feeds and episodes (SQLite).")
-]
+DbOption = Annotated[Path, typer.Option("--db", help="The catalog of feeds and episodes (SQLite).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def register(app: typer.Typer) -> None:
     """Add ``feed add``, ``feed list`` and ``episodes`` to ``app``."""
-    feed_app = typer.Typer(help="Podcast feeds whose new episodes get transcribed.",
-                           no_args_is_help=True)
+    feed_app = typer.Typer(
+        help="Podcast feeds whose new episodes get transcribed.", no_args_is_help=True
+    )
     feed_app.command("add")(feed_add)
     feed_app.command("list")(feed_list)
     app.add_typer(feed_app, name="feed")
@@ -46,8 +45,7 @@ def feed_add(
     feed = fetch_feed(url, timeout_s=timeout_s)
     row = catalog.add_feed(db, feed)
     fresh = catalog.record_feed_episodes(db, feed)
-    out.print(f"added {row.feed_id}: {row.title} ({len(feed.episodes)} episodes, "
-              f"{len(fresh)} new)")
+    out.print(f"added {row.feed_id}: {row.title} ({len(feed.episodes)} episodes, {len(fresh)} new)")
     for title, why in feed.skipped:
         out.print(f"  skipped {title!r}: {why}")
 
@@ -81,8 +79,9 @@ def episodes(
     table = Table("episode id", "title", "published", "state", "last WER", "error")
     for row in rows:
         wer = "n/a" if row.last_wer is None else f"{row.last_wer:.2%}"
-        table.add_row(row.episode_id, row.title, row.published or "", row.state, wer,
-                      row.last_error or "")
+        table.add_row(
+            row.episode_id, row.title, row.published or "", row.state, wer, row.last_error or ""
+        )
     out.print(table)
 
 
@@ -95,6 +94,4 @@ def _require_catalog(db: Path) -> None:
 def _require_feed(db: Path, feed_id: str) -> None:
     known = [f.feed_id for f in catalog.list_feeds(db)]
     if feed_id not in known:
-        raise FeedError(
-            f"no feed {feed_id!r} in {db}; known feeds: {', '.join(known) or 'none'}"
-        )
+        raise FeedError(f"no feed {feed_id!r} in {db}; known feeds: {', '.join(known) or 'none'}")

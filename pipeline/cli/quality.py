@@ -75,8 +75,17 @@ def history(
         _out.print("no runs recorded yet (they are kept after each `podscribe transcribe`)")
         return
     table = Table(title="podscribe history")
-    for col in ("episode", "run", "time (UTC)", "model", "weights", "code", "WER", "CER",
-                "flagged"):
+    for col in (
+        "episode",
+        "run",
+        "time (UTC)",
+        "model",
+        "weights",
+        "code",
+        "WER",
+        "CER",
+        "flagged",
+    ):
         table.add_column(col)
     previous: dict[str, float | None] = {}
     for r in runs:
@@ -85,9 +94,17 @@ def history(
         if r.wer is not None and before is not None and r.wer != before:
             wer += " ↓" if r.wer < before else " ↑"
         previous[r.episode_id] = r.wer
-        table.add_row(r.episode_id, r.run_id, r.recorded_at.replace("T", " ").rstrip("Z"),
-                      r.model, r.weights_sha256[:12], r.code_version, wer, _pct(r.cer),
-                      ", ".join(sorted(r.flags, key=int)) or "–")
+        table.add_row(
+            r.episode_id,
+            r.run_id,
+            r.recorded_at.replace("T", " ").rstrip("Z"),
+            r.model,
+            r.weights_sha256[:12],
+            r.code_version,
+            wer,
+            _pct(r.cer),
+            ", ".join(sorted(r.flags, key=int)) or "–",
+        )
     _out.print(table)
 
 
@@ -97,9 +114,7 @@ def compare(
     transcripts_root: Annotated[Path, typer.Option(help="Where history.jsonl is.")] = Path(
         "transcripts"
     ),
-    show_all: Annotated[
-        bool, typer.Option("--all", help="List unchanged chunks too.")
-    ] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="List unchanged chunks too.")] = False,
 ) -> None:
     """List the chunks that got better or worse from run A to run B."""
     from pipeline.quality.history import HISTORY_NAME, compare_runs, find_run, read_history
@@ -107,11 +122,15 @@ def compare(
     records = read_history(transcripts_root / HISTORY_NAME)
     a, b = find_run(records, run_a), find_run(records, run_b)
     if a.episode_id != b.episode_id:
-        _err.print(f"[yellow]note[/yellow]: runs are of different episodes "
-                   f"({a.episode_id}, {b.episode_id}); chunks are matched by index")
+        _err.print(
+            f"[yellow]note[/yellow]: runs are of different episodes "
+            f"({a.episode_id}, {b.episode_id}); chunks are matched by index"
+        )
     changes = compare_runs(a, b)
-    _out.print(f"{a.episode_id}: WER {_pct(a.wer)} ({a.model}, {a.run_id}) → "
-               f"{_pct(b.wer)} ({b.model}, {b.run_id})")
+    _out.print(
+        f"{a.episode_id}: WER {_pct(a.wer)} ({a.model}, {a.run_id}) → "
+        f"{_pct(b.wer)} ({b.model}, {b.run_id})"
+    )
     table = Table()
     for col in ("chunk", "time (s)", "WER A", "WER B", "errors A→B", "verdict"):
         table.add_column(col)
@@ -122,8 +141,14 @@ def compare(
         shown += 1
         colour = {"better": "green", "worse": "red"}.get(c.verdict, "white")
         verdict = f"[{colour}]{c.verdict}[/{colour}]" + (" (bounds moved)" if c.moved else "")
-        table.add_row(str(c.index), f"{c.start_s:.1f}–{c.end_s:.1f}", _pct(c.wer_a),
-                      _pct(c.wer_b), f"{c.errors_a} → {c.errors_b}", verdict)
+        table.add_row(
+            str(c.index),
+            f"{c.start_s:.1f}–{c.end_s:.1f}",
+            _pct(c.wer_a),
+            _pct(c.wer_b),
+            f"{c.errors_a} → {c.errors_b}",
+            verdict,
+        )
     counts = {v: sum(c.verdict == v for c in changes) for v in ("better", "worse", "same")}
     if shown:
         _out.print(table)

@@ -98,10 +98,14 @@ def make_record(
     """The history record of a finished run (from its transcript's provenance and its score)."""
     prov = transcript.provenance
     models = prov.get("models") or [{}]
-    model = models[0] if len(models) == 1 else {
-        "name": "+".join(m.get("name", "?") for m in models),
-        "sha256": "+".join(m.get("sha256", "?")[:12] for m in models),
-    }
+    model = (
+        models[0]
+        if len(models) == 1
+        else {
+            "name": "+".join(m.get("name", "?") for m in models),
+            "sha256": "+".join(m.get("sha256", "?")[:12] for m in models),
+        }
+    )
     chunk_scores = {c.chunk_index: c for c in score.chunks} if score else {}
     chunks = []
     for ct in transcript.chunks:
@@ -195,9 +199,7 @@ def find_run(records: Sequence[RunRecord], run_id: str) -> RunRecord:
         return matches[0]
     if not matches:
         raise HistoryError(f"no run {run_id!r} in the history: `podscribe history` lists them")
-    raise HistoryError(
-        f"run id {run_id!r} is ambiguous ({len(matches)} runs): give more of it"
-    )
+    raise HistoryError(f"run id {run_id!r} is ambiguous ({len(matches)} runs): give more of it")
 
 
 @dataclass(frozen=True)
@@ -241,7 +243,14 @@ def compare_runs(a: RunRecord, b: RunRecord, bound_tolerance_s: float = 0.5) -> 
         )
         changes.append(
             ChunkChange(
-                ca.index, cb.start_s, cb.end_s, ca.wer, cb.wer, ca.errors, cb.errors, verdict,
+                ca.index,
+                cb.start_s,
+                cb.end_s,
+                ca.wer,
+                cb.wer,
+                ca.errors,
+                cb.errors,
+                verdict,
                 moved,
             )
         )

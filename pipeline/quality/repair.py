@@ -23,7 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.asr.options import LoadedModel, TranscribeOptions
 from pipeline.core.errors import OptionsError
+from pipeline.core.types import Chunk, ChunkManifest, ChunkTranscript
 from pipeline.quality.signals import (
     ChunkFlags,
     ChunkSignals,
@@ -32,7 +34,6 @@ from pipeline.quality.signals import (
     Repair,
     assess_chunk,
 )
-from pipeline.core.types import Chunk, ChunkManifest, ChunkTranscript
 
 FLAG_NAMES = ("hallucination", "dropped_speech", "low_confidence")
 
@@ -63,7 +64,7 @@ class RepairPolicy:
         object.__setattr__(self, "flags", tuple(self.flags))
         object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
 
-    def retry_options(self, options: Any, flags: ChunkFlags) -> Any:
+    def retry_options(self, options: TranscribeOptions, flags: ChunkFlags) -> TranscribeOptions:
         """The TranscribeOptions of the retry of a chunk raising ``flags``."""
         changes: dict[str, Any] = {
             "beam_size": self.beam_size,
@@ -90,8 +91,8 @@ def badness(signals: ChunkSignals, flags: ChunkFlags) -> tuple[float, ...]:
 def repair_chunks(
     manifest: ChunkManifest,
     transcripts: Sequence[ChunkTranscript],
-    options: Any,
-    loaded: Any = None,
+    options: TranscribeOptions,
+    loaded: LoadedModel | None = None,
     policy: RepairPolicy | None = None,
     thresholds: QualityThresholds | None = None,
     on_retry: Callable[[Chunk, ChunkFlags], None] | None = None,
@@ -102,7 +103,8 @@ def repair_chunks(
     (loaded here when None). The report's signals and flags describe the kept results; its
     ``repairs`` say what was retried, with the signals before and after.
     """
-    from pipeline.asr.whisper import load_model, transcribe_chunk  # torch only when retrying
+    from pipeline.asr.loading import load_model
+    from pipeline.asr.transcribe import transcribe_chunk  # torch only when retrying
 
     policy = policy or RepairPolicy()
     t = thresholds or QualityThresholds()

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import PodscribeError
-from pipeline.quality.signals import ChunkSignals, QualityReport, quality_report_from_dict
+from pipeline.core.store import read_json, write_text_atomic
+from pipeline.core.types import Score, Transcript, score_from_dict
 from pipeline.quality.score import (
     AlignedWord,
     WordAlignment,
@@ -31,8 +32,7 @@ from pipeline.quality.score import (
     chunk_alignment,
     segment_error_counts,
 )
-from pipeline.core.store import read_json, write_text_atomic
-from pipeline.core.types import Score, Transcript, score_from_dict
+from pipeline.quality.signals import ChunkSignals, QualityReport, quality_report_from_dict
 
 REPORT_NAME = "report.html"
 QUALITY_NAME = "quality.json"
@@ -109,16 +109,20 @@ def summary_rows(data: ReportInput) -> list[tuple[str, str]]:
             ("CER", f"{s.cer:.2%}"),
             ("MER", f"{s.mer:.2%}"),
             ("WIL", f"{s.wil:.2%}"),
-            ("substitutions / deletions / insertions", f"{c.substitutions} / {c.deletions} / "
-             f"{c.insertions}"),
+            (
+                "substitutions / deletions / insertions",
+                f"{c.substitutions} / {c.deletions} / {c.insertions}",
+            ),
             ("reference words / hypothesis words", f"{c.ref_words} / {s.hyp_words}"),
         ]
         if s.cuts is not None:
-            rows.append((
-                f"error rate within ±{s.cuts.window_s:g} s of a cut / elsewhere",
-                f"{_pct(s.cuts.near_rate)} ({s.cuts.near_errors}/{s.cuts.near_ref_words}) / "
-                f"{_pct(s.cuts.far_rate)} ({s.cuts.far_errors}/{s.cuts.far_ref_words})",
-            ))
+            rows.append(
+                (
+                    f"error rate within ±{s.cuts.window_s:g} s of a cut / elsewhere",
+                    f"{_pct(s.cuts.near_rate)} ({s.cuts.near_errors}/{s.cuts.near_ref_words}) / "
+                    f"{_pct(s.cuts.far_rate)} ({s.cuts.far_errors}/{s.cuts.far_ref_words})",
+                )
+            )
     else:
         rows.append(("WER", "no reference: reference-free signals only"))
     rtfx = data.rtfx
@@ -131,10 +135,19 @@ def summary_rows(data: ReportInput) -> list[tuple[str, str]]:
     ]
     if data.quality is not None:
         flagged = data.quality.flagged()
-        rows.append(("flagged chunks", ", ".join(
-            f"{f.chunk_index} ({', '.join(f.names)})" for f in flagged) or "none"))
-        rows.append(("repaired chunks", ", ".join(
-            f"{r.chunk_index} (kept {r.kept})" for r in data.quality.repairs) or "none"))
+        rows.append(
+            (
+                "flagged chunks",
+                ", ".join(f"{f.chunk_index} ({', '.join(f.names)})" for f in flagged) or "none",
+            )
+        )
+        rows.append(
+            (
+                "repaired chunks",
+                ", ".join(f"{r.chunk_index} (kept {r.kept})" for r in data.quality.repairs)
+                or "none",
+            )
+        )
     if data.run_id:
         rows.append(("run id", data.run_id))
     return rows
@@ -159,8 +172,9 @@ def preload_plotting() -> threading.Thread:
     """Import matplotlib on a daemon thread, for a report rendered later: the import takes
     0.4-0.8 s on 2 CPU cores, which an episode's transcription hides (the model's kernels
     release the GIL). Call it when long work begins; importing twice is harmless."""
-    thread = threading.Thread(target=_import_plotting, name="podscribe-import-matplotlib",
-                              daemon=True)
+    thread = threading.Thread(
+        target=_import_plotting, name="podscribe-import-matplotlib", daemon=True
+    )
     thread.start()
     return thread
 
@@ -178,17 +192,28 @@ def timeline_png(data: ReportInput) -> bytes:
         widths = [c.end_s - c.start_s for c in t.chunks]
         if s is not None:
             by_index = {c.chunk_index: c for c in s.chunks}
-            heights = [100 * (by_index[c.chunk_index].wer or 0.0) if c.chunk_index in by_index
-                       else 0.0 for c in t.chunks]
+            heights = [
+                100 * (by_index[c.chunk_index].wer or 0.0) if c.chunk_index in by_index else 0.0
+                for c in t.chunks
+            ]
             ax.set_ylabel("WER per chunk (%)")
             ax.axhline(100 * s.wer, color="#444", lw=1, ls="--", label=f"episode WER {s.wer:.1%}")
         else:
             sig = {x.chunk_index: x for x in (q.signals if q else ())}
-            heights = [sig[c.chunk_index].words_per_s if c.chunk_index in sig else 0.0
-                       for c in t.chunks]
+            heights = [
+                sig[c.chunk_index].words_per_s if c.chunk_index in sig else 0.0 for c in t.chunks
+            ]
             ax.set_ylabel("words per second")
-        ax.bar(starts, heights, width=widths, align="edge", color="#4c78a8", alpha=0.85,
-               edgecolor="white", linewidth=1)
+        ax.bar(
+            starts,
+            heights,
+            width=widths,
+            align="edge",
+            color="#4c78a8",
+            alpha=0.85,
+            edgecolor="white",
+            linewidth=1,
+        )
         top = max([*heights, 1.0]) * 1.25
         handles: list[Any] = []
         if q is not None:
@@ -197,10 +222,19 @@ def timeline_png(data: ReportInput) -> bytes:
                     continue
                 c = next(x for x in t.chunks if x.chunk_index == f.chunk_index)
                 for k, name in enumerate(f.names):
-                    ax.axvspan(c.start_s, c.end_s, ymin=0.92 - 0.07 * k, ymax=0.99 - 0.07 * k,
-                               color=FLAG_COLOURS[name], alpha=0.9)
-            handles = [Patch(color=col, label=name) for name, col in FLAG_COLOURS.items()
-                       if any(name in f.names for f in q.flags)]
+                    ax.axvspan(
+                        c.start_s,
+                        c.end_s,
+                        ymin=0.92 - 0.07 * k,
+                        ymax=0.99 - 0.07 * k,
+                        color=FLAG_COLOURS[name],
+                        alpha=0.9,
+                    )
+            handles = [
+                Patch(color=col, label=name)
+                for name, col in FLAG_COLOURS.items()
+                if any(name in f.names for f in q.flags)
+            ]
         for c in t.chunks[1:]:
             ax.axvline(c.start_s, color="#bbb", lw=0.6, ls=":")
         ax.set_xlim(0, max(t.duration_s, 1.0))
@@ -208,8 +242,14 @@ def timeline_png(data: ReportInput) -> bytes:
         ax.set_xlabel("episode time (s)")
         line_handles, _ = ax.get_legend_handles_labels()
         if handles or line_handles:
-            ax.legend(handles=line_handles + handles, loc="upper left", fontsize=8, ncol=4,
-                      bbox_to_anchor=(0, 1.22), frameon=False)
+            ax.legend(
+                handles=line_handles + handles,
+                loc="upper left",
+                fontsize=8,
+                ncol=4,
+                bbox_to_anchor=(0, 1.22),
+                frameon=False,
+            )
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
@@ -265,10 +305,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[i
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
     head = f"<tr>{head}</tr>" if any(headers) else ""
     body = "".join(
-        "<tr>" + "".join(
+        "<tr>"
+        + "".join(
             f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
             for i, c in enumerate(row)
-        ) + "</tr>"
+        )
+        + "</tr>"
         for row in rows
     )
     return f"<table>{head}{body}</table>"
@@ -276,18 +318,31 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[i
 
 def _signal_cells(s: ChunkSignals) -> list[str]:
     return [
-        f"{s.words}", f"{s.words_per_s:.2f}",
+        f"{s.words}",
+        f"{s.words_per_s:.2f}",
         "–" if s.avg_logprob is None else f"{s.avg_logprob:.2f}",
         "–" if s.no_speech_prob is None else f"{s.no_speech_prob:.2f}",
         f"{s.compression_ratio:.2f}",
         _esc(f"{s.top_ngram} ×{s.top_ngram_count}") if s.top_ngram_count else "–",
-        f"{s.speech_s:.1f}", f"{s.music_s:.1f}", f"{s.uncovered_sound_s:.1f}",
+        f"{s.speech_s:.1f}",
+        f"{s.music_s:.1f}",
+        f"{s.uncovered_sound_s:.1f}",
         f"{s.words_over_nonspeech}",
     ]
 
 
-_SIGNAL_HEADERS = ["words", "words/s", "avg logprob", "no-speech", "compression", "top 3-gram",
-                   "speech s", "music s", "sound without text s", "words over non-speech"]
+_SIGNAL_HEADERS = [
+    "words",
+    "words/s",
+    "avg logprob",
+    "no-speech",
+    "compression",
+    "top 3-gram",
+    "speech s",
+    "music s",
+    "sound without text s",
+    "words over non-speech",
+]
 
 
 def _chunks_section(data: ReportInput) -> str:
@@ -298,16 +353,20 @@ def _chunks_section(data: ReportInput) -> str:
     rows = []
     for s, f in zip(q.signals, q.flags, strict=True):
         c = wer.get(s.chunk_index)
-        rows.append([
-            f"{s.chunk_index}", f"{s.start_s:.1f}–{s.end_s:.1f}",
-            "–" if c is None or c.wer is None else f"{c.wer:.1%}",
-            *_signal_cells(s),
-            _flag_badges(f.names) + "".join(f'<div class="muted">{_esc(r)}</div>'
-                                            for r in f.reasons),
-        ])
+        rows.append(
+            [
+                f"{s.chunk_index}",
+                f"{s.start_s:.1f}–{s.end_s:.1f}",
+                "–" if c is None or c.wer is None else f"{c.wer:.1%}",
+                *_signal_cells(s),
+                _flag_badges(f.names)
+                + "".join(f'<div class="muted">{_esc(r)}</div>' for r in f.reasons),
+            ]
+        )
     headers = ["chunk", "time (s)", "WER", *_SIGNAL_HEADERS, "flags"]
-    return ("<h2>Chunks: reference-free signals and flags</h2>"
-            + _table(headers, rows, set(range(2, 13))))
+    return "<h2>Chunks: reference-free signals and flags</h2>" + _table(
+        headers, rows, set(range(2, 13))
+    )
 
 
 def _repairs_section(q: QualityReport | None) -> str:
@@ -317,19 +376,35 @@ def _repairs_section(q: QualityReport | None) -> str:
         return "<h2>Repairs</h2><p>No chunk was re-transcribed.</p>"
     rows = []
     for r in q.repairs:
-        policy = ", ".join(f"{k}={r.policy.get(k)}" for k in
-                           ("beam_size", "no_speech_threshold", "initial_prompt") if k in r.policy)
-        rows.append([
-            f"{r.chunk_index}", _flag_badges(r.flags_before), f"<b>{_esc(r.kept)}</b>",
-            _flag_badges(r.flags_after) or "none",
-            f"{r.before.words} → {r.after.words}",
-            f"{_fmt_lp(r.before.avg_logprob)} → {_fmt_lp(r.after.avg_logprob)}",
-            f"{r.before.uncovered_sound_s:.1f} → {r.after.uncovered_sound_s:.1f}",
-            f"{r.before.words_over_nonspeech} → {r.after.words_over_nonspeech}",
-            _esc(policy),
-        ])
-    headers = ["chunk", "flags before", "kept", "flags after", "words", "avg logprob",
-               "sound without text s", "words over non-speech", "retry policy"]
+        policy = ", ".join(
+            f"{k}={r.policy.get(k)}"
+            for k in ("beam_size", "no_speech_threshold", "initial_prompt")
+            if k in r.policy
+        )
+        rows.append(
+            [
+                f"{r.chunk_index}",
+                _flag_badges(r.flags_before),
+                f"<b>{_esc(r.kept)}</b>",
+                _flag_badges(r.flags_after) or "none",
+                f"{r.before.words} → {r.after.words}",
+                f"{_fmt_lp(r.before.avg_logprob)} → {_fmt_lp(r.after.avg_logprob)}",
+                f"{r.before.uncovered_sound_s:.1f} → {r.after.uncovered_sound_s:.1f}",
+                f"{r.before.words_over_nonspeech} → {r.after.words_over_nonspeech}",
+                _esc(policy),
+            ]
+        )
+    headers = [
+        "chunk",
+        "flags before",
+        "kept",
+        "flags after",
+        "words",
+        "avg logprob",
+        "sound without text s",
+        "words over non-speech",
+        "retry policy",
+    ]
     return "<h2>Repairs</h2>" + _table(headers, rows, set())
 
 
@@ -355,10 +430,12 @@ def render_html_report(data: ReportInput) -> str:
     if s is not None and data.reference_text is not None:
         alignment = align_words(t, data.reference_text)
         parts.append("<h2>Worst chunks</h2>")
-        parts.append("<p class='muted'>Top: reference, bottom: transcript. "
-                     "<span style='background:#fde2b3'>substituted</span> "
-                     "<span style='background:#f8c4c4'>deleted</span> "
-                     "<span style='background:#c9def7'>inserted</span></p>")
+        parts.append(
+            "<p class='muted'>Top: reference, bottom: transcript. "
+            "<span style='background:#fde2b3'>substituted</span> "
+            "<span style='background:#f8c4c4'>deleted</span> "
+            "<span style='background:#c9def7'>inserted</span></p>"
+        )
         by_index = {c.chunk_index: c for c in s.chunks}
         worst = worst_chunks(s)
         per_segment = segment_error_counts(alignment, t)
@@ -372,16 +449,23 @@ def render_html_report(data: ReportInput) -> str:
             parts.append(_alignment_html(chunk_alignment(alignment, index)))
             segs = " · ".join(
                 f"{seg.start:.1f}–{seg.end:.1f} s: {_pct(n.wer)} ({n.errors} errors)"
-                for seg, n in per_segment if seg.chunk_index == index
+                for seg, n in per_segment
+                if seg.chunk_index == index
             )
             parts.append(f"<p class='muted'>WER per segment: {_esc(segs)}</p>")
         if not worst:
             parts.append("<p>No chunk has an error.</p>")
         pairs = confusion_pairs(alignment)
         parts.append("<h2>Top confusion pairs (reference → transcript)</h2>")
-        parts.append(_table(["reference", "transcript", "count"],
-                            [[_esc(r), _esc(h), str(k)] for r, h, k in pairs], {2})
-                     if pairs else "<p>No substitutions.</p>")
+        parts.append(
+            _table(
+                ["reference", "transcript", "count"],
+                [[_esc(r), _esc(h), str(k)] for r, h, k in pairs],
+                {2},
+            )
+            if pairs
+            else "<p>No substitutions.</p>"
+        )
     parts.append(_chunks_section(data))
     parts.append(_repairs_section(data.quality))
     parts.append("</body></html>")
@@ -395,8 +479,7 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     def clean(cell: str) -> str:
         return str(cell).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(map(clean, headers)) + " |",
-             "|" + "---|" * len(headers)]
+    lines = ["| " + " | ".join(map(clean, headers)) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(map(clean, r)) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -418,41 +501,91 @@ def _md_alignment(words: Sequence[AlignedWord]) -> str:
 def render_markdown_report(data: ReportInput) -> str:
     """The report's content as markdown (for a Prefect artifact): tables, no images."""
     t, s, q = data.transcript, data.score, data.quality
-    parts = [f"# podscribe report: {t.episode_id}", "",
-             _md_table(["", ""], summary_rows(data)), ""]
+    parts = [f"# podscribe report: {t.episode_id}", "", _md_table(["", ""], summary_rows(data)), ""]
     if s is not None and data.reference_text is not None:
         alignment = align_words(t, data.reference_text)
-        parts += ["## Worst chunks", "",
-                  "~~struck~~: reference word missed or replaced; **bold**: what the transcript "
-                  "said instead (+ marks an inserted word).", ""]
+        parts += [
+            "## Worst chunks",
+            "",
+            "~~struck~~: reference word missed or replaced; **bold**: what the transcript "
+            "said instead (+ marks an inserted word).",
+            "",
+        ]
         by_index = {c.chunk_index: c for c in s.chunks}
         for index in worst_chunks(s):
             c = by_index[index]
-            parts += [f"### chunk {index} · {c.start_s:.1f}–{c.end_s:.1f} s · WER {_pct(c.wer)}",
-                      "", _md_alignment(chunk_alignment(alignment, index)), ""]
+            parts += [
+                f"### chunk {index} · {c.start_s:.1f}–{c.end_s:.1f} s · WER {_pct(c.wer)}",
+                "",
+                _md_alignment(chunk_alignment(alignment, index)),
+                "",
+            ]
         pairs = confusion_pairs(alignment)
         if pairs:
-            parts += ["## Top confusion pairs", "",
-                      _md_table(["reference", "transcript", "count"],
-                                [(r, h, str(k)) for r, h, k in pairs]), ""]
+            parts += [
+                "## Top confusion pairs",
+                "",
+                _md_table(
+                    ["reference", "transcript", "count"], [(r, h, str(k)) for r, h, k in pairs]
+                ),
+                "",
+            ]
     if q is not None:
         wer = {c.chunk_index: c.wer for c in s.chunks} if s else {}
         rows = []
         for sig, f in zip(q.signals, q.flags, strict=True):
             w = wer.get(sig.chunk_index)
-            rows.append([str(sig.chunk_index), f"{sig.start_s:.1f}–{sig.end_s:.1f}",
-                         "–" if w is None else f"{w:.1%}", str(sig.words),
-                         _fmt_lp(sig.avg_logprob), f"{sig.speech_s:.1f}", f"{sig.music_s:.1f}",
-                         f"{sig.uncovered_sound_s:.1f}", ", ".join(f.names) or "–"])
-        parts += ["## Chunks", "", _md_table(
-            ["chunk", "time (s)", "WER", "words", "avg logprob", "speech s", "music s",
-             "sound without text s", "flags"], rows), ""]
+            rows.append(
+                [
+                    str(sig.chunk_index),
+                    f"{sig.start_s:.1f}–{sig.end_s:.1f}",
+                    "–" if w is None else f"{w:.1%}",
+                    str(sig.words),
+                    _fmt_lp(sig.avg_logprob),
+                    f"{sig.speech_s:.1f}",
+                    f"{sig.music_s:.1f}",
+                    f"{sig.uncovered_sound_s:.1f}",
+                    ", ".join(f.names) or "–",
+                ]
+            )
+        parts += [
+            "## Chunks",
+            "",
+            _md_table(
+                [
+                    "chunk",
+                    "time (s)",
+                    "WER",
+                    "words",
+                    "avg logprob",
+                    "speech s",
+                    "music s",
+                    "sound without text s",
+                    "flags",
+                ],
+                rows,
+            ),
+            "",
+        ]
         if q.repairs:
-            parts += ["## Repairs", "", _md_table(
-                ["chunk", "flags before", "kept", "flags after", "words"],
-                [(str(r.chunk_index), ", ".join(r.flags_before), r.kept,
-                  ", ".join(r.flags_after) or "none", f"{r.before.words} → {r.after.words}")
-                 for r in q.repairs]), ""]
+            parts += [
+                "## Repairs",
+                "",
+                _md_table(
+                    ["chunk", "flags before", "kept", "flags after", "words"],
+                    [
+                        (
+                            str(r.chunk_index),
+                            ", ".join(r.flags_before),
+                            r.kept,
+                            ", ".join(r.flags_after) or "none",
+                            f"{r.before.words} → {r.after.words}",
+                        )
+                        for r in q.repairs
+                    ],
+                ),
+                "",
+            ]
     return "\n".join(parts)
 
 
@@ -486,8 +619,14 @@ def load_report_input(episode_dir: Path) -> ReportInput:
     quality = quality_report_from_dict(read_json(quality_path)) if quality_path.exists() else None
     run_path = episode_dir / RUN_NAME
     run = read_json(run_path) if run_path.exists() else {}
-    return ReportInput(transcript, score, quality, reference_text,
-                       elapsed_s=run.get("elapsed_s"), run_id=run.get("run_id"))
+    return ReportInput(
+        transcript,
+        score,
+        quality,
+        reference_text,
+        elapsed_s=run.get("elapsed_s"),
+        run_id=run.get("run_id"),
+    )
 
 
 def rebuild_report(episode_dir: Path) -> Path:

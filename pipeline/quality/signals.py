@@ -5,14 +5,8 @@ Most episodes have no reference, so every chunk is also judged on what needs non
 - from Whisper's segments: average log-probability, no-speech probability, fallback temperature,
   the compression ratio of the chunk's text and its most repeated word 3-gram (loops), words per
   second;
-- from the chunk's audio (numpy only): each 1 s window (0.5 s hop) is called ``silence``,
-  ``noise``, ``music`` or ``speech``. Music here means *spectrally stationary* sound: the
-  normalised magnitude spectrum of a frame hardly changes 30 ms later (tones, chords, held
-  notes, hum; a tremolo changes loudness, not the shape of the spectrum), while speech moves its
-  formants and pitch all the time. Measured on ../shared/eval/dev-episode (290 s, several
-  speakers) the window median of that similarity never exceeded 0.93 on speech, and never fell
-  below 0.97 on its jingle or on synthetic chords and melodies, hence ``music_similarity`` 0.95.
-  Noise (hiss, rain) is told apart by a flat spectrum.
+- from the chunk's audio: each 1 s window (0.5 s hop) is called ``silence``, ``noise``,
+  ``music`` or ``speech`` (``pipeline.audio.analysis``).
 
 From these, three flags:
 
@@ -29,7 +23,6 @@ A short jingle before speech does not fire any of them: its seconds are under th
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -37,12 +30,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from pipeline.audio.analysis import SoundThresholds, WindowClasses, classify_windows
 from pipeline.audio.decode import read_wav_samples
 from pipeline.core.errors import OptionsError
+from pipeline.core.types import Chunk, ChunkTranscript, Segment
 from pipeline.quality.score import normalize_words
-from pipeline.core.types import SAMPLE_RATE, Chunk, ChunkTranscript, Segment
 
 __all__ = [
     "ChunkFlags",
@@ -50,29 +42,16 @@ __all__ = [
     "QualityReport",
     "QualityThresholds",
     "Repair",
-    "WindowClasses",
     "assess_chunk",
     "assess_chunks",
     "chunk_signals",
-    "classify_windows",
     "flag_chunk",
     "quality_report_from_dict",
     "repeated_ngram",
-    "speech_end_s",
     "text_compression_ratio",
 ]
 
-FRAME_N = 1024  # samples per analysis frame (64 ms): resolves chord notes ~50 Hz apart
-HOP_N = 160  # 10 ms between frames
-LAG_FRAMES = 3  # spectra compared 30 ms apart: long enough for speech to move, not a held note
-BAND_HZ = (80.0, 4000.0)  # where speech (and most music) puts its energy
-WINDOW_S = 1.0  # a window is classified as a whole...
-WINDOW_HOP_S = 0.5  # ...and each stands for this many seconds of the chunk
-SILENCE_DBFS = -50.0  # frames quieter than this are silent whatever the chunk's level
-DYNAMIC_RANGE_DB = 40.0  # and so are frames this far below the chunk's loud frames (p99)
-ACTIVE_FRACTION = 0.25  # a window with fewer loud frames than this is silence
 NGRAM = 3  # word n-grams counted for loops
-CLASSES = ("silence", "noise", "music", "speech")
 
 
 @dataclass(frozen=True)
@@ -111,22 +90,9 @@ class QualityThresholds:
         if self.avg_logprob > 0:
             raise OptionsError(f"avg_logprob is a log-probability (<= 0), not {self.avg_logprob}")
 
-
-@dataclass(frozen=True)
-class WindowClasses:
-    """The class of each 1 s audio window of a chunk (hop 0.5 s), in chunk order."""
-
-    start_s: float  # episode time of the chunk's first sample
-    classes: tuple[str, ...]  # one of CLASSES per window
-    hop_s: float = WINDOW_HOP_S
-
-    def center(self, k: int) -> float:
-        """Episode time of window ``k``'s share of the chunk (the middle of its hop)."""
-        return self.start_s + (k + 0.5) * self.hop_s
-
-    def seconds(self, kind: str) -> float:
-        """Seconds of the chunk in windows of this class."""
-        return self.classes.count(kind) * self.hop_s
+    def sound(self) -> SoundThresholds:
+        """The thresholds that classify audio windows."""
+        return SoundThresholds(self.music_similarity, self.noise_flatness)
 
 
 @dataclass(frozen=True)
@@ -210,133 +176,6 @@ class QualityReport:
         return tuple(f for f in self.flags if f.any)
 
 
-# --- audio -------------------------------------------------------------------------------------
-
-
-def _padded(samples: np.ndarray) -> np.ndarray:
-    samples = samples.astype(np.float32, copy=False)
-    if len(samples) < FRAME_N:
-        samples = np.pad(samples, (0, FRAME_N - len(samples)))
-    return samples
-
-
-def _frames(samples: np.ndarray) -> np.ndarray:
-    """Frames of FRAME_N samples every HOP_N (a strided view: no copy)."""
-    return np.lib.stride_tricks.sliding_window_view(_padded(samples), FRAME_N)[::HOP_N]
-
-
-# Frames start every HOP_N samples and span FRAME_N: both are whole numbers of these blocks.
-_BLOCK_N = math.gcd(FRAME_N, HOP_N)
-
-
-def _levels(samples: np.ndarray) -> np.ndarray:
-    """Level (dBFS) of each of ``_frames(samples)``, from a running sum of squares taken over
-    blocks of ``_BLOCK_N`` samples (a frame is a whole number of blocks; the per-sample sum
-    over a 30 s chunk cost more than the rest of ``speech_end_s`` together)."""
-    x = _padded(samples)
-    blocks = x[: len(x) // _BLOCK_N * _BLOCK_N].reshape(-1, _BLOCK_N)
-    energy = np.concatenate(([0.0], np.cumsum(np.einsum("ij,ij->i", blocks, blocks),
-                                              dtype=np.float64)))
-    starts = np.arange(1 + (len(x) - FRAME_N) // HOP_N) * (HOP_N // _BLOCK_N)
-    mean_square = np.maximum(energy[starts + FRAME_N // _BLOCK_N] - energy[starts], 0.0) / FRAME_N
-    return 10 * np.log10(mean_square + 1e-12)
-
-
-def _active(level: np.ndarray) -> np.ndarray:
-    # Loudness is judged against the chunk itself, so a quiet recording still has speech.
-    loud = np.percentile(level, 99)
-    return (level > SILENCE_DBFS) & (level > loud - DYNAMIC_RANGE_DB)
-
-
-def _spectral(samples: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """Spectral flatness and similarity to the frame LAG_FRAMES back, of frames [lo, hi)."""
-    first = max(0, lo - LAG_FRAMES)  # the frames the similarity of frame lo looks back to
-    frames = _frames(samples)[first:hi]
-    spectrum = np.abs(np.fft.rfft(frames * np.hanning(FRAME_N).astype(np.float32), axis=1))
-    freqs = np.fft.rfftfreq(FRAME_N, 1 / SAMPLE_RATE)
-    band = spectrum[:, (freqs >= BAND_HZ[0]) & (freqs <= BAND_HZ[1])].astype(np.float64) + 1e-9
-    power = band**2
-    flatness = np.exp(np.log(power).mean(axis=1)) / power.mean(axis=1)
-    unit = band / np.linalg.norm(band, axis=1, keepdims=True)
-    similarity = np.ones(len(unit))  # the chunk's first LAG_FRAMES frames have nothing back
-    if len(unit) > LAG_FRAMES:
-        similarity[LAG_FRAMES:] = (unit[LAG_FRAMES:] * unit[:-LAG_FRAMES]).sum(axis=1)
-    return flatness[lo - first :], similarity[lo - first :]
-
-
-def _frame_features(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per frame: level (dBFS), spectral flatness and similarity to the frame LAG_FRAMES back."""
-    level = _levels(samples)
-    return (level, *_spectral(samples, 0, len(level)))
-
-
-def _window_count(samples: np.ndarray) -> int:
-    return max(1, math.ceil(len(samples) / (WINDOW_HOP_S * SAMPLE_RATE) - 1e-9))
-
-
-def _window_frames(k: int, n_frames: int) -> tuple[int, int]:
-    """Frames [lo, hi) of window k, centred on its hop: [k*hop - (width-hop)/2, +width)."""
-    hop_frames = round(WINDOW_HOP_S * SAMPLE_RATE / HOP_N)
-    width = round(WINDOW_S * SAMPLE_RATE / HOP_N)
-    lo = max(0, k * hop_frames - (width - hop_frames) // 2)
-    return lo, min(n_frames, lo + width)
-
-
-def _silent(active: np.ndarray) -> bool:
-    """Whether a window with these frames' activity is silence (no spectrum needed)."""
-    return len(active) == 0 or bool(active.mean() < ACTIVE_FRACTION)
-
-
-def _window_class(active: np.ndarray, flatness: np.ndarray, similarity: np.ndarray,
-                  t: QualityThresholds) -> str:
-    """The class of one window from its frames' values."""
-    if _silent(active):
-        return "silence"
-    if np.median(similarity[active]) >= t.music_similarity:
-        return "music"
-    if np.median(flatness[active]) > t.noise_flatness:
-        return "noise"
-    return "speech"
-
-
-def classify_windows(
-    samples: np.ndarray, start_s: float = 0.0, thresholds: QualityThresholds | None = None
-) -> WindowClasses:
-    """Call each 1 s window of 16 kHz mono ``samples`` silence, noise, music or speech."""
-    t = thresholds or QualityThresholds()
-    if len(samples) == 0:
-        return WindowClasses(start_s, ())
-    level, flatness, similarity = _frame_features(samples)
-    active = _active(level)
-    classes = []
-    for k in range(_window_count(samples)):
-        lo, hi = _window_frames(k, len(level))
-        classes.append(_window_class(active[lo:hi], flatness[lo:hi], similarity[lo:hi], t))
-    return WindowClasses(start_s, tuple(classes))
-
-
-def speech_end_s(samples: np.ndarray, thresholds: QualityThresholds | None = None) -> float:
-    """Seconds into 16 kHz mono ``samples`` where their last speech ends: the end of the last
-    window ``classify_windows`` calls speech (0.5 s steps); 0.0 when none is.
-
-    Windows are classified from the end, each alone (the levels are the whole chunk's, as
-    there), so a chunk that ends in speech costs the spectra of a few windows, not of all."""
-    t = thresholds or QualityThresholds()
-    if len(samples) == 0:
-        return 0.0
-    level = _levels(samples)
-    active = _active(level)
-    for k in reversed(range(_window_count(samples))):
-        lo, hi = _window_frames(k, len(level))
-        a = active[lo:hi]
-        if _silent(a):
-            continue
-        flatness, similarity = _spectral(samples, lo, hi)
-        if _window_class(a, flatness, similarity, t) == "speech":
-            return min(len(samples) / SAMPLE_RATE, (k + 1) * WINDOW_HOP_S)
-    return 0.0
-
-
 # --- text --------------------------------------------------------------------------------------
 
 
@@ -372,9 +211,7 @@ def _covered(time: float, spans: Sequence[tuple[float, float]], tolerance: float
 def _segment_words_over_nonspeech(
     seg: Segment, n_words: int, windows: WindowClasses, t: QualityThresholds
 ) -> int:
-    inside = [
-        c for k, c in enumerate(windows.classes) if seg.start <= windows.center(k) <= seg.end
-    ]
+    inside = [c for k, c in enumerate(windows.classes) if seg.start <= windows.center(k) <= seg.end]
     if not inside:  # a segment shorter than a hop: judge it by the nearest window
         mid = (seg.start + seg.end) / 2
         nearest = min(
@@ -472,9 +309,10 @@ def assess_chunk(
     chunk: Chunk, transcript: ChunkTranscript, thresholds: QualityThresholds | None = None
 ) -> tuple[ChunkSignals, ChunkFlags]:
     """Signals and flags of one chunk, reading its WAV."""
-    windows = classify_windows(read_wav_samples(Path(chunk.path)), chunk.start_s, thresholds)
-    signals = chunk_signals(transcript, windows, thresholds)
-    return signals, flag_chunk(signals, thresholds)
+    t = thresholds or QualityThresholds()
+    windows = classify_windows(read_wav_samples(Path(chunk.path)), chunk.start_s, t.sound())
+    signals = chunk_signals(transcript, windows, t)
+    return signals, flag_chunk(signals, t)
 
 
 def assess_chunks(

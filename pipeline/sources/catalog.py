@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.core.errors import FeedError, OptionsError
-from pipeline.sources.feed import Feed, FeedEpisode, best_transcript
 from pipeline.core.store import DEFAULT_TRANSCRIPTS_ROOT
+from pipeline.sources.feed import Feed, FeedEpisode, best_transcript
 
 DEFAULT_DB = DEFAULT_TRANSCRIPTS_ROOT / "podscribe.db"
 BUSY_TIMEOUT_S = 30.0  # seconds a write waits for another process's write to finish
@@ -171,8 +171,16 @@ def _insert_episode(conn: sqlite3.Connection, feed_id: str, ep: FeedEpisode, now
     cursor = conn.execute(
         f"INSERT OR IGNORE INTO episodes ({_EPISODE_COLUMNS}) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, 'new', NULL, NULL, ?)",
-        (ep.episode_id, feed_id, ep.guid, ep.title, ep.audio_url, ep.published,
-         _transcript_url(ep), now),
+        (
+            ep.episode_id,
+            feed_id,
+            ep.guid,
+            ep.title,
+            ep.audio_url,
+            ep.published,
+            _transcript_url(ep),
+            now,
+        ),
     )
     return cursor.rowcount == 1
 

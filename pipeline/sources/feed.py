@@ -26,9 +26,12 @@ import httpx
 from defusedxml import DefusedXmlException
 
 from pipeline.core.errors import FeedError, PodscribeError
-from pipeline.sources.reference import Reference, read_reference
-from pipeline.sources.reference import _hint as format_hint  # one type/extension table for both
 from pipeline.core.store import slugify
+from pipeline.sources.reference import (
+    Reference,
+    format_hint,  # one type/extension table for both
+    read_reference,
+)
 
 log = logging.getLogger(__name__)
 
@@ -333,8 +336,11 @@ def _feedparser_transcript(entry: Any) -> tuple[TranscriptLink, ...]:
     found = entry.get("podcast_transcript")
     if not found or not found.get("url"):
         return ()
-    return (TranscriptLink(url=found["url"], type=found.get("type", ""),
-                           language=found.get("language")),)
+    return (
+        TranscriptLink(
+            url=found["url"], type=found.get("type", ""), language=found.get("language")
+        ),
+    )
 
 
 def _published(entry: Any) -> str | None:

@@ -92,7 +92,7 @@ class Reference:
 
     @property
     def text_sha256(self) -> str:
-        """sha256 of ``text``: what :class:`pipeline.core.types.Score` records as reference_sha256."""
+        """sha256 of ``text``: what ``pipeline.core.types.Score`` records as reference_sha256."""
         return sha256_text(self.text)
 
 
@@ -142,7 +142,7 @@ def _fetch(url: str, timeout_s: float) -> tuple[bytes, str | None, str | None]:
         raise FetchError(f"cannot fetch reference {url}: {exc}") from exc
 
 
-def _hint(value: str | None) -> str | None:
+def format_hint(value: str | None) -> str | None:
     """A format name from an extension, a file name or a content type; None if unknown."""
     if not value:
         return None
@@ -165,11 +165,11 @@ def read_reference(source: str | Path, *, timeout_s: float = 30.0) -> Reference:
     charset: str | None = None
     if isinstance(source, str) and _is_url(source):
         data, content_type, charset = _fetch(source, timeout_s)
-        hint = _hint(urlparse(source).path) or _hint(content_type)
+        hint = format_hint(urlparse(source).path) or format_hint(content_type)
     else:
         path = Path(source).expanduser()
         data = _read_file(path)
-        hint = _hint(path.suffix)
+        hint = format_hint(path.suffix)
     text, encoding = decode_reference(data, charset, name=origin)
     plain, fmt = _parse(text, hint, name=origin)
     return Reference(
@@ -385,4 +385,4 @@ def parse_reference_text(
     itself (a WEBVTT header, SRT timings, JSON) overrides it. ``name`` appears in errors.
     """
     text, _ = decode_reference(data, name=name)
-    return _parse(text, _hint(fmt_hint), name=name)
+    return _parse(text, format_hint(fmt_hint), name=name)

@@ -1,0 +1,71 @@
+"""podscribe's settings: one object for the CLI and the Prefect flows.
+
+Values come from ``PODSCRIBE_*`` environment variables (``PODSCRIBE_AUDIO_ROOT=/data/audio``),
+then from the command line's flags, which override them. They are read when a run starts
+(``load_settings()`` in a command or at the top of a flow run), never at import, and passed
+down as plain arguments: the stage functions never read the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.core.errors import OptionsError
+
+ENV_PREFIX = "PODSCRIBE_"
+
+
+class Settings(BaseSettings):
+    """Where podscribe keeps things, what it runs with by default, and how flows run chunks."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # --- where things live ---------------------------------------------------------------
+    audio_root: Path = Field(Path("audio"), description="Decoded episode audio and chunks.")
+    transcripts_root: Path = Field(
+        Path("transcripts"), description="Per-episode outputs, reports and history.jsonl."
+    )
+    db: Path = Field(
+        Path("transcripts/podscribe.db"), description="The feed and episode catalog (SQLite)."
+    )
+    # Persisted chunk results of the flows: a Retry reads finished chunks from here. In
+    # docker-compose this must be a volume shared by everything that runs flows.
+    results_dir: Path = Field(Path("results"), description="Persisted Prefect task results.")
+
+    # --- how episodes are transcribed by default -----------------------------------------
+    model: str = Field("tiny.en", description="Whisper model name or .pt path.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where Whisper runs.")
+
+    # --- how the flows run chunk tasks ---------------------------------------------------
+    # "threads": chunk tasks share one process (and its model); "dask": a Dask cluster.
+    task_runner: Literal["threads", "dask"] = "threads"
+    # An existing Dask scheduler ("tcp://host:8786"); none starts a LocalCluster per flow run.
+    dask_address: str | None = None
+    # Slots of the global "whisper-device" limit, created when missing: how many chunk
+    # transcriptions may hold the device at once across all flow runs. A slot is held while
+    # the chunk waits in the micro-batcher's queue as well as while it is decoded, so the
+    # default is twice TranscribeOptions.batch_size (8): the next batch's chunks queue while
+    # one runs.
+    device_slots: int = Field(default=16, ge=1)
+    # Chunk tasks at once per flow run (threads feeding the micro-batcher); like the slots,
+    # twice the batch size, so that the batcher never idles waiting for a thread to free.
+    workers: int = Field(default=16, ge=1)
+    # Worker processes of the LocalCluster a "dask" flow run starts (each loads the model).
+    dask_workers: int = Field(default=2, ge=1)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment now, with ``overrides`` (CLI flags) on top; a flag
+    left at None keeps the environment's value. A bad value is one clear error."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise OptionsError(f"bad podscribe setting: {problems}") from None
