@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # Worker processes of the LocalCluster a "dask" flow run starts (each loads the model).
     dask_workers: int = Field(default=2, ge=1)
 
+    # --- limits on what comes from the network (feeds, downloads, references) ------------
+
+    # --- limits on audio and on retries of failed episodes --------------------------------
+
 
 def load_settings(**overrides: Any) -> Settings:
     """The settings from the environment now, with ``overrides`` (CLI flags) on top; a flag
