@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
@@ -31,7 +33,7 @@ from prefect.runtime import flow_run, task_run
 
 from flows.device import Reservation, device_slot, ensure_device_limit, reserve_device_slots
 from flows.report import chunk_rows, outputs_markdown, quality_key
-from flows.runners import make_task_runner
+from flows.runners import SettingsTaskRunner
 from flows.settings import Settings, load_settings, result_storage
 from pipeline.asr.microbatch import MicroBatcher, shared_batcher
 from pipeline.asr.options import TranscribeOptions
@@ -41,7 +43,9 @@ from pipeline.core.store import read_json
 from pipeline.core.transcript import load_transcript
 from pipeline.core.types import Chunk, ChunkManifest, ChunkTranscript
 from pipeline.episode import finish_episode, prepare_episode
+from pipeline.quality.repair import RepairOutcome, RepairPolicy, repair_chunk, wants_repair
 from pipeline.quality.report import load_report_input, preload_plotting, render_markdown_report
+from pipeline.quality.signals import ChunkFlags, ChunkSignals, QualityReport, assess_chunks
 from pipeline.sources import catalog
 from pipeline.sources.reference import Reference, read_reference
 
@@ -105,6 +109,36 @@ def transcribe_one_chunk(
         return batcher.submit(chunk, transcribe_options).result()
 
 
+@task(task_run_name="check chunks of {title}")
+def check_chunks(
+    manifest: ChunkManifest, transcripts: list[ChunkTranscript], title: str
+) -> QualityReport:
+    """The reference-free signals and flags of every chunk (speech/music analysis, loops)."""
+    return assess_chunks(manifest.episode_id, manifest.chunks, transcripts)
+
+
+def _repair_run_name() -> str:
+    p = task_run.parameters
+    return f"repair chunk {p['chunk'].index + 1}/{p['total']} · {p['title']}"
+
+
+@task(task_run_name=_repair_run_name)
+def repair_one_chunk(
+    chunk: Chunk,
+    transcript: ChunkTranscript,
+    signals: ChunkSignals,
+    flags: ChunkFlags,
+    options: dict[str, Any],
+    total: int,
+    title: str,
+) -> RepairOutcome:
+    """Transcribe a flagged chunk once more (beam 5, fallback ladder) on a device slot and
+    keep the better result by the reference-free signals."""
+    get_run_logger().info("repairing chunk %d: %s", chunk.index, "; ".join(flags.reasons))
+    with device_slot(slot_key(chunk)):
+        return repair_chunk(chunk, transcript, signals, flags, TranscribeOptions(**options))
+
+
 @task(task_run_name="merge, score and write")
 def finish(
     manifest: ChunkManifest,
@@ -113,13 +147,15 @@ def finish(
     out_dir: Path,
     feed: str | None,
     elapsed_s: float,
+    quality: QualityReport | None = None,
 ) -> tuple[Any, Any, dict[str, Path]]:
-    """Merge the chunk transcripts, score, flag and write the outputs and report atomically."""
+    """Merge the chunk transcripts, score, write the outputs and report atomically."""
     return finish_episode(
         manifest,
         transcripts,
         reference,
         out_dir,
+        quality=quality,
         feed=feed,
         elapsed_s=elapsed_s,
         run_id=str(flow_run.id),
@@ -268,20 +304,73 @@ def _all_done(futures: set[PrefectFuture[ChunkTranscript]]) -> bool:
     )
 
 
-def complete_episode(
+def repair_flagged(
     manifest: ChunkManifest,
+    transcripts: list[ChunkTranscript],
+    repairable: set[int],
+    options: TranscribeOptions,
+    policy: RepairPolicy,
+    title: str,
+) -> tuple[list[ChunkTranscript], QualityReport]:
+    """Check every chunk; transcribe the flagged ones among ``repairable`` once more, one task
+    each (the same steps as ``repair_chunks`` on the CLI). A retry that fails keeps the
+    first result: a repair never costs an episode."""
+    report = check_chunks(manifest, transcripts, title)
+    chunks = {c.index: c for c in manifest.chunks}
+    total = len(manifest.chunks)
+    futures = {
+        ct.chunk_index: repair_one_chunk.submit(
+            chunks[ct.chunk_index], ct, sig, flag, options.to_dict(), total, title
+        )
+        for ct, sig, flag in zip(transcripts, report.signals, report.flags, strict=True)
+        if ct.chunk_index in repairable and wants_repair(flag, policy)
+    }
+    kept, signals, flags, repairs = list(transcripts), list(report.signals), list(report.flags), []
+    for pos, ct in enumerate(transcripts):
+        future = futures.get(ct.chunk_index)
+        if future is None:
+            continue
+        try:
+            outcome = future.result()
+        except Exception as exc:  # noqa: BLE001 - the first pass stands
+            get_run_logger().warning(
+                "repair of chunk %d failed, kept as it was: %s", ct.chunk_index, exc
+            )
+            continue
+        kept[pos], signals[pos], flags[pos] = outcome.transcript, outcome.signals, outcome.flags
+        repairs.append(outcome.repair)
+    quality = dataclasses.replace(
+        report, signals=tuple(signals), flags=tuple(flags), repairs=tuple(repairs)
+    )
+    return kept, quality
+
+
+@dataclass(frozen=True)
+class EpisodeRun:
+    """What the steps of one flow run share: the episode's cut, how it is transcribed and
+    repaired, where outputs go, and the run's artifact thread."""
+
+    manifest: ChunkManifest
+    title: str
+    options: TranscribeOptions
+    policy: RepairPolicy
+    settings: Settings
+    background: Background
+    started: float
+    feed: str | None = None
+
+
+def complete_episode(
+    run: EpisodeRun,
     new: dict[int, ChunkTranscript],
     kept: list[ChunkTranscript],
     statuses: dict[int, str],
     errors: dict[int, str],
     reference: Reference | None,
-    title: str,
-    settings: Settings,
-    started: float,
-    background: Background,
-    feed: str | None = None,
 ) -> dict[str, Any]:
-    """Publish the chunk table; raise if chunks failed, else finish and publish the report."""
+    """Publish the chunk table; raise if chunks failed, else repair flagged chunks, finish and
+    publish the report."""
+    manifest, title = run.manifest, run.title
     key = quality_key(manifest.episode_id)
     if errors:
         create_table_artifact(
@@ -295,10 +384,15 @@ def complete_episode(
             f"({lines}); fix the cause and Retry this run: finished chunks are kept"
         )
     transcripts = sorted([*kept, *new.values()], key=lambda c: c.chunk_index)
-    out_dir = settings.transcripts_root / manifest.episode_id
-    elapsed_s = time.perf_counter() - started
-    _, score, files = finish(manifest, transcripts, reference, out_dir, feed, elapsed_s)
-    background.submit(
+    transcripts, quality = repair_flagged(
+        manifest, transcripts, set(new), run.options, run.policy, title
+    )
+    out_dir = run.settings.transcripts_root / manifest.episode_id
+    elapsed_s = time.perf_counter() - run.started
+    _, score, files = finish(
+        manifest, transcripts, reference, out_dir, run.feed, elapsed_s, quality
+    )
+    run.background.submit(
         create_table_artifact,
         chunk_rows(manifest, statuses, score),
         key=f"chunks-{key[8:]}",
@@ -314,6 +408,7 @@ def complete_episode(
         "wer": score.wer if score else None,
         "chunks": len(manifest.chunks),
         "transcribed": sorted(i for i, s in statuses.items() if s == "completed"),
+        "repaired": sorted(r.chunk_index for r in quality.repairs if r.kept == "retry"),
         "out_dir": str(out_dir),
     }
 
@@ -340,7 +435,7 @@ def _episode_run_name() -> str:
 @flow(
     name="transcribe-episode",
     flow_run_name=_episode_run_name,
-    task_runner=make_task_runner(load_settings()),
+    task_runner=SettingsTaskRunner(),
 )
 def transcribe_episode(
     source: str,
@@ -352,6 +447,7 @@ def transcribe_episode(
     max_chunk_s: float = 30.0,
     beam_size: int | None = None,
     feed: str | None = None,
+    repair: bool = True,
 ) -> dict[str, Any]:
     """Transcribe one episode chunk by chunk, score it against ``reference`` and report."""
     started = time.perf_counter()
@@ -365,14 +461,21 @@ def transcribe_episode(
             search_s=min(10.0, max_chunk_s),
         )
         manifest = prepare(source, episode_id, settings.audio_root, chunk_options.to_dict())
-        name = title or manifest.episode_id
+        run = EpisodeRun(
+            manifest,
+            title or manifest.episode_id,
+            options,
+            RepairPolicy(enabled=repair),
+            settings,
+            background,
+            started,
+            feed,
+        )
         ref = load_reference(reference)
         new, statuses, errors = run_chunks(
-            manifest, list(manifest.chunks), options, name, settings, background
+            manifest, list(manifest.chunks), options, run.title, settings, background
         )
-        summary = complete_episode(
-            manifest, new, [], statuses, errors, ref, name, settings, started, background, feed
-        )
+        summary = complete_episode(run, new, [], statuses, errors, ref)
     except Exception as exc:
         record_state(settings, episode_id, "failed", error=str(exc).splitlines()[0][:500])
         raise
@@ -385,7 +488,7 @@ def transcribe_episode(
 @flow(
     name="rerun-chunks",
     flow_run_name="rerun chunks {chunk_indices} of {episode_id}",
-    task_runner=make_task_runner(load_settings()),
+    task_runner=SettingsTaskRunner(),
 )
 def rerun_chunks(
     episode_id: str,
@@ -393,6 +496,7 @@ def rerun_chunks(
     model: str = "tiny.en",
     device: str = "auto",
     reference: str | None = None,
+    repair: bool = True,
 ) -> dict[str, Any]:
     """Transcribe some chunks of a finished episode again (e.g. with another model) and
     rebuild its transcript, score and report from the new and the kept chunks."""
@@ -419,13 +523,14 @@ def rerun_chunks(
     ref = load_reference(reference or _scored_reference(out_dir))
     chunks = [c for c in manifest.chunks if c.index in wanted]
     background = Background()
+    run = EpisodeRun(
+        manifest, episode_id, options, RepairPolicy(enabled=repair), settings, background, started
+    )
     try:
         new, statuses, errors = run_chunks(
             manifest, chunks, options, episode_id, settings, background
         )
-        summary = complete_episode(
-            manifest, new, kept, statuses, errors, ref, episode_id, settings, started, background
-        )
+        summary = complete_episode(run, new, kept, statuses, errors, ref)
     finally:
         background.close()
     record_state(settings, episode_id, "done", wer=summary["wer"])

@@ -124,6 +124,62 @@ def test_background_calls_run_in_order_before_close_and_failures_do_not_fail_the
     assert all(flow_run_id == run_id for _, flow_run_id in calls) and run_id is not None
 
 
+def test_flow_repairs_a_flagged_chunk_as_a_task_run(
+    flow_env: Path, fixtures_dir: Path, run_ffmpeg
+) -> None:
+    """An episode whose second chunk is music: the check flags it (sound without speech, or
+    words over music) and the flow transcribes it once more in a task run of its own, as the
+    CLI's repair step does; the repair is in the quality report."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.episode import transcribe_episode
+    from pipeline.quality.report import load_report_input
+
+    chord = (
+        "aevalsrc='0.15*(0.6+0.4*sin(2*PI*4*t))*(sin(2*PI*220*t)+sin(2*PI*277.18*t)"
+        "+sin(2*PI*329.63*t))':s=16000:d=9"
+    )
+    episode = run_ffmpeg(
+        "-i",
+        fixtures_dir / "speech.ogg",
+        "-f",
+        "lavfi",
+        "-i",
+        "anullsrc=r=16000:cl=mono:d=1.5",
+        "-f",
+        "lavfi",
+        "-i",
+        chord,
+        "-filter_complex",
+        "[0:a]aresample=16000,aformat=channel_layouts=mono[s];[s][1:a][2:a]concat=n=3:v=0:a=1",
+        flow_env / "speech-then-music.flac",
+    )
+    summary = transcribe_episode(
+        source=str(episode), episode_id="music-copy", title="Music copy", max_chunk_s=10.0
+    )
+    report = load_report_input(flow_env / "transcripts_root" / "music-copy")
+    assert report.quality is not None and report.quality.repairs
+    starts = {c.chunk_index: c.start_s for c in report.transcript.chunks}
+    # Only music chunks are repaired (the speech ends at 6 s).
+    assert all(starts[r.chunk_index] >= 6.0 and r.flags_before for r in report.quality.repairs)
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name={"any_": ["transcribe Music copy"]})
+        )
+        names = {
+            t.name: t.state_name
+            for t in client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+            )
+        }
+    total = summary["chunks"]
+    for r in report.quality.repairs:
+        assert names.get(f"repair chunk {r.chunk_index + 1}/{total} · Music copy") == "Completed"
+    assert sum(name.startswith("repair chunk") for name in names) == len(report.quality.repairs)
+    assert "check chunks of Music copy" in names
+
+
 def test_dask_task_runner_with_two_local_workers(flow_env: Path, fixtures_dir: Path) -> None:
     from flows.episode import transcribe_episode
     from flows.runners import make_task_runner

@@ -88,6 +88,59 @@ def badness(signals: ChunkSignals, flags: ChunkFlags) -> tuple[float, ...]:
     )
 
 
+@dataclass(frozen=True)
+class RepairOutcome:
+    """What the retry of one flagged chunk gave: the transcript kept, its signals and flags,
+    and the record of the retry (both results' signals, which was kept, the retry policy)."""
+
+    transcript: ChunkTranscript
+    signals: ChunkSignals
+    flags: ChunkFlags
+    repair: Repair
+
+
+def wants_repair(flags: ChunkFlags, policy: RepairPolicy) -> bool:
+    """Whether a chunk raising ``flags`` is transcribed once more under ``policy``."""
+    return policy.enabled and any(getattr(flags, name) for name in policy.flags)
+
+
+def repair_chunk(
+    chunk: Chunk,
+    transcript: ChunkTranscript,
+    signals: ChunkSignals,
+    flags: ChunkFlags,
+    options: TranscribeOptions,
+    policy: RepairPolicy | None = None,
+    thresholds: QualityThresholds | None = None,
+    loaded: LoadedModel | None = None,
+) -> RepairOutcome:
+    """Transcribe a flagged chunk once more with the policy's retry options and keep the
+    better result by the reference-free signals (the original on a tie)."""
+    from pipeline.asr.loading import load_model
+    from pipeline.asr.transcribe import transcribe_chunk  # torch only when retrying
+
+    policy = policy or RepairPolicy()
+    t = thresholds or QualityThresholds()
+    retry_options = policy.retry_options(options, flags)
+    retry = transcribe_chunk(chunk, retry_options, loaded or load_model(options))
+    retry_sig, retry_flag = assess_chunk(chunk, retry, t)
+    better = badness(retry_sig, retry_flag) < badness(signals, flags)
+    record = Repair(
+        chunk_index=transcript.chunk_index,
+        flags_before=flags.names,
+        flags_after=(retry_flag if better else flags).names,
+        before=signals,
+        after=retry_sig,
+        kept="retry" if better else "original",
+        policy=retry_options.to_dict(),
+        reasons_before=flags.reasons,
+        reasons_after=retry_flag.reasons,
+    )
+    if better:
+        return RepairOutcome(retry, retry_sig, retry_flag, record)
+    return RepairOutcome(transcript, signals, flags, record)
+
+
 def repair_chunks(
     manifest: ChunkManifest,
     transcripts: Sequence[ChunkTranscript],
@@ -100,12 +153,9 @@ def repair_chunks(
     """Assess every chunk, retry the flagged ones once, and return the kept transcripts.
 
     ``options`` are the TranscribeOptions of the first pass and ``loaded`` its LoadedModel
-    (loaded here when None). The report's signals and flags describe the kept results; its
-    ``repairs`` say what was retried, with the signals before and after.
+    (loaded at the first retry when None). The report's signals and flags describe the kept
+    results; its ``repairs`` say what was retried, with the signals before and after.
     """
-    from pipeline.asr.loading import load_model
-    from pipeline.asr.transcribe import transcribe_chunk  # torch only when retrying
-
     policy = policy or RepairPolicy()
     t = thresholds or QualityThresholds()
     chunks = {c.index: c for c in manifest.chunks}
@@ -116,30 +166,16 @@ def repair_chunks(
     for ct in sorted(transcripts, key=lambda c: c.chunk_index):
         chunk = chunks[ct.chunk_index]
         sig, flag = assess_chunk(chunk, ct, t)
-        wanted = policy.enabled and any(getattr(flag, name) for name in policy.flags)
-        if wanted:
+        if wants_repair(flag, policy):
             if on_retry is not None:
                 on_retry(chunk, flag)
-            retry_options = policy.retry_options(options, flag)
-            loaded = loaded or load_model(options)
-            retry = transcribe_chunk(chunk, retry_options, loaded)
-            retry_sig, retry_flag = assess_chunk(chunk, retry, t)
-            better = badness(retry_sig, retry_flag) < badness(sig, flag)
-            repairs.append(
-                Repair(
-                    chunk_index=ct.chunk_index,
-                    flags_before=flag.names,
-                    flags_after=(retry_flag if better else flag).names,
-                    before=sig,
-                    after=retry_sig,
-                    kept="retry" if better else "original",
-                    policy=retry_options.to_dict(),
-                    reasons_before=flag.reasons,
-                    reasons_after=retry_flag.reasons,
-                )
-            )
-            if better:
-                ct, sig, flag = retry, retry_sig, retry_flag
+            if loaded is None:
+                from pipeline.asr.loading import load_model
+
+                loaded = load_model(options)
+            outcome = repair_chunk(chunk, ct, sig, flag, options, policy, t, loaded)
+            repairs.append(outcome.repair)
+            ct, sig, flag = outcome.transcript, outcome.signals, outcome.flags
         kept.append(ct)
         signals.append(sig)
         flags.append(flag)
