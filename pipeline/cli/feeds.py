@@ -16,12 +16,21 @@ from rich.table import Table
 
 from pipeline.core.errors import FeedError
 from pipeline.core.types import to_dict
+from pipeline.settings import load_settings
 from pipeline.sources import catalog
 from pipeline.sources.feed import fetch_feed
 
 out = Console()
 
-DbOption = Annotated[Path, typer.Option("--db", help="The catalog of feeds and episodes (SQLite).")]
+DbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        help="The catalog of feeds and episodes (SQLite) [default: $PODSCRIBE_DB, else "
+        "transcripts/podscribe.db: the one `podscribe serve` uses].",
+        show_default=False,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -38,10 +47,11 @@ def register(app: typer.Typer) -> None:
 
 def feed_add(
     url: Annotated[str, typer.Argument(help="The feed's URL (RSS or Atom), or a local file.")],
-    db: DbOption = catalog.DEFAULT_DB,
+    db: DbOption = None,
     timeout_s: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 30.0,
 ) -> None:
     """Read a feed, add it to the catalog and record its episodes as new."""
+    db = _catalog_path(db)
     feed = fetch_feed(url, timeout_s=timeout_s)
     row = catalog.add_feed(db, feed)
     fresh = catalog.record_feed_episodes(db, feed)
@@ -50,9 +60,9 @@ def feed_add(
         out.print(f"  skipped {title!r}: {why}")
 
 
-def feed_list(db: DbOption = catalog.DEFAULT_DB, as_json: JsonOption = False) -> None:
+def feed_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List the feeds in the catalog."""
-    _require_catalog(db)
+    db = _require_catalog(db)
     feeds = catalog.list_feeds(db)
     if as_json:
         print(json.dumps([to_dict(f) for f in feeds], indent=2))
@@ -65,11 +75,11 @@ def feed_list(db: DbOption = catalog.DEFAULT_DB, as_json: JsonOption = False) ->
 
 def episodes(
     feed: Annotated[str | None, typer.Option("--feed", help="Only this feed id.")] = None,
-    db: DbOption = catalog.DEFAULT_DB,
+    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List episodes with their state and last WER."""
-    _require_catalog(db)
+    db = _require_catalog(db)
     if feed is not None:
         _require_feed(db, feed)
     rows = catalog.list_episodes(db, feed_id=feed)
@@ -85,10 +95,17 @@ def episodes(
     out.print(table)
 
 
-def _require_catalog(db: Path) -> None:
+def _catalog_path(db: Path | None) -> Path:
+    """--db, else the settings' catalog (PODSCRIBE_DB), as `podscribe serve` reads it."""
+    return load_settings(db=db).db
+
+
+def _require_catalog(db: Path | None) -> Path:
     # Reading must not create an empty catalog where a mistyped --db points.
-    if not Path(db).is_file():
-        raise FeedError(f"no catalog at {db}: add a feed first (`podscribe feed add URL`)")
+    path = _catalog_path(db)
+    if not path.is_file():
+        raise FeedError(f"no catalog at {path}: add a feed first (`podscribe feed add URL`)")
+    return path
 
 
 def _require_feed(db: Path, feed_id: str) -> None:

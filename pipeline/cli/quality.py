@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.core.errors import PodscribeError
+from pipeline.settings import load_settings
 
 _out = Console()
 _err = Console(stderr=True)
@@ -20,6 +21,12 @@ _err = Console(stderr=True)
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2%}"
+
+
+def _history_path(transcripts_root: Path | None) -> Path:
+    from pipeline.quality.history import HISTORY_NAME
+
+    return load_settings(transcripts_root=transcripts_root).transcripts_root / HISTORY_NAME
 
 
 def _has_display() -> bool:
@@ -33,9 +40,12 @@ def report(
     episode: Annotated[
         str, typer.Argument(help="Episode id (a folder under --transcripts-root) or its folder.")
     ],
-    transcripts_root: Annotated[Path, typer.Option(help="Where outputs are.")] = Path(
-        "transcripts"
-    ),
+    transcripts_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where outputs are. [default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts]"
+        ),
+    ] = None,
     open_: Annotated[
         bool, typer.Option("--open/--no-open", help="Open the report in a browser.")
     ] = True,
@@ -43,9 +53,10 @@ def report(
     """Rebuild transcripts/<episode>/report.html from the episode's files and open it."""
     from pipeline.quality.report import rebuild_report
 
+    root = load_settings(transcripts_root=transcripts_root).transcripts_root
     folder = Path(episode)
     if not (folder / "transcript.json").exists():
-        folder = transcripts_root / episode
+        folder = root / episode
     if not folder.is_dir():
         raise PodscribeError(
             f"no episode folder {folder}: run `podscribe transcribe` first, or pass the folder"
@@ -59,15 +70,18 @@ def report(
 def history(
     feed: Annotated[str | None, typer.Option(help="Only episodes of this feed.")] = None,
     episode: Annotated[str | None, typer.Option(help="Only this episode.")] = None,
-    transcripts_root: Annotated[Path, typer.Option(help="Where history.jsonl is.")] = Path(
-        "transcripts"
-    ),
+    transcripts_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where history.jsonl is. [default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts]"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
 ) -> None:
     """WER per episode over runs and models, oldest run first."""
-    from pipeline.quality.history import HISTORY_NAME, read_history, select_runs
+    from pipeline.quality.history import read_history, select_runs
 
-    runs = select_runs(read_history(transcripts_root / HISTORY_NAME), feed, episode)
+    runs = select_runs(read_history(_history_path(transcripts_root)), feed, episode)
     if as_json:
         print(json.dumps([r.to_json() for r in runs]))
         return
@@ -111,15 +125,18 @@ def history(
 def compare(
     run_a: Annotated[str, typer.Argument(help="The earlier run id (a unique prefix will do).")],
     run_b: Annotated[str, typer.Argument(help="The later run id.")],
-    transcripts_root: Annotated[Path, typer.Option(help="Where history.jsonl is.")] = Path(
-        "transcripts"
-    ),
+    transcripts_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where history.jsonl is. [default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts]"
+        ),
+    ] = None,
     show_all: Annotated[bool, typer.Option("--all", help="List unchanged chunks too.")] = False,
 ) -> None:
     """List the chunks that got better or worse from run A to run B."""
-    from pipeline.quality.history import HISTORY_NAME, compare_runs, find_run, read_history
+    from pipeline.quality.history import compare_runs, find_run, read_history
 
-    records = read_history(transcripts_root / HISTORY_NAME)
+    records = read_history(_history_path(transcripts_root))
     a, b = find_run(records, run_a), find_run(records, run_b)
     if a.episode_id != b.episode_id:
         _err.print(
