@@ -48,7 +48,7 @@ def demo_feed_xml(base_url: str) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     base_url = ""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         name = self.path.split("?")[0].lstrip("/")
         path = DEMO_DIR / name
         if name == "feed.xml":
@@ -69,7 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

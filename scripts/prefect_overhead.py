@@ -57,7 +57,7 @@ def run_plain(source: str, reference: str, max_chunk_s: float, work: Path) -> tu
     batcher.submit_ahead(ahead, options)
     batcher.expect(min(len(manifest.chunks), settings.device_slots) - len(ahead))
 
-    def one(chunk):  # noqa: ANN001, ANN202
+    def one(chunk):
         verify_chunk(chunk, manifest.episode_id)
         return batcher.submit(chunk, options).result()
 

@@ -32,8 +32,8 @@ def main() -> None:
     seconds: collections.Counter[str] = collections.Counter()
     calls: collections.Counter[str] = collections.Counter()
 
-    def timed(name, fn):  # noqa: ANN001, ANN202
-        def wrapper(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def timed(name, fn):
+        def wrapper(*a, **k):
             started = time.perf_counter()
             try:
                 return fn(*a, **k)

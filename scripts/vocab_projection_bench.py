@@ -15,7 +15,7 @@ import torch
 from pipeline.asr.static_decode import vocab_logits
 
 
-def per_call_ms(fn, repeat: int = 40) -> float:  # noqa: ANN001
+def per_call_ms(fn, repeat: int = 40) -> float:
     fn()
     fn()
     started = time.perf_counter()

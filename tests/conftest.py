@@ -92,7 +92,7 @@ class LocalHTTPServer:
 
 def _handler_for(server: LocalHTTPServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             reply = server.next_reply(self.path.split("?")[0])
             time.sleep(reply.delay_s)
             try:
@@ -104,7 +104,7 @@ def _handler_for(server: LocalHTTPServer) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test): nothing to answer
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass  # keep test output quiet
 
     return Handler

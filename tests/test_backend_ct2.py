@@ -111,7 +111,7 @@ def test_a_window_goes_on_in_place_after_an_early_pair(
     windows: list[float] = []
     features = ct2._features
 
-    def counted(model, samples):  # noqa: ANN001, ANN202
+    def counted(model, samples):
         windows.append(len(samples) / SAMPLE_RATE)
         return features(model, samples)
 

@@ -87,7 +87,7 @@ def served(prefect_ui_server: str, tmp_path: Path) -> Iterator[dict[str, str]]:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _wait(what: str, check, timeout_s: float, every_s: float = 0.5):  # noqa: ANN001, ANN202
+def _wait(what: str, check, timeout_s: float, every_s: float = 0.5):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = check()
@@ -97,7 +97,7 @@ def _wait(what: str, check, timeout_s: float, every_s: float = 0.5):  # noqa: AN
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def _deployment_id(client, name: str):  # noqa: ANN001, ANN202
+def _deployment_id(client, name: str):
     from prefect.exceptions import ObjectNotFound
 
     try:
@@ -106,12 +106,12 @@ def _deployment_id(client, name: str):  # noqa: ANN001, ANN202
         return None
 
 
-def _final_state(client, run_id):  # noqa: ANN001, ANN202
+def _final_state(client, run_id):
     state = client.read_flow_run(run_id).state
     return state if state is not None and state.is_final() else None
 
 
-def _transcribed(client, run_id) -> Counter[int]:  # noqa: ANN001
+def _transcribed(client, run_id) -> Counter[int]:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     logs = client.read_logs(
@@ -120,7 +120,7 @@ def _transcribed(client, run_id) -> Counter[int]:  # noqa: ANN001
     return Counter(int(m.group(1)) for log in logs if (m := LOG_LINE.search(log.message)))
 
 
-def _local_only(route) -> None:  # noqa: ANN001 - a playwright Route
+def _local_only(route) -> None:
     host = urlparse(route.request.url).hostname
     if host in ("127.0.0.1", "localhost"):
         route.continue_()
@@ -128,7 +128,7 @@ def _local_only(route) -> None:  # noqa: ANN001 - a playwright Route
         route.abort()
 
 
-def _click_retry(ui: str, run_id, shots: Path) -> None:  # noqa: ANN001
+def _click_retry(ui: str, run_id, shots: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

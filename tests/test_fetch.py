@@ -30,7 +30,7 @@ class EpisodeHandler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep test output clean
         pass
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         path = self.path.split("?")[0]
         self.requests.append((path, self.headers.get("Range")))
         self.hits[path] = self.hits.get(path, 0) + 1

@@ -40,7 +40,7 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
     progress: list[float] = []
     update = flows.episode.update_progress_artifact
 
-    def spy(artifact_id, value):  # noqa: ANN001, ANN202
+    def spy(artifact_id, value):
         progress.append(value)
         return update(artifact_id, value)
 

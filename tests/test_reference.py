@@ -186,7 +186,7 @@ def test_folder_is_not_a_reference(tmp_path: Path) -> None:
 class _Handler(SimpleHTTPRequestHandler):
     """Serves files from a folder, plus a redirect and a slow path."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if self.path == "/moved":
             self.send_response(302)
             self.send_header("Location", "/ep.vtt")
@@ -196,7 +196,7 @@ class _Handler(SimpleHTTPRequestHandler):
             time.sleep(1.0)
         super().do_GET()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass  # keep test output clean
 
 

@@ -35,7 +35,7 @@ class TranscriptionError(PodscribeError):
     """Whisper failed on a chunk."""
 
 
-class ReferenceError(PodscribeError):  # noqa: A001 - shadows a builtin on purpose: our domain word
+class ReferenceError(PodscribeError):  # shadows the builtin on purpose: our domain word
     """A reference transcript is missing, empty or in an unreadable format."""
 
 

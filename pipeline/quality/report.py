@@ -164,8 +164,8 @@ def _import_plotting() -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display, no GUI toolkit: files only
-    import matplotlib.patches  # noqa: F401
-    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.patches
+    import matplotlib.pyplot
 
 
 def preload_plotting() -> threading.Thread:
