@@ -118,11 +118,13 @@ def transcribe(
     from pipeline.audio.chunk import ChunkOptions
     from pipeline.episode import run_episode
     from pipeline.quality.repair import RepairPolicy
+    from pipeline.settings import fetch_limits
     from pipeline.sources.reference import read_reference
 
     settings = load_settings(
         model=model, device=device, audio_root=audio_root, transcripts_root=transcripts_root
     )
+    limits = fetch_limits(settings)
     options = TranscribeOptions(
         model=settings.model,
         device=settings.device,
@@ -132,7 +134,8 @@ def transcribe(
         continue_in_window=continue_in_window,
     )
     chunk_options = ChunkOptions(max_chunk_s=max_chunk_s)
-    ref = read_reference(reference) if reference else None  # bad reference fails before work
+    # A bad reference fails before any work.
+    ref = read_reference(reference, limits=limits) if reference else None
     bar = ChunkProgress(disable=not err.is_terminal and as_json)
     with bar:
         result = run_episode(
@@ -147,6 +150,7 @@ def transcribe(
             on_chunk=bar.advance,
             on_chunks_ready=bar.start,
             repair_policy=RepairPolicy(enabled=repair),
+            fetch_limits=limits,
         )
     score = result.score
     err.print(
@@ -232,9 +236,10 @@ def score(
     from pipeline.core.transcript import load_transcript
     from pipeline.core.types import to_dict
     from pipeline.quality.score import score_texts, score_transcript
+    from pipeline.settings import fetch_limits, load_settings
     from pipeline.sources.reference import read_reference
 
-    ref = read_reference(reference)
+    ref = read_reference(reference, limits=fetch_limits(load_settings()))
     if not transcript.exists():
         raise PodscribeError(f"transcript not found: {transcript}")
     if transcript.suffix == ".json":
