@@ -77,11 +77,15 @@ class Settings(BaseSettings):
     max_reference_bytes: int = Field(
         20 * 1024 * 1024, gt=0, description="Largest reference transcript."
     )
+    max_redirects: int = Field(5, ge=0, description="Redirects followed per request.")
     # Off: loopback, private and link-local addresses are refused (a feed must not reach the
     # machine's own network). On for local feeds; the demo sets it.
     allow_private_networks: bool = Field(
         False, description="Fetch from loopback/private/link-local addresses too."
     )
+    # Comma-separated networks allowed even when private networks are not, e.g.
+    # "192.168.1.20/32" for one NAS serving a feed.
+    allowed_networks: str = Field("", description="Networks to fetch from even if private.")
     # Where `podscribe models pull` and --model NAME download standard Whisper weights from:
     # openai-whisper's own URLs, <base>/<sha256>/<file>.pt (a mirror or a test server may stand in).
     weights_base_url: str = Field(
@@ -94,7 +98,9 @@ class Settings(BaseSettings):
 
 def fetch_limits(settings: Settings) -> FetchLimits:
     """The network limits of ``settings`` as the frozen value the stage functions take."""
-    return FetchLimits(**{f.name: getattr(settings, f.name) for f in fields(FetchLimits)})
+    values = {f.name: getattr(settings, f.name) for f in fields(FetchLimits)}
+    values["allowed_networks"] = tuple(n for n in settings.allowed_networks.split(",") if n.strip())
+    return FetchLimits(**values)
 
 
 def load_settings(**overrides: Any) -> Settings:

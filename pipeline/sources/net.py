@@ -59,11 +59,15 @@ class FetchLimits:
     # metadata services live) addresses are refused unless this is set: a feed must not make
     # podscribe fetch from the machine's own network. Local feeds, the demo and tests set it.
     allow_private_networks: bool = False
+    # Networks allowed even so, e.g. ("192.168.1.20/32",) for one NAS that serves a feed.
+    allowed_networks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "allow_private_networks":
+            if f.name == "allowed_networks":
+                _parse_networks(value)
+            elif f.name == "allow_private_networks":
                 if not isinstance(value, bool):
                     raise OptionsError(f"{setting_name(f.name)} must be true or false")
             elif f.name == "max_redirects":
@@ -73,6 +77,18 @@ class FetchLimits:
                 raise OptionsError(
                     f"{setting_name(f.name)} must be a positive number, not {value!r}"
                 )
+
+
+def _parse_networks(
+    networks: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise OptionsError(
+            f"{setting_name('allowed_networks')}: {networks!r} is not a list of networks "
+            f"such as 192.168.1.0/24 ({exc})"
+        ) from None
 
 
 def setting_name(field: str) -> str:
@@ -120,8 +136,9 @@ def check_url(url: str) -> None:
 class _CheckedBackend(SyncBackend):
     """httpcore's socket backend, resolving and checking every address before connecting."""
 
-    def __init__(self, allow_private: bool, deadline: float) -> None:
-        self._allow_private = allow_private
+    def __init__(self, limits: FetchLimits, deadline: float) -> None:
+        self._allow_private = limits.allow_private_networks
+        self._allowed = _parse_networks(limits.allowed_networks)
         self._deadline = deadline
         self._timers: list[threading.Timer] = []
         self._lock = threading.Lock()
@@ -141,11 +158,11 @@ class _CheckedBackend(SyncBackend):
         if not self._allow_private:
             for address in addresses:
                 problem = address_problem(address)
-                if problem:
+                if problem and not self._is_allowed(address):
                     raise UnsafeURLError(
                         f"host {host} resolves to {address}, a {problem} address "
-                        f"(set {setting_name('allow_private_networks')}=true to fetch from "
-                        "local networks)"
+                        f"(set {setting_name('allow_private_networks')}=true, or list it in "
+                        f"{setting_name('allowed_networks')}, to fetch from local networks)"
                     )
         # Connect to the checked addresses themselves, never the name again: the name could
         # resolve elsewhere a second time. TLS still verifies the certificate for ``host``.
@@ -160,6 +177,10 @@ class _CheckedBackend(SyncBackend):
             raise error
         self._arm_deadline(stream)
         return stream
+
+    def _is_allowed(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        return any(ip.version == net.version and ip in net for net in self._allowed)
 
     def _arm_deadline(self, stream: httpcore.NetworkStream) -> None:
         """Shut the socket down at the deadline: a blocked read returns at once."""
@@ -216,7 +237,7 @@ class NetSession:
         self.total_s = total_s
         self._total_setting = total_setting
         self.deadline = time.monotonic() + total_s
-        self._backend = _CheckedBackend(limits.allow_private_networks, self.deadline)
+        self._backend = _CheckedBackend(limits, self.deadline)
         self.client = httpx.Client(
             transport=_CheckedTransport(self._backend),
             timeout=httpx.Timeout(
