@@ -37,6 +37,7 @@ from flows.runners import SettingsTaskRunner
 from flows.settings import Settings, load_settings, result_storage
 from pipeline.asr.microbatch import MicroBatcher, shared_batcher
 from pipeline.asr.options import TranscribeOptions
+from pipeline.asr.weights import ensure_model
 from pipeline.audio.chunk import MANIFEST_NAME, ChunkOptions, load_manifest, verify_chunk
 from pipeline.core.errors import FeedError, OptionsError, PodscribeError, TranscriptionError
 from pipeline.core.store import episode_dir, read_json
@@ -46,7 +47,7 @@ from pipeline.episode import finish_episode, prepare_episode
 from pipeline.quality.repair import RepairOutcome, RepairPolicy, repair_chunk, wants_repair
 from pipeline.quality.report import load_report_input, preload_plotting, render_markdown_report
 from pipeline.quality.signals import ChunkFlags, ChunkSignals, QualityReport, assess_chunks
-from pipeline.settings import fetch_limits
+from pipeline.settings import fetch_limits, weights_source
 from pipeline.sources import catalog
 from pipeline.sources.net import FetchLimits
 from pipeline.sources.reference import Reference, read_reference
@@ -465,6 +466,7 @@ def transcribe_episode(
             search_s=min(10.0, max_chunk_s),
         )
         limits = fetch_limits(settings)
+        ensure_model(model, weights_source(settings))  # a standard name is downloaded once
         manifest = prepare(source, episode_id, settings.audio_root, chunk_options.to_dict(), limits)
         run = EpisodeRun(
             manifest,

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.core.errors import OptionsError
 from pipeline.sources.net import FetchLimits
+
+if TYPE_CHECKING:
+    from pipeline.asr.weights import WeightsSource
 
 ENV_PREFIX = "PODSCRIBE_"
 
@@ -101,6 +104,13 @@ def fetch_limits(settings: Settings) -> FetchLimits:
     values = {f.name: getattr(settings, f.name) for f in fields(FetchLimits)}
     values["allowed_networks"] = tuple(n for n in settings.allowed_networks.split(",") if n.strip())
     return FetchLimits(**values)
+
+
+def weights_source(settings: Settings) -> WeightsSource:
+    """Where standard Whisper weights are downloaded from, within the network limits."""
+    from pipeline.asr.weights import WeightsSource  # numpy: only when weights are wanted
+
+    return WeightsSource(base_url=settings.weights_base_url, limits=fetch_limits(settings))
 
 
 def load_settings(**overrides: Any) -> Settings:

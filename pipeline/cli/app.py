@@ -115,16 +115,18 @@ def transcribe(
 
     PODSCRIBE_* settings apply (see pipeline/settings.py); flags override them."""
     from pipeline.asr.options import TranscribeOptions
+    from pipeline.asr.weights import ensure_model
     from pipeline.audio.chunk import ChunkOptions
     from pipeline.episode import run_episode
     from pipeline.quality.repair import RepairPolicy
-    from pipeline.settings import fetch_limits
+    from pipeline.settings import fetch_limits, weights_source
     from pipeline.sources.reference import read_reference
 
     settings = load_settings(
         model=model, device=device, audio_root=audio_root, transcripts_root=transcripts_root
     )
     limits = fetch_limits(settings)
+    ensure_model(settings.model, weights_source(settings))  # a standard name is downloaded once
     options = TranscribeOptions(
         model=settings.model,
         device=settings.device,
@@ -275,11 +277,18 @@ def score(
         out.print(per)
 
 
-@app.command()
+models_app = typer.Typer(help="Whisper weights: list them, download standard ones.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
 def models(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List the Whisper weights available offline and where each comes from."""
+    if ctx.invoked_subcommand is not None:
+        return
     from pipeline.asr.weights import list_models
     from pipeline.core.types import to_dict
 
@@ -295,6 +304,18 @@ def models(
             m.name, "yes" if m.available else "no", str(m.source), str(m.cached_path or "–"), m.note
         )
     out.print(table)
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="A standard Whisper name: small.en, large-v3 ...")],
+) -> None:
+    """Download standard Whisper weights once (openai-whisper's URLs), verify, cache."""
+    from pipeline.asr.weights import pull_model
+    from pipeline.settings import load_settings, weights_source
+
+    path = pull_model(name, weights_source(load_settings()))
+    out.print(f"{name}: {path} (sha256 verified)")
 
 
 def plain_demo(model: str, transcripts_root: Path, audio_root: Path) -> None:
