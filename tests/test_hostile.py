@@ -152,7 +152,9 @@ def test_feed_item_ids_are_safe_unique_and_stable() -> None:
         assert len(episode_id) <= 60
 
 
-@pytest.mark.parametrize("source", ["a\x00b.mp3", "../../x.mp3", "/tmp/" + "y" * 300 + ".mp3"])
+@pytest.mark.parametrize(
+    "source", ["a\x00b.mp3", "~0/x.mp3", "../../x.mp3", "/tmp/" + "y" * 300 + ".mp3"]
+)
 def test_source_ids_are_safe(source: str) -> None:
     assert check_episode_id(episode_id_for(source))
 

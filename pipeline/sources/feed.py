@@ -117,7 +117,10 @@ def fetch_feed(
             f"refusing feed {url_or_path}: only http(s) URLs or local file paths are read"
         )
     # An absolute path as the origin: ids derive from it, so they must not depend on the cwd.
-    path = Path(url_or_path).expanduser().resolve()
+    try:
+        path = Path(url_or_path).expanduser().resolve()
+    except (ValueError, OSError, RuntimeError) as exc:  # NUL, a loop, "~nobody"
+        raise FeedError(f"not a usable feed path: {url_or_path!r} ({exc})") from None
     data = _read_feed_file(path, url_or_path, limits.max_feed_bytes)
     return parse_feed(data, str(path), max_items=limits.max_feed_items)
 

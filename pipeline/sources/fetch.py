@@ -41,7 +41,7 @@ def episode_id_for(source: str) -> str:
     else:
         try:
             path = Path(source).expanduser().resolve()
-        except (ValueError, OSError):  # a NUL byte or a loop: no real file, still an id
+        except (ValueError, OSError, RuntimeError):  # NUL, a loop, "~nobody": still an id
             path = Path(os.path.abspath(source))
         stem, key = path.stem, str(path)
     return f"{slugify(stem)}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:8]}"
@@ -79,10 +79,10 @@ def _has_scheme(source: str) -> bool:
 
 
 def _check_local(source: str) -> SourceAudio:
-    path = Path(source).expanduser()
     try:
+        path = Path(source).expanduser()
         exists = path.exists()
-    except (ValueError, OSError) as exc:  # a NUL byte, a name too long
+    except (ValueError, OSError, RuntimeError) as exc:  # NUL, a name too long, "~nobody"
         raise SourceError(f"not a usable file path: {source!r} ({exc})") from None
     if not exists:
         raise SourceError(f"audio file not found: {source}")

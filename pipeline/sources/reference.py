@@ -180,7 +180,10 @@ def read_reference(source: str | Path, *, limits: FetchLimits | None = None) -> 
             raise ReferenceError(
                 f"refusing reference {source}: give an http(s) URL or a local file path"
             )
-        path = Path(source).expanduser()
+        try:
+            path = Path(source).expanduser()
+        except RuntimeError as exc:  # "~nobody/ref.txt"
+            raise ReferenceError(f"not a usable reference path: {origin!r} ({exc})") from None
         data = _read_file(path, limits.max_reference_bytes)
         hint = format_hint(path.suffix)
     text, encoding = decode_reference(data, charset, name=origin)
