@@ -80,6 +80,9 @@ def prefect_demo(settings: Settings, port: int = 4200) -> None:
     # The flows read their settings when each run starts: hand them this command's.
     for name in ("transcripts_root", "audio_root", "db", "model", "device"):
         os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(getattr(settings, name))
+    # The demo feed and its episodes are served on 127.0.0.1, a loopback address that
+    # podscribe refuses to fetch from unless allowed.
+    os.environ.setdefault("PODSCRIBE_ALLOW_PRIVATE_NETWORKS", "true")
     from flows.feeds import poll_feeds
     from flows.server import local_server, ui_url
     from pipeline.demo import serve_demo_feed

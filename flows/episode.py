@@ -37,16 +37,19 @@ from flows.runners import SettingsTaskRunner
 from flows.settings import Settings, load_settings, result_storage
 from pipeline.asr.microbatch import MicroBatcher, shared_batcher
 from pipeline.asr.options import TranscribeOptions
+from pipeline.asr.weights import ensure_model
 from pipeline.audio.chunk import MANIFEST_NAME, ChunkOptions, load_manifest, verify_chunk
 from pipeline.core.errors import FeedError, OptionsError, PodscribeError, TranscriptionError
-from pipeline.core.store import read_json
+from pipeline.core.store import episode_dir, read_json
 from pipeline.core.transcript import load_transcript
 from pipeline.core.types import Chunk, ChunkManifest, ChunkTranscript
 from pipeline.episode import finish_episode, prepare_episode
 from pipeline.quality.repair import RepairOutcome, RepairPolicy, repair_chunk, wants_repair
 from pipeline.quality.report import load_report_input, preload_plotting, render_markdown_report
 from pipeline.quality.signals import ChunkFlags, ChunkSignals, QualityReport, assess_chunks
+from pipeline.settings import fetch_limits, weights_source
 from pipeline.sources import catalog
+from pipeline.sources.net import FetchLimits
 from pipeline.sources.reference import Reference, read_reference
 
 # run_chunks announces its chunks to the flow process's micro-batcher, which waits for them
@@ -65,9 +68,11 @@ PROGRESS_EVERY_S = 2.0
 
 
 @task(task_run_name="prepare {source}")
-def prepare(source: str, episode_id: str | None, audio_root: Path, chunk: dict) -> ChunkManifest:
+def prepare(
+    source: str, episode_id: str | None, audio_root: Path, chunk: dict, limits: FetchLimits
+) -> ChunkManifest:
     """Fetch, decode once and cut into chunks (reused when already cut the same way)."""
-    return prepare_episode(source, episode_id, audio_root, ChunkOptions(**chunk))
+    return prepare_episode(source, episode_id, audio_root, ChunkOptions(**chunk), limits)
 
 
 def slot_key(chunk: Chunk) -> tuple[str, str]:
@@ -75,12 +80,12 @@ def slot_key(chunk: Chunk) -> tuple[str, str]:
     return str(chunk.path), chunk.sha256
 
 
-def load_reference(source: str | None) -> Reference | None:
+def load_reference(source: str | None, limits: FetchLimits) -> Reference | None:
     """The reference text, or None: a missing reference must not stop transcription."""
     if not source:
         return None
     try:
-        return read_reference(source)
+        return read_reference(source, limits=limits)
     except PodscribeError as exc:
         get_run_logger().warning("reference %s unusable, not scoring: %s", source, exc)
         return None
@@ -460,7 +465,9 @@ def transcribe_episode(
             min_chunk_s=min(5.0, max_chunk_s),
             search_s=min(10.0, max_chunk_s),
         )
-        manifest = prepare(source, episode_id, settings.audio_root, chunk_options.to_dict())
+        limits = fetch_limits(settings)
+        ensure_model(model, weights_source(settings))  # a standard name is downloaded once
+        manifest = prepare(source, episode_id, settings.audio_root, chunk_options.to_dict(), limits)
         run = EpisodeRun(
             manifest,
             title or manifest.episode_id,
@@ -471,7 +478,7 @@ def transcribe_episode(
             started,
             feed,
         )
-        ref = load_reference(reference)
+        ref = load_reference(reference, limits)
         new, statuses, errors = run_chunks(
             manifest, list(manifest.chunks), options, run.title, settings, background
         )
@@ -502,8 +509,8 @@ def rerun_chunks(
     rebuild its transcript, score and report from the new and the kept chunks."""
     started = time.perf_counter()
     settings = load_settings()
-    manifest = load_manifest(settings.audio_root / episode_id / MANIFEST_NAME)
-    out_dir = settings.transcripts_root / episode_id
+    manifest = load_manifest(episode_dir(settings.audio_root, episode_id) / MANIFEST_NAME)
+    out_dir = episode_dir(settings.transcripts_root, episode_id)
     old = load_transcript(out_dir / "transcript.json")
     wanted = set(chunk_indices)
     unknown = wanted - {c.index for c in manifest.chunks}
@@ -520,7 +527,7 @@ def rerun_chunks(
             f"{episode_id}: transcribe the whole episode again"
         )
     options = TranscribeOptions(model=model, device=device)
-    ref = load_reference(reference or _scored_reference(out_dir))
+    ref = load_reference(reference or _scored_reference(out_dir), fetch_limits(settings))
     chunks = [c for c in manifest.chunks if c.index in wanted]
     background = Background()
     run = EpisodeRun(

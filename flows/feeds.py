@@ -17,6 +17,7 @@ from prefect.runtime import deployment
 
 from flows.episode import transcribe_episode
 from flows.settings import load_settings
+from pipeline.settings import fetch_limits
 from pipeline.sources import catalog
 from pipeline.sources.feed import Feed, FeedEpisode, best_transcript, fetch_feed
 
@@ -26,7 +27,7 @@ TRANSCRIBE_DEPLOYMENT = "transcribe-episode/transcribe-episode"
 @task(task_run_name="read feed {url}")
 def read_feed(url: str) -> Feed:
     """Fetch and parse one feed (fetch_feed retries timeouts and 5xx itself)."""
-    return fetch_feed(url)
+    return fetch_feed(url, limits=fetch_limits(load_settings()))
 
 
 @task(task_run_name="record episodes of {feed.feed_id}")

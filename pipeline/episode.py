@@ -18,6 +18,7 @@ from pipeline.audio.decode import decode_audio
 from pipeline.core.store import (
     DEFAULT_AUDIO_ROOT,
     DEFAULT_TRANSCRIPTS_ROOT,
+    episode_dir,
     write_json_atomic,
     write_text_atomic,
 )
@@ -39,6 +40,7 @@ from pipeline.quality.report import (
 from pipeline.quality.score import score_transcript
 from pipeline.quality.signals import QualityReport, assess_chunks
 from pipeline.sources.fetch import episode_id_for, fetch_source
+from pipeline.sources.net import FetchLimits
 from pipeline.sources.reference import Reference
 
 # Distinct from any downloaded file name, so decoding never targets its own input.
@@ -71,11 +73,13 @@ def prepare_episode(
     episode_id: str | None = None,
     audio_root: Path = DEFAULT_AUDIO_ROOT,
     chunk_options: ChunkOptions | None = None,
+    fetch_limits: FetchLimits | None = None,
 ) -> ChunkManifest:
-    """Fetch the source, decode it once to 16 kHz mono, and cut it into chunks."""
+    """Fetch the source (within ``fetch_limits``), decode it once to 16 kHz mono, and cut it
+    into chunks. An unsafe ``episode_id`` is refused before anything is written."""
     episode_id = episode_id or episode_id_for(source)
-    episode_audio = Path(audio_root) / episode_id
-    src = fetch_source(source, episode_audio)
+    episode_audio = episode_dir(audio_root, episode_id)
+    src = fetch_source(source, episode_audio, limits=fetch_limits)
     decoded = decode_audio(src.path, episode_audio / DECODED_NAME, source_sha256=src.sha256)
     return chunk_audio(decoded, episode_audio, episode_id, chunk_options or ChunkOptions())
 
@@ -193,6 +197,7 @@ def run_episode(
     on_chunks_ready: Callable[[ChunkManifest], None] | None = None,
     repair_policy: RepairPolicy | None = None,
     feed: str | None = None,
+    fetch_limits: FetchLimits | None = None,
 ) -> EpisodeResult:
     """Transcribe (and score) one episode; nothing is written to ``out_dir`` unless all succeed."""
     # Imported here: torch and whisper load only when transcription really starts.
@@ -203,7 +208,7 @@ def run_episode(
     started = time.perf_counter()
     options = transcribe_options or TranscribeOptions()
     resolve_model(options.model)  # an unknown model fails before any audio work (no torch yet)
-    manifest = prepare_episode(source, episode_id, audio_root, chunk_options)
+    manifest = prepare_episode(source, episode_id, audio_root, chunk_options, fetch_limits)
     preload_plotting()  # for the report, while the chunks are transcribed
     loaded = load_model(options)
     if on_chunks_ready is not None:
@@ -219,7 +224,7 @@ def run_episode(
     chunk_transcripts, quality = repair_chunks(
         manifest, chunk_transcripts, options, loaded, repair_policy or RepairPolicy()
     )
-    out = Path(out_dir) if out_dir else Path(transcripts_root) / manifest.episode_id
+    out = Path(out_dir) if out_dir else episode_dir(transcripts_root, manifest.episode_id)
     run_id = new_run_id()
     transcript, score, files = finish_episode(
         manifest,

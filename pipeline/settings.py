@@ -8,13 +8,18 @@ down as plain arguments: the stage functions never read the environment.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.core.errors import OptionsError
+from pipeline.sources.net import FetchLimits
+
+if TYPE_CHECKING:
+    from pipeline.asr.weights import WeightsSource
 
 ENV_PREFIX = "PODSCRIBE_"
 
@@ -58,8 +63,54 @@ class Settings(BaseSettings):
     dask_workers: int = Field(default=2, ge=1)
 
     # --- limits on what comes from the network (feeds, downloads, references) ------------
+    # Each is a field of pipeline.sources.net.FetchLimits of the same name (fetch_limits()).
+    connect_timeout_s: float = Field(10.0, gt=0, description="Seconds to open a connection.")
+    read_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds of silence from a server before an attempt fails."
+    )
+    download_timeout_s: float = Field(
+        3600.0, gt=0, description="Total seconds for one audio or weights download, retries too."
+    )
+    request_timeout_s: float = Field(
+        120.0, gt=0, description="Total seconds for one feed or reference fetch, retries too."
+    )
+    max_download_bytes: int = Field(2_000_000_000, gt=0, description="Largest episode download.")
+    max_feed_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest feed document.")
+    max_feed_items: int = Field(5000, gt=0, description="Items read from one feed; rest ignored.")
+    max_reference_bytes: int = Field(
+        20 * 1024 * 1024, gt=0, description="Largest reference transcript."
+    )
+    max_redirects: int = Field(5, ge=0, description="Redirects followed per request.")
+    # Off: loopback, private and link-local addresses are refused (a feed must not reach the
+    # machine's own network). On for local feeds; the demo sets it.
+    allow_private_networks: bool = Field(
+        False, description="Fetch from loopback/private/link-local addresses too."
+    )
+    # Comma-separated networks allowed even when private networks are not, e.g.
+    # "192.168.1.20/32" for one NAS serving a feed.
+    allowed_networks: str = Field("", description="Networks to fetch from even if private.")
+    # Where `podscribe models pull` and --model NAME download standard Whisper weights from:
+    # openai-whisper's own URLs, <base>/<sha256>/<file>.pt (a mirror or a test server may stand in).
+    weights_base_url: str = Field(
+        "https://openaipublic.azureedge.net/main/whisper/models",
+        description="Base URL of openai-whisper's weights.",
+    )
 
     # --- limits on audio and on retries of failed episodes --------------------------------
+
+
+def fetch_limits(settings: Settings) -> FetchLimits:
+    """The network limits of ``settings`` as the frozen value the stage functions take."""
+    values = {f.name: getattr(settings, f.name) for f in fields(FetchLimits)}
+    values["allowed_networks"] = tuple(n for n in settings.allowed_networks.split(",") if n.strip())
+    return FetchLimits(**values)
+
+
+def weights_source(settings: Settings) -> WeightsSource:
+    """Where standard Whisper weights are downloaded from, within the network limits."""
+    from pipeline.asr.weights import WeightsSource  # numpy: only when weights are wanted
+
+    return WeightsSource(base_url=settings.weights_base_url, limits=fetch_limits(settings))
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -16,6 +17,12 @@ import pytest
 from pipeline.audio.decode import find_ffmpeg
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
+
+# Every test server is on 127.0.0.1, a loopback address podscribe refuses by default. Tests that
+# go through the CLI or the flows (which build their limits from the settings) need the
+# allowance; library tests pass FetchLimits(allow_private_networks=True) explicitly, and
+# test_hostile.py removes this to check the default refusal.
+os.environ["PODSCRIBE_ALLOW_PRIVATE_NETWORKS"] = "true"
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +63,9 @@ class Reply:
     status: int = 200
     content_type: str = "application/octet-stream"
     delay_s: float = 0.0  # wait before answering, to make a client time out
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers, e.g. ("Location", url)
+    content_length: int | None = -1  # -1: the body's real length; None: no header (HTTP/1.0)
+    drip_s: float = 0.0  # send the body one byte at a time, this many seconds apart
 
 
 class LocalHTTPServer:
@@ -98,9 +108,18 @@ def _handler_for(server: LocalHTTPServer) -> type[BaseHTTPRequestHandler]:
             try:
                 self.send_response(reply.status)
                 self.send_header("Content-Type", reply.content_type)
-                self.send_header("Content-Length", str(len(reply.body)))
+                length = len(reply.body) if reply.content_length == -1 else reply.content_length
+                if length is not None:
+                    self.send_header("Content-Length", str(length))
+                for name, value in reply.headers:
+                    self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(reply.body)
+                if not reply.drip_s:
+                    self.wfile.write(reply.body)
+                for i in range(len(reply.body) if reply.drip_s else 0):
+                    self.wfile.write(reply.body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(reply.drip_s)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test): nothing to answer
 

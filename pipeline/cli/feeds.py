@@ -16,7 +16,7 @@ from rich.table import Table
 
 from pipeline.core.errors import FeedError
 from pipeline.core.types import to_dict
-from pipeline.settings import load_settings
+from pipeline.settings import fetch_limits, load_settings
 from pipeline.sources import catalog
 from pipeline.sources.feed import fetch_feed
 
@@ -48,14 +48,25 @@ def register(app: typer.Typer) -> None:
 def feed_add(
     url: Annotated[str, typer.Argument(help="The feed's URL (RSS or Atom), or a local file.")],
     db: DbOption = None,
-    timeout_s: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 30.0,
+    timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds of silence from the server [default: PODSCRIBE_READ_TIMEOUT_S]."
+        ),
+    ] = None,
 ) -> None:
     """Read a feed, add it to the catalog and record its episodes as new."""
     db = _catalog_path(db)
-    feed = fetch_feed(url, timeout_s=timeout_s)
+    limits = fetch_limits(load_settings(read_timeout_s=timeout_s))
+    feed = fetch_feed(url, limits=limits)
     row = catalog.add_feed(db, feed)
     fresh = catalog.record_feed_episodes(db, feed)
     out.print(f"added {row.feed_id}: {row.title} ({len(feed.episodes)} episodes, {len(fresh)} new)")
+    if feed.items_ignored:
+        out.print(
+            f"  read the first {limits.max_feed_items} items only, ignored {feed.items_ignored} "
+            "(raise PODSCRIBE_MAX_FEED_ITEMS to read more)"
+        )
     for title, why in feed.skipped:
         out.print(f"  skipped {title!r}: {why}")
 

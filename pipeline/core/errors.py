@@ -41,3 +41,7 @@ class ReferenceError(PodscribeError):  # shadows the builtin on purpose: our dom
 
 class OptionsError(PodscribeError, ValueError):
     """An options value is out of range; raised from the options' ``__post_init__``."""
+
+
+class UnsafeURLError(FetchError):
+    """A URL refused before any byte is sent: its scheme, or an address on a local network."""

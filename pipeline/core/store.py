@@ -12,12 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.errors import OptionsError
+
 # Read in one place; the CLI and flows pass explicit paths down.
 DEFAULT_AUDIO_ROOT = Path("audio")
 DEFAULT_TRANSCRIPTS_ROOT = Path("transcripts")
 _HASH_BLOCK = 1 << 20  # bytes read per step when hashing a file
 
 _SLUG_BAD = re.compile(r"[^a-z0-9]+")
+# An episode id is a folder name under audio/ and transcripts/: no separator, no "." or "..",
+# nothing a shell or a Prefect key would trip on. Ids podscribe makes always match.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_ID_LEN = 128
 
 
 def slugify(text: str, max_len: int = 48) -> str:
@@ -40,9 +46,32 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def check_episode_id(episode_id: str) -> str:
+    """Return ``episode_id`` if it is safe as a folder name; else raise OptionsError.
+
+    Ids can come from users (``--episode-id``, a flow parameter in the Prefect UI): one like
+    ``../../escape`` must never become a path outside the roots.
+    """
+    if (
+        not isinstance(episode_id, str)
+        or len(episode_id) > MAX_ID_LEN
+        or not _SAFE_ID.fullmatch(episode_id)
+    ):
+        shown = repr(episode_id)[:80]
+        raise OptionsError(
+            f"episode id {shown} is not safe as a folder name: use 1-{MAX_ID_LEN} letters, "
+            "digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return episode_id
+
+
 def episode_dir(root: Path, episode_id: str) -> Path:
-    """The folder of one episode under ``root`` (``audio/`` or ``transcripts/``)."""
-    return Path(root) / episode_id
+    """The folder of one episode under ``root`` (``audio/`` or ``transcripts/``).
+
+    Every path made from an episode id goes through here, so an unsafe id is refused
+    (OptionsError) whoever passes it.
+    """
+    return Path(root) / check_episode_id(episode_id)
 
 
 @contextlib.contextmanager

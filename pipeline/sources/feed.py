@@ -1,6 +1,7 @@
 """Read a podcast feed (RSS 2.0 or Atom) into frozen values: audio episodes and transcript links.
 
-The feed's bytes are fetched here with httpx (so timeouts, retries and a size cap are ours), checked
+The feed's bytes are fetched through ``pipeline.sources.net`` (so timeouts, retries, address checks
+and a size cap are ours: ``FetchLimits``), checked
 with defusedxml (an XML bomb or an HTML page is refused before feedparser sees it), then read with
 feedparser, which smooths over RSS/Atom differences and date formats. Podcasting 2.0
 ``<podcast:transcript>`` links come from the raw XML: feedparser keeps only one per item.
@@ -25,8 +26,9 @@ import feedparser
 import httpx
 from defusedxml import DefusedXmlException
 
-from pipeline.core.errors import FeedError, PodscribeError
+from pipeline.core.errors import FeedError, FetchError, PodscribeError
 from pipeline.core.store import slugify
+from pipeline.sources.net import SCHEMES, FetchLimits, NetSession, setting_name
 from pipeline.sources.reference import (
     Reference,
     format_hint,  # one type/extension table for both
@@ -35,14 +37,11 @@ from pipeline.sources.reference import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 30.0  # seconds of silence from the server before an attempt fails
 DEFAULT_RETRIES = 3  # extra attempts after the first, for timeouts, dropped connections and 5xx
 DEFAULT_BACKOFF_S = 1.0  # seconds before the first retry; doubles each time
-MAX_FEED_BYTES = 50 * 1024 * 1024  # the largest real feeds (thousands of items) are a few MB
 PODCAST_NS = "https://podcastindex.org/namespace/1.0"
 _ATOM_NS = "http://www.w3.org/2005/Atom"
 _FEED_ROOTS = ("rss", "feed", "RDF")  # local names of the root element of RSS, Atom, RSS 1.0
-_USER_AGENT = "podscribe/0.1 (+https://github.com/podscribe)"
 # Best first: JSON keeps the words apart from timing; HTML and plain text often carry extra prose.
 TRANSCRIPT_PREFERENCE = ("json", "vtt", "srt", "html", "text")
 
@@ -83,6 +82,7 @@ class Feed:
     feed_id: str  # slug of the title (else the host) + 8 hex of sha256(url)
     episodes: tuple[FeedEpisode, ...]
     skipped: tuple[tuple[str, str], ...] = ()  # (item title, why it is not an episode)
+    items_ignored: int = 0  # items past the max_feed_items limit, not read at all
 
 
 class _Transient(Exception):
@@ -95,34 +95,54 @@ class _Transient(Exception):
 def fetch_feed(
     url_or_path: str,
     *,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    limits: FetchLimits | None = None,
     retries: int = DEFAULT_RETRIES,
     backoff_s: float = DEFAULT_BACKOFF_S,
 ) -> Feed:
-    """Fetch and parse the feed at an http(s) URL or a local path.
+    """Fetch and parse the feed at an http(s) URL or a local path, within ``limits``.
 
     Timeouts, dropped connections and 5xx answers are retried ``retries`` times with exponential
-    backoff; then, or at once for a 4xx, a FeedError names the URL.
+    backoff; then, or at once for a 4xx, a refused URL or a limit, a FeedError names the URL.
     """
-    if urlparse(url_or_path).scheme.lower() in ("http", "https"):
-        return parse_feed(_download_feed(url_or_path, timeout_s, retries, backoff_s), url_or_path)
+    limits = limits or FetchLimits()
+    scheme = urlparse(url_or_path).scheme.lower()
+    if scheme in SCHEMES:
+        try:
+            data = _download_feed(url_or_path, limits, retries, backoff_s)
+        except FetchError as exc:  # refused, too large, too slow: a feed error for the caller
+            raise FeedError(str(exc)) from exc
+        return parse_feed(data, url_or_path, max_items=limits.max_feed_items)
+    if len(scheme) > 1 or url_or_path.lower().startswith("file:"):
+        raise FeedError(
+            f"refusing feed {url_or_path}: only http(s) URLs or local file paths are read"
+        )
     # An absolute path as the origin: ids derive from it, so they must not depend on the cwd.
-    path = Path(url_or_path).expanduser().resolve()
-    return parse_feed(_read_feed_file(path, url_or_path), str(path))
+    try:
+        path = Path(url_or_path).expanduser().resolve()
+    except (ValueError, OSError, RuntimeError) as exc:  # NUL, a loop, "~nobody"
+        raise FeedError(f"not a usable feed path: {url_or_path!r} ({exc})") from None
+    data = _read_feed_file(path, url_or_path, limits.max_feed_bytes)
+    return parse_feed(data, str(path), max_items=limits.max_feed_items)
 
 
-def _read_feed_file(path: Path, given: str) -> bytes:
+def _read_feed_file(path: Path, given: str, max_bytes: int) -> bytes:
     if not path.is_file():
         raise FeedError(f"feed file not found: {given} (give an http(s) URL or a file path)")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise FeedError(
+            f"feed {given} is {size} bytes, over the limit of {max_bytes} bytes "
+            f"(raise {setting_name('max_feed_bytes')} if this is expected)"
+        )
     return path.read_bytes()
 
 
-def _download_feed(url: str, timeout_s: float, retries: int, backoff_s: float) -> bytes:
-    headers = {"User-Agent": _USER_AGENT}
-    with httpx.Client(follow_redirects=True, timeout=timeout_s, headers=headers) as client:
+def _download_feed(url: str, limits: FetchLimits, retries: int, backoff_s: float) -> bytes:
+    # One total deadline for the feed, retries included (PODSCRIBE_REQUEST_TIMEOUT_S).
+    with NetSession(limits, limits.request_timeout_s, "request_timeout_s") as session:
         for attempt in range(retries + 1):
             try:
-                return _get_once(client, url)
+                return _get_once(session, url)
             except _Transient as exc:
                 if attempt == retries:
                     raise FeedError(
@@ -134,9 +154,9 @@ def _download_feed(url: str, timeout_s: float, retries: int, backoff_s: float) -
     raise AssertionError("unreachable: the loop returns or raises")
 
 
-def _get_once(client: httpx.Client, url: str) -> bytes:
+def _get_once(session: NetSession, url: str) -> bytes:
     try:
-        with client.stream("GET", url) as response:
+        with session.get(url) as response:
             if response.status_code >= 500:
                 raise _Transient(f"HTTP {response.status_code} {response.reason_phrase}")
             if response.status_code >= 400:
@@ -144,47 +164,66 @@ def _get_once(client: httpx.Client, url: str) -> bytes:
                     f"cannot fetch feed {url}: HTTP {response.status_code} "
                     f"{response.reason_phrase} (check the URL)"
                 )
-            return _read_capped(response, url)
+            return session.read_capped(
+                response, url, session.limits.max_feed_bytes, "max_feed_bytes"
+            )
     except httpx.TimeoutException as exc:
-        raise _Transient(f"timed out after {client.timeout.read:g} s") from exc
+        raise _Transient(f"timed out after {session.limits.read_timeout_s:g} s") from exc
     except httpx.TransportError as exc:
         raise _Transient(f"network error: {exc}") from exc
-
-
-def _read_capped(response: httpx.Response, url: str) -> bytes:
-    body = bytearray()
-    for block in response.iter_bytes():
-        body += block
-        if len(body) > MAX_FEED_BYTES:
-            raise FeedError(f"feed {url} is larger than {MAX_FEED_BYTES} bytes: not a podcast feed")
-    return bytes(body)
+    except httpx.HTTPError as exc:  # an invalid URL, a broken redirect
+        raise FeedError(f"cannot fetch feed {url}: {exc}") from exc
 
 
 # --- parsing ---------------------------------------------------------------------------------
 
 
-def parse_feed(data: bytes, origin: str) -> Feed:
+def parse_feed(data: bytes, origin: str, *, max_items: int | None = None) -> Feed:
     """Parse feed bytes read from ``origin`` (a URL or path, used for ids and in errors).
 
-    Raises FeedError when the bytes are not an RSS/Atom feed, are unsafe XML, or hold no item with
-    an audio enclosure.
+    Only the first ``max_items`` items are read (default: FetchLimits().max_feed_items); the
+    rest are counted in ``Feed.items_ignored`` and logged. Raises FeedError, and nothing else,
+    when the bytes are not an RSS/Atom feed, are unsafe XML, or hold no item with an audio
+    enclosure.
     """
-    transcripts = _transcripts_from_xml(data, origin)
-    parsed = feedparser.parse(data)
+    max_items = max_items if max_items is not None else FetchLimits().max_feed_items
+    root = _safe_xml(data, origin)
+    ignored = 0
+    if root is not None:
+        ignored = _drop_items_over(root, max_items)
+        if ignored:  # feedparser then reads only what is kept: a huge feed costs no more
+            data = StdET.tostring(root, encoding="utf-8")
+    transcripts = _transcripts_from_xml(root) if root is not None else None
+    try:
+        parsed = feedparser.parse(data)
+    except Exception as exc:
+        raise FeedError(f"{origin} is not a readable feed ({type(exc).__name__}: {exc})") from exc
     if not parsed.get("version"):
         raise FeedError(f"{origin} is not an RSS or Atom feed (give the podcast's feed URL)")
     if transcripts is None:  # malformed XML that feedparser's lenient parser could still read
         log.warning("feed %s is not well-formed XML; reading it leniently", origin)
+    entries = parsed.entries
+    if len(entries) > max_items:  # the lenient path: nothing was dropped before feedparser
+        ignored, entries = len(entries) - max_items, entries[:max_items]
+    if ignored:
+        log.warning(
+            "feed %s: read the first %d items and ignored %d more (the limit is %s)",
+            origin,
+            max_items,
+            ignored,
+            setting_name("max_feed_items"),
+        )
     title = str(parsed.feed.get("title") or "").strip()
-    episodes, skipped = _read_entries(parsed.entries, origin, transcripts or {})
+    episodes, skipped = _read_entries(entries, origin, transcripts or {})
     if not episodes:
-        raise FeedError(_no_episodes_message(origin, parsed.entries, skipped))
+        raise FeedError(_no_episodes_message(origin, entries, skipped))
     return Feed(
         url=origin,
         title=title or _origin_name(origin),
         feed_id=feed_id_for(origin, title),
         episodes=tuple(episodes),
         skipped=tuple(skipped),
+        items_ignored=ignored,
     )
 
 
@@ -209,10 +248,14 @@ def _no_episodes_message(origin: str, entries: list[Any], skipped: list[tuple[st
     return f"feed {origin} has no item with an audio enclosure ({reasons})"
 
 
-def _transcripts_from_xml(data: bytes, origin: str) -> dict[str, tuple[TranscriptLink, ...]] | None:
-    """Transcript links per item key (GUID/id, else enclosure URL); None if the XML is malformed.
+# "<!ENTITY" as UTF-8/ASCII and as UTF-16: the declaration must not slip past in another encoding.
+_ENTITY_MARKS = (b"<!ENTITY", "<!ENTITY".encode("utf-16-le"), "<!ENTITY".encode("utf-16-be"))
 
-    Also the safety check: DTD entities (XML bombs, external entities) are refused here, before
+
+def _safe_xml(data: bytes, origin: str) -> StdET.Element | None:
+    """The feed's XML tree; None if it is malformed. Raises FeedError for unsafe XML.
+
+    The safety check: DTD entities (XML bombs, external entities) are refused here, before
     feedparser, whose parser would expand them.
     """
     try:
@@ -221,8 +264,9 @@ def _transcripts_from_xml(data: bytes, origin: str) -> dict[str, tuple[Transcrip
         raise FeedError(
             f"feed {origin} declares XML entities ({exc}); refusing it as unsafe"
         ) from exc
-    except StdET.ParseError:
-        if b"<!ENTITY" in data:  # lenient parsing must not become a way around the check above
+    except (StdET.ParseError, ValueError, LookupError, RecursionError):
+        # Lenient parsing must not become a way around the check above.
+        if any(mark in data for mark in _ENTITY_MARKS):
             raise FeedError(f"feed {origin} is malformed XML with entity declarations") from None
         return None
     if _local_name(root.tag) not in _FEED_ROOTS:
@@ -230,6 +274,24 @@ def _transcripts_from_xml(data: bytes, origin: str) -> dict[str, tuple[Transcrip
             f"{origin} is not an RSS or Atom feed (its root element is <{_local_name(root.tag)}>; "
             "give the podcast's feed URL)"
         )
+    return root
+
+
+def _drop_items_over(root: StdET.Element, max_items: int) -> int:
+    """Remove every item after the first ``max_items`` from the tree; return how many."""
+    seen = dropped = 0
+    for parent in list(root.iter()):
+        for child in list(parent):
+            if _is_item(child):
+                seen += 1
+                if seen > max_items:
+                    parent.remove(child)
+                    dropped += 1
+    return dropped
+
+
+def _transcripts_from_xml(root: StdET.Element) -> dict[str, tuple[TranscriptLink, ...]]:
+    """Transcript links per item key (GUID/id, else enclosure URL)."""
     links: dict[str, tuple[TranscriptLink, ...]] = {}
     for item in _xml_items(root):
         key = _xml_item_key(item)
@@ -242,9 +304,14 @@ def _local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
+def _is_item(element: StdET.Element) -> bool:
+    tag = element.tag if isinstance(element.tag, str) else ""  # comments have a function tag
+    return tag == f"{{{_ATOM_NS}}}entry" or _local_name(tag) == "item"
+
+
 def _xml_items(root: StdET.Element) -> Iterable[StdET.Element]:
     for element in root.iter():
-        if element.tag in ("item", f"{{{_ATOM_NS}}}entry") or _local_name(element.tag) == "item":
+        if _is_item(element):
             yield element
 
 
@@ -308,11 +375,14 @@ def _episode_from_entry(
     if not audio:
         return None, f"enclosure is not audio ({media[0][1] or 'no type'})"
     audio_url, audio_type = audio[0]
+    if not _is_web_url(audio_url):  # a feed must not point podscribe at local files
+        return None, f"enclosure {audio_url[:100]!r} is not an http(s) URL"
     guid = str(entry.get("id") or "").strip() or _url_guid(audio_url)
     links = transcripts.get(guid, ()) or _feedparser_transcript(entry)
+    links = tuple(link for link in links if _is_web_url(link.url))
     episode = FeedEpisode(
         guid=guid,
-        episode_id=f"{slugify(title, max_len=40)}-{_short_hash(origin, guid)}",
+        episode_id=episode_id_for_item(origin, guid, title),
         title=title,
         audio_url=audio_url,
         audio_type=audio_type,
@@ -320,6 +390,15 @@ def _episode_from_entry(
         transcripts=links,
     )
     return episode, ""
+
+
+def episode_id_for_item(origin: str, guid: str, title: str) -> str:
+    """A feed item's stable, path-safe id: slug of the title + 8 hex of sha256(origin, guid)."""
+    return f"{slugify(title, max_len=40)}-{_short_hash(origin, guid)}"
+
+
+def _is_web_url(url: str) -> bool:
+    return urlparse(url).scheme.lower() in SCHEMES
 
 
 def _media_type(enclosure: Any) -> str:
@@ -367,7 +446,7 @@ def _ranked_transcripts(links: Iterable[TranscriptLink]) -> list[TranscriptLink]
 
 
 def fetch_episode_reference(
-    episode: FeedEpisode, timeout_s: float = DEFAULT_TIMEOUT_S
+    episode: FeedEpisode, limits: FetchLimits | None = None
 ) -> Reference | None:
     """The episode's reference transcript, or None.
 
@@ -377,7 +456,7 @@ def fetch_episode_reference(
     """
     for link in _ranked_transcripts(episode.transcripts):
         try:
-            return read_reference(link.url, timeout_s=timeout_s)
+            return read_reference(link.url, limits=limits)
         except PodscribeError as exc:
             log.warning("episode %s: transcript %s unusable: %s", episode.episode_id, link.url, exc)
     if not episode.transcripts:

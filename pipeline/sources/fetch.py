@@ -2,7 +2,8 @@
 
 Downloads stream to ``<name>.part`` and are renamed when complete, so a half download is never
 mistaken for an episode; a ``<name>.sha256.json`` sidecar written after the rename marks the file
-as complete and lets a re-run skip the download.
+as complete and lets a re-run skip the download. Only http(s) URLs are fetched, through
+``pipeline.sources.net`` (address checks, size and total-time limits from ``FetchLimits``).
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ import httpx
 from pipeline.core.errors import FetchError, SourceError
 from pipeline.core.store import read_json, sha256_file, slugify, write_json_atomic
 from pipeline.core.types import SourceAudio
+from pipeline.sources.net import FetchLimits, NetSession, check_url, over_limit
 
-DEFAULT_MAX_BYTES = 2_000_000_000  # bytes: far above any real episode, far below a full disk
-DEFAULT_TIMEOUT_S = 30.0  # seconds of silence from the server before an attempt fails
 DEFAULT_RETRIES = 3  # extra attempts after the first, for transient failures only
 DEFAULT_BACKOFF_S = 1.0  # seconds before the first retry; doubles each time
 # Types a server sends for error pages and APIs: never an episode, whatever the URL ends with.
 _NOT_AUDIO_TYPES = ("text/", "application/json", "application/xhtml+xml")
 _SIDECAR_SUFFIX = ".sha256.json"
-_USER_AGENT = "podscribe/0.1"  # some CDNs refuse requests without one
 
 
 class _Transient(Exception):
@@ -40,7 +39,10 @@ def episode_id_for(source: str) -> str:
         stem = Path(unquote(urlparse(source).path)).stem
         key = source
     else:
-        path = Path(source).expanduser().resolve()
+        try:
+            path = Path(source).expanduser().resolve()
+        except (ValueError, OSError, RuntimeError):  # NUL, a loop, "~nobody": still an id
+            path = Path(os.path.abspath(source))
         stem, key = path.stem, str(path)
     return f"{slugify(stem)}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:8]}"
 
@@ -49,19 +51,21 @@ def fetch_source(
     source: str,
     dest_dir: Path,
     *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    limits: FetchLimits | None = None,
     retries: int = DEFAULT_RETRIES,
     backoff_s: float = DEFAULT_BACKOFF_S,
 ) -> SourceAudio:
     """Return the episode audio at ``source`` (a local path or an http(s) URL) as a local file.
 
     A local file is checked, not copied. A URL is downloaded into ``dest_dir`` (resuming a
-    ``.part`` file, retrying transient failures with exponential backoff), unless a completed
-    download with a matching checksum sidecar is already there.
+    ``.part`` file, retrying transient failures with exponential backoff) within ``limits``,
+    unless a completed download with a matching checksum sidecar is already there. Any other
+    scheme (``file://``, ``ftp://`` ...) is refused.
     """
     if _is_url(source):
-        return _fetch_url(source, Path(dest_dir), max_bytes, timeout_s, retries, backoff_s)
+        return _fetch_url(source, Path(dest_dir), limits or FetchLimits(), retries, backoff_s)
+    if _has_scheme(source):
+        check_url(source)  # raises: a scheme that is not http(s)
     return _check_local(source)
 
 
@@ -69,9 +73,18 @@ def _is_url(source: str) -> bool:
     return urlparse(source).scheme.lower() in ("http", "https")
 
 
+def _has_scheme(source: str) -> bool:
+    # "C:\x.mp3" parses with scheme "c": a one-letter scheme is a Windows drive, not a URL.
+    return len(urlparse(source).scheme) > 1 or source.lower().startswith("file:")
+
+
 def _check_local(source: str) -> SourceAudio:
-    path = Path(source).expanduser()
-    if not path.exists():
+    try:
+        path = Path(source).expanduser()
+        exists = path.exists()
+    except (ValueError, OSError, RuntimeError) as exc:  # NUL, a name too long, "~nobody"
+        raise SourceError(f"not a usable file path: {source!r} ({exc})") from None
+    if not exists:
         raise SourceError(f"audio file not found: {source}")
     if not path.is_file():
         raise SourceError(f"{source} is not a file (give the path of an audio file)")
@@ -96,7 +109,7 @@ def _file_name_for(url: str) -> str:
 
 
 def _fetch_url(
-    url: str, dest_dir: Path, max_bytes: int, timeout_s: float, retries: int, backoff_s: float
+    url: str, dest_dir: Path, limits: FetchLimits, retries: int, backoff_s: float
 ) -> SourceAudio:
     dest = dest_dir / _file_name_for(url)
     done = _reuse_download(dest, url)
@@ -106,12 +119,11 @@ def _fetch_url(
     part = dest.with_name(dest.name + ".part")
 
     attempts = retries + 1
-    # identity: byte offsets for resuming must count the file's bytes, not a compressed form.
-    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
-    with httpx.Client(timeout=timeout_s, follow_redirects=True, headers=headers) as client:
+    # One total deadline for the download, retries included (PODSCRIBE_DOWNLOAD_TIMEOUT_S).
+    with NetSession(limits, limits.download_timeout_s, "download_timeout_s") as session:
         for attempt in range(attempts):
             try:
-                content_type = _download_once(client, url, part, max_bytes)
+                content_type = _download_once(session, url, part, limits.max_download_bytes)
                 break
             except _Transient as e:
                 if attempt + 1 == attempts:
@@ -130,15 +142,18 @@ def _fetch_url(
     )
 
 
-def _download_once(client: httpx.Client, url: str, part: Path, max_bytes: int) -> str | None:
+def _download_once(session: NetSession, url: str, part: Path, max_bytes: int) -> str | None:
     """One attempt: stream ``url`` into ``part``, resuming it if the server allows.
 
     Returns the content type. Raises _Transient for retryable failures, FetchError otherwise.
     """
     offset = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    # identity: byte offsets for resuming must count the file's bytes, not a compressed form.
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
     try:
-        with client.stream("GET", url, headers=headers) as response:
+        with session.get(url, headers=headers) as response:
             if response.status_code == 416 and offset:
                 # The .part no longer matches what the server has (the file changed, or the
                 # .part is complete but unrecorded): drop it and fetch the whole file again.
@@ -150,7 +165,7 @@ def _download_once(client: httpx.Client, url: str, part: Path, max_bytes: int) -
                 raise _Transient("server sent the wrong byte range")
             if response.status_code != 206:
                 offset = 0  # the server sent the whole file: start the .part again
-            _stream_body(url, response, part, offset, max_bytes)
+            _stream_body(session, url, response, part, offset, max_bytes)
             return content_type
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
         raise FetchError(f"cannot download {url}: not a valid URL ({e})") from e
@@ -181,28 +196,24 @@ def _check_response(url: str, response: httpx.Response, offset: int, max_bytes: 
     if length and length.isdigit():
         total = int(length) + (offset if status == 206 else 0)
         if total > max_bytes:
-            raise FetchError(
-                f"cannot download {url}: {total} bytes is over the limit of {max_bytes} bytes"
-            )
+            raise over_limit(url, total, max_bytes, "max_download_bytes")
     return content_type
 
 
 def _stream_body(
-    url: str, response: httpx.Response, part: Path, offset: int, max_bytes: int
+    session: NetSession, url: str, response: httpx.Response, part: Path, offset: int, max_bytes: int
 ) -> None:
     """Append (after a 206) or write (after a 200) the body to ``part``, enforcing max_bytes."""
     received = offset
     with open(part, "ab" if offset else "wb") as f:
         # Blocks as they arrive (no re-chunking buffer), so every byte received before a dropped
         # connection is already in the .part file and the resume starts right after it.
-        for block in response.iter_bytes():
+        for block in session.iter_bytes(response, url):
             received += len(block)
             if received > max_bytes:
                 f.close()
                 part.unlink(missing_ok=True)
-                raise FetchError(
-                    f"cannot download {url}: more than {max_bytes} bytes (the size limit)"
-                )
+                raise over_limit(url, None, max_bytes, "max_download_bytes")
             f.write(block)
 
 

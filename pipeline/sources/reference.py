@@ -24,8 +24,8 @@ import httpx
 
 from pipeline.core.errors import FetchError, ReferenceError
 from pipeline.core.store import sha256_text
+from pipeline.sources.net import FetchLimits, NetSession, setting_name
 
-MAX_REFERENCE_BYTES = 20 * 1024 * 1024  # a transcript is text: anything larger is not one
 FORMATS = ("text", "srt", "vtt", "json", "html")
 
 # Extensions and content types (Podcasting 2.0 <podcast:transcript type=...>) to formats.
@@ -78,6 +78,8 @@ _DIALOGUE_DASH = re.compile(r"^[ \t]*[-–—][ \t]+", re.M)  # SRT marks a chan
 _TAG = re.compile(r"<[^>\n]*>")
 _ASS_TAG = re.compile(r"\{\\[^}]*\}")  # "{\an8}" positioning left in some SRT files
 _SPACES = re.compile(r"[ \t\u00a0]+")
+_BINARY_SAMPLE = 65536  # characters looked at to tell text from binary data
+_MAX_CONTROL_SHARE = 0.01  # more control characters than this: binary
 
 
 @dataclass(frozen=True)
@@ -103,41 +105,47 @@ def _is_url(source: str) -> bool:
     return urlparse(source).scheme in ("http", "https")
 
 
-def _read_file(path: Path) -> bytes:
-    if not path.exists():
-        raise ReferenceError(f"reference file not found: {path}")
-    if path.is_dir():
-        raise ReferenceError(f"reference is a folder, not a file: {path}")
+def _read_file(path: Path, max_bytes: int) -> bytes:
+    try:
+        if not path.exists():
+            raise ReferenceError(f"reference file not found: {path}")
+        if path.is_dir():
+            raise ReferenceError(f"reference is a folder, not a file: {path}")
+        size = path.stat().st_size
+    except (ValueError, OSError) as exc:  # a NUL byte in the name, a name too long
+        raise ReferenceError(f"not a usable reference path: {str(path)!r} ({exc})") from None
+    if size > max_bytes:
+        raise ReferenceError(
+            f"reference {path} is {size} bytes, over the limit of {max_bytes} bytes for a "
+            f"transcript (raise {setting_name('max_reference_bytes')} if it really is one)"
+        )
     try:
         return path.read_bytes()
     except OSError as exc:
         raise ReferenceError(f"cannot read reference file {path}: {exc.strerror or exc}") from exc
 
 
-def _fetch(url: str, timeout_s: float) -> tuple[bytes, str | None, str | None]:
+def _fetch(url: str, limits: FetchLimits) -> tuple[bytes, str | None, str | None]:
     """Download ``url``: (body, content type, declared charset)."""
     try:
         with (
-            httpx.Client(follow_redirects=True, timeout=timeout_s) as client,
-            client.stream("GET", url) as response,
+            NetSession(limits, limits.request_timeout_s, "request_timeout_s") as session,
+            session.get(url) as response,
         ):
             if response.status_code >= 400:
                 raise FetchError(
                     f"reference download failed: HTTP {response.status_code} "
                     f"{response.reason_phrase} for {url}"
                 )
-            body = bytearray()
-            for block in response.iter_bytes():
-                body += block
-                if len(body) > MAX_REFERENCE_BYTES:
-                    raise FetchError(
-                        f"reference at {url} is larger than {MAX_REFERENCE_BYTES} bytes: "
-                        "not a transcript"
-                    )
+            body = session.read_capped(
+                response, url, limits.max_reference_bytes, "max_reference_bytes"
+            )
             content_type = response.headers.get("content-type")
-            return bytes(body), content_type, response.charset_encoding
+            return body, content_type, response.charset_encoding
     except httpx.TimeoutException as exc:
-        raise FetchError(f"timed out after {timeout_s:g} s fetching reference {url}") from exc
+        raise FetchError(
+            f"timed out after {limits.read_timeout_s:g} s fetching reference {url}"
+        ) from exc
     except httpx.HTTPError as exc:
         raise FetchError(f"cannot fetch reference {url}: {exc}") from exc
 
@@ -155,20 +163,28 @@ def format_hint(value: str | None) -> str | None:
     return _HINTS.get(suffix)
 
 
-def read_reference(source: str | Path, *, timeout_s: float = 30.0) -> Reference:
-    """Read a reference transcript from a local path or an http(s) URL.
+def read_reference(source: str | Path, *, limits: FetchLimits | None = None) -> Reference:
+    """Read a reference transcript from a local path or an http(s) URL, within ``limits``.
 
-    Raises ReferenceError for a missing, empty or unparseable reference, FetchError when a
-    URL cannot be downloaded (HTTP error, timeout, network).
+    Raises ReferenceError for a missing, empty, binary, oversized or unparseable reference,
+    FetchError when a URL cannot be downloaded (HTTP error, timeout, network, refused).
     """
+    limits = limits or FetchLimits()
     origin = str(source)
     charset: str | None = None
     if isinstance(source, str) and _is_url(source):
-        data, content_type, charset = _fetch(source, timeout_s)
+        data, content_type, charset = _fetch(source, limits)
         hint = format_hint(urlparse(source).path) or format_hint(content_type)
     else:
-        path = Path(source).expanduser()
-        data = _read_file(path)
+        if isinstance(source, str) and len(urlparse(source).scheme) > 1:
+            raise ReferenceError(
+                f"refusing reference {source}: give an http(s) URL or a local file path"
+            )
+        try:
+            path = Path(source).expanduser()
+        except RuntimeError as exc:  # "~nobody/ref.txt"
+            raise ReferenceError(f"not a usable reference path: {origin!r} ({exc})") from None
+        data = _read_file(path, limits.max_reference_bytes)
         hint = format_hint(path.suffix)
     text, encoding = decode_reference(data, charset, name=origin)
     plain, fmt = _parse(text, hint, name=origin)
@@ -353,10 +369,26 @@ def _clean_lines(text: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
+def _refuse_binary(text: str, name: str) -> None:
+    """Raise ReferenceError when decoded ``text`` is really binary data (audio, an image...).
+
+    Text has no NUL and almost no other control characters; random bytes decode to about one
+    control character in ten, whatever the encoding chosen.
+    """
+    sample = text[:_BINARY_SAMPLE]
+    controls = sum(1 for ch in sample if ch < " " and ch not in "\t\n\r\f\v")
+    if "\x00" in sample or controls > len(sample) * _MAX_CONTROL_SHARE:
+        raise ReferenceError(
+            f"reference {name} is binary data, not text ({controls} control characters in its "
+            f"first {len(sample)}): give a transcript as text, SRT, WebVTT, JSON or HTML"
+        )
+
+
 def _parse(text: str, hint: str | None, *, name: str) -> tuple[str, str]:
     text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
     if not text.strip():
         raise ReferenceError(f"reference {name} is empty: it holds no text")
+    _refuse_binary(text, name)
     # Content that announces itself wins over a hint: servers label .srt and .vtt text/plain.
     fmt = _sniff(text) if hint != "json" else "json"
     fmt = fmt or hint or "text"
