@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -79,11 +81,12 @@ def test_states_and_wer(db: Path) -> None:
     assert catalog.set_episode_state(db, one.episode_id, "running").last_wer == 0.125
     failed = catalog.set_episode_state(db, two.episode_id, "failed", error="chunk 3: boom")
     assert (failed.state, failed.last_error) == ("failed", "chunk 3: boom")
-    assert [r.episode_id for r in catalog.pending_episodes(db)] == [two.episode_id]
+    later = datetime.now(UTC) + timedelta(hours=1)  # past the default 10 min backoff
+    assert [r.episode_id for r in catalog.due_episodes(db, now=later)] == [two.episode_id]
     redone = catalog.set_episode_state(db, two.episode_id, "done", wer=0.5)
-    assert (redone.last_wer, redone.last_error) == (0.5, None)
+    assert (redone.last_wer, redone.last_error, redone.next_attempt_at) == (0.5, None, None)
     assert catalog.get_episode(db, two.episode_id) == redone
-    assert catalog.pending_episodes(db) == []
+    assert catalog.due_episodes(db, now=later) == []
 
 
 def test_rows_are_frozen_dataclasses(db: Path) -> None:
@@ -96,10 +99,14 @@ def test_rows_are_frozen_dataclasses(db: Path) -> None:
 
 def test_claim_episode_once(db: Path) -> None:
     [one] = catalog.record_feed_episodes(db, _feed(1))
-    assert catalog.claim_episode(db, one.episode_id) is True
-    assert catalog.claim_episode(db, one.episode_id) is False
+    first = catalog.claim_episode(db, one.episode_id)
+    assert first is not None and (first.state, first.attempts) == ("running", 1)
+    assert catalog.claim_episode(db, one.episode_id) is None
     catalog.set_episode_state(db, one.episode_id, "failed", error="x")
-    assert catalog.claim_episode(db, one.episode_id) is True
+    assert catalog.claim_episode(db, one.episode_id) is None  # not before its backoff
+    later = datetime.now(UTC) + timedelta(hours=1)
+    second = catalog.claim_episode(db, one.episode_id, now=later)
+    assert second is not None and second.attempts == 2 and second.claim_id != first.claim_id
 
 
 def test_transcript_link_arriving_later_is_recorded(db: Path) -> None:
