@@ -262,7 +262,9 @@ def test_failed_episode_is_retried_with_backoff_then_stays_failed(db: Path) -> N
     for attempt, wait_s in [(1, 60), (2, 120)]:
         row = catalog.claim_episode(db, one.episode_id, now=now)
         assert row is not None and row.attempts == attempt
-        failed = catalog.fail_running_episode(db, one.episode_id, f"boom {attempt}", policy, now=now)
+        failed = catalog.fail_running_episode(
+            db, one.episode_id, f"boom {attempt}", policy, now=now
+        )
         assert failed is not None and failed.state == "failed"
         due_at = now + timedelta(seconds=wait_s)
         assert failed.next_attempt_at == due_at.isoformat()
@@ -315,7 +317,9 @@ def test_failing_a_claim_that_moved_on_changes_nothing(db: Path) -> None:
     assert claim is not None
     catalog.set_episode_state(db, one.episode_id, "done", wer=0.3)
     # A late "stuck" verdict on that claim must not undo the finished run.
-    assert catalog.fail_running_episode(db, one.episode_id, "stuck", claim_id=claim.claim_id) is None
+    assert (
+        catalog.fail_running_episode(db, one.episode_id, "stuck", claim_id=claim.claim_id) is None
+    )
     assert catalog.get_episode(db, one.episode_id).state == "done"
     reclaimed = catalog.set_episode_state(db, one.episode_id, "running")
     assert reclaimed.state == "running"
@@ -352,10 +356,7 @@ def _make_v1_catalog(db: Path) -> None:
 
 def test_a_version_1_catalog_is_migrated_in_place_by_racing_processes(db: Path) -> None:
     _make_v1_catalog(db)
-    code = (
-        "from pipeline.sources import catalog; "
-        f"print(len(catalog.list_episodes({str(db)!r})))"
-    )
+    code = f"from pipeline.sources import catalog; print(len(catalog.list_episodes({str(db)!r})))"
     procs = [
         subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         for _ in range(4)

@@ -293,7 +293,7 @@ def test_two_polls_at_once_transcribe_an_episode_once(
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=300) for p in polls]
-    for poll, (out, err) in zip(polls, outputs, strict=True):
+    for poll, (_, err) in zip(polls, outputs, strict=True):
         assert poll.returncode == 0, err[-3000:]
     summaries = [
         json.loads(line.removeprefix("SUMMARY "))
