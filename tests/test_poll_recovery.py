@@ -241,6 +241,9 @@ def test_a_failed_episode_waits_for_its_backoff_and_is_transcribed_once_retried(
     assert third["started"] == [row.episode_id]
     done = catalog.get_episode(db, row.episode_id)
     assert (done.state, done.attempts, done.last_error) == ("done", 1, None)
+    # Run in the poll's process, the episode's flow run noted itself on the row.
+    assert done.flow_run_id is not None
+    assert _flow_run(done.flow_run_id).name == "transcribe Flaky f-1"
     assert (flow_env / "transcripts_root" / row.episode_id / "transcript.json").is_file()
 
 
@@ -312,4 +315,4 @@ def test_two_polls_at_once_transcribe_an_episode_once(
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["transcribe Twice t-1"]))
         )
-    assert len(runs) == 1
+    assert len(runs) == 1 and str(runs[0].id) == row.flow_run_id
