@@ -16,6 +16,7 @@ import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FIXTURES_DIR, LocalHTTPServer, Reply
@@ -63,7 +64,7 @@ def _apply_transcribe_deployment() -> None:
     transcribe_episode.to_deployment(name="transcribe-episode").apply()
 
 
-def _flow_run(run_id: str):  # noqa: ANN202 - a Prefect FlowRun
+def _flow_run(run_id: str) -> Any:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
