@@ -47,7 +47,7 @@ from pipeline.episode import finish_episode, prepare_episode
 from pipeline.quality.repair import RepairOutcome, RepairPolicy, repair_chunk, wants_repair
 from pipeline.quality.report import load_report_input, preload_plotting, render_markdown_report
 from pipeline.quality.signals import ChunkFlags, ChunkSignals, QualityReport, assess_chunks
-from pipeline.settings import fetch_limits, weights_source
+from pipeline.settings import fetch_limits, retry_policy, weights_source
 from pipeline.sources import catalog
 from pipeline.sources.net import FetchLimits
 from pipeline.sources.reference import Reference, read_reference
@@ -429,7 +429,15 @@ def record_state(
     if not episode_id or not Path(settings.db).is_file():
         return
     with contextlib.suppress(FeedError):  # an episode given by hand, not from a feed
-        catalog.set_episode_state(settings.db, episode_id, state, wer=wer, error=error)
+        catalog.set_episode_state(
+            settings.db, episode_id, state, wer=wer, error=error, retry=retry_policy(settings)
+        )
+
+
+def record_flow_run(settings: Settings, episode_id: str | None) -> None:
+    """Note this flow run on the episode's catalog row, so a poll can tell whether it lives."""
+    if episode_id and Path(settings.db).is_file() and flow_run.id:
+        catalog.record_flow_run(settings.db, episode_id, str(flow_run.id))
 
 
 def _episode_run_name() -> str:
@@ -457,6 +465,7 @@ def transcribe_episode(
     """Transcribe one episode chunk by chunk, score it against ``reference`` and report."""
     started = time.perf_counter()
     settings = load_settings()
+    record_flow_run(settings, episode_id)
     background = Background()
     try:
         options = TranscribeOptions(model=model, device=device, beam_size=beam_size)

@@ -1,25 +1,33 @@
-"""``poll_feeds``: read feeds, record their episodes, start each new episode exactly once.
+"""``poll_feeds``: read feeds, record their episodes, start each due episode exactly once.
 
 Exactly once, three ways: the catalog returns each new GUID to one poll only, ``claim_episode``
-moves an episode from "new" to "running" in one statement, and when deployed each episode's
-run is created with the episode id as idempotency key (a repeated key returns the first run).
+moves an episode to "running" in one statement (one poll wins), and when deployed each claim's
+run is created with the claim's id as idempotency key (a repeated call returns the first run).
+
+Failed episodes are claimed again once their backoff has passed (catalog.RetryPolicy, from the
+PODSCRIBE_RETRY_* settings). An episode left "running" by a run that died is recovered first:
+failed, to be retried, when Prefect says its flow run has ended, or when it has run longer than
+PODSCRIBE_RUNNING_TIMEOUT_S and its flow run is unknown to Prefect or was never recorded.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import deployment
 
 from flows.episode import transcribe_episode
-from flows.settings import load_settings
-from pipeline.settings import fetch_limits
+from flows.settings import Settings, load_settings
+from pipeline.settings import fetch_limits, retry_policy
 from pipeline.sources import catalog
-from pipeline.sources.feed import Feed, FeedEpisode, best_transcript, fetch_feed
+from pipeline.sources.feed import Feed, FeedEpisode, fetch_feed
 
 TRANSCRIBE_DEPLOYMENT = "transcribe-episode/transcribe-episode"
 
@@ -36,23 +44,32 @@ def record_episodes(db: Any, feed: Feed) -> list[FeedEpisode]:
     return catalog.record_feed_episodes(db, feed)
 
 
-def _parameters(feed: Feed, episode: FeedEpisode, model: str, device: str) -> dict[str, Any]:
-    link = best_transcript(episode)
+def _parameters(row: catalog.EpisodeRow, model: str, device: str) -> dict[str, Any]:
     return {
-        "source": episode.audio_url,
-        "episode_id": episode.episode_id,
-        "title": episode.title,
-        "reference": link.url if link else None,
+        "source": row.audio_url,
+        "episode_id": row.episode_id,
+        "title": row.title,
+        "reference": row.transcript_url,
         "model": model,
         "device": device,
-        "feed": feed.feed_id,
+        "feed": row.feed_id,
     }
 
 
-def start_episode(feed: Feed, episode: FeedEpisode, model: str, device: str) -> str:
-    """Start transcribe-episode for one claimed episode; returns how ("deployment"/state)."""
-    params = _parameters(feed, episode, model, device)
-    if deployment.id is not None:  # this poll runs from a deployment: so does transcription
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+
+
+def start_episode(
+    row: catalog.EpisodeRow, model: str, device: str, settings: Settings, via_deployment: bool
+) -> str:
+    """Start transcribe-episode for one claimed episode; returns how it went, in words.
+
+    However the start fails, the episode is not left "running": it is failed, to be retried.
+    """
+    params = _parameters(row, model, device)
+    if via_deployment:
         try:
             run = cast(
                 FlowRun,
@@ -60,33 +77,104 @@ def start_episode(feed: Feed, episode: FeedEpisode, model: str, device: str) -> 
                     TRANSCRIBE_DEPLOYMENT,
                     parameters=params,
                     timeout=0,
-                    idempotency_key=episode.episode_id,
+                    idempotency_key=f"{row.episode_id}-{row.claim_id}",
                 ),
             )
-            return f"deployment run {run.id}"
         except ObjectNotFound:
             get_run_logger().warning(
                 "no %s deployment: transcribing %s in this run",
                 TRANSCRIBE_DEPLOYMENT,
-                episode.episode_id,
+                row.episode_id,
             )
-    state = transcribe_episode(**params, return_state=True)  # failures are marked in the catalog
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the episode must not hang
+            error = f"could not start deployment {TRANSCRIBE_DEPLOYMENT}: {_one_line(exc)}"
+            _fail(row, error, settings)
+            return f"failed to start: {error}"
+        else:
+            catalog.record_flow_run(settings.db, row.episode_id, str(run.id))
+            return f"deployment run {run.id}"
+    state = transcribe_episode(**params, return_state=True)
+    if not state.is_completed():
+        # The flow marks its own failures; this catches a run that ended before it could.
+        _fail(row, f"transcribe-episode ended {state.name}: {state.message or ''}", settings)
     return str(state.name)
+
+
+def _fail(row: catalog.EpisodeRow, error: str, settings: Settings) -> None:
+    catalog.fail_running_episode(
+        settings.db, row.episode_id, error, retry_policy(settings), claim_id=row.claim_id
+    )
+
+
+def stuck_reason(row: catalog.EpisodeRow, timeout_s: float, now: datetime) -> str | None:
+    """Why a running episode is stuck, or None while its run may still finish it."""
+    age = catalog.running_for(row, now)
+    if row.flow_run_id is None:
+        if age <= timeout_s:
+            return None
+        return f"stuck: running for {age:.0f} s (> {timeout_s:.0f} s) with no flow run recorded"
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(row.flow_run_id))
+    except ObjectNotFound:
+        if age <= timeout_s:
+            return None
+        return (
+            f"stuck: running for {age:.0f} s (> {timeout_s:.0f} s) and its flow run "
+            f"{row.flow_run_id} is unknown to Prefect"
+        )
+    except Exception as exc:  # noqa: BLE001 - cannot tell: leave it for a later poll
+        get_run_logger().warning(
+            "episode %s: cannot read flow run %s: %s", row.episode_id, row.flow_run_id, exc
+        )
+        return None
+    if run.state is not None and run.state.is_final():
+        return f"stuck: its flow run {row.flow_run_id} ended {run.state.name} while it was running"
+    return None
+
+
+@task(task_run_name="recover stuck episodes")
+def recover_stuck(settings: Settings) -> list[str]:
+    """Fail (to be retried) every running episode whose run has died; return their ids."""
+    log = get_run_logger()
+    now = datetime.now(UTC)
+    recovered = []
+    for row in catalog.list_episodes(settings.db, state="running"):
+        reason = stuck_reason(row, settings.running_timeout_s, now)
+        if reason is None:
+            continue
+        # Guarded by the claim id: a run that finished meanwhile keeps its result.
+        failed = catalog.fail_running_episode(
+            settings.db, row.episode_id, reason, retry_policy(settings), claim_id=row.claim_id
+        )
+        if failed is not None:
+            log.warning("episode %s recovered: %s", row.episode_id, reason)
+            recovered.append(row.episode_id)
+    return recovered
 
 
 @flow(name="poll-feeds", flow_run_name="poll feeds")
 def poll_feeds(
-    feeds: list[str] | None = None, model: str = "tiny.en", device: str = "auto"
+    feeds: list[str] | None = None,
+    model: str = "tiny.en",
+    device: str = "auto",
+    via_deployment: bool | None = None,
 ) -> dict[str, list[str]]:
-    """Read each feed (default: every feed in the catalog) and transcribe its new episodes.
+    """Read each feed (default: every feed in the catalog) and transcribe its due episodes:
+    new ones, and failed ones whose retry is due. ``via_deployment``: start them as runs of
+    the transcribe-episode deployment (default: when this poll itself runs from a deployment).
 
     A feed that fails is logged and the others still polled; an episode that fails is marked
-    failed in the catalog and the others still started.
+    failed in the catalog (to be retried) and the others still started.
     """
     log = get_run_logger()
-    db = load_settings().db
+    settings = load_settings()
+    db = settings.db
+    if via_deployment is None:
+        via_deployment = deployment.id is not None
     urls = feeds if feeds is not None else [f.url for f in catalog.list_feeds(db)]
     summary: dict[str, list[str]] = {"started": [], "skipped": [], "failed_feeds": []}
+    polled: list[Feed] = []
     for url in urls:
         try:
             feed = read_feed(url)
@@ -95,13 +183,17 @@ def poll_feeds(
             summary["failed_feeds"].append(url)
             continue
         record_episodes(db, feed)
-        for episode in feed.episodes:
-            row = catalog.get_episode(db, episode.episode_id)
-            if row.state != "new" or not catalog.claim_episode(db, episode.episode_id):
-                log.info("episode %s already %s: skipped", episode.episode_id, row.state)
-                summary["skipped"].append(episode.episode_id)
-                continue
-            how = start_episode(feed, episode, model, device)
-            log.info("episode %s (%s): %s", episode.episode_id, episode.title, how)
-            summary["started"].append(episode.episode_id)
+        polled.append(feed)
+    summary["recovered"] = recover_stuck(settings)
+    for due in catalog.due_episodes(db, [f.url for f in polled]):
+        row = catalog.claim_episode(db, due.episode_id)
+        if row is None:  # another poll claimed it first
+            continue
+        how = start_episode(row, model, device, settings, via_deployment)
+        log.info("episode %s (%s, attempt %d): %s", row.episode_id, row.title, row.attempts, how)
+        summary["started"].append(row.episode_id)
+    started = set(summary["started"])
+    summary["skipped"] = [
+        e.episode_id for f in polled for e in f.episodes if e.episode_id not in started
+    ]
     return summary

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.core.errors import OptionsError
+from pipeline.sources.catalog import RetryPolicy
 from pipeline.sources.net import FetchLimits
 
 if TYPE_CHECKING:
@@ -97,6 +98,23 @@ class Settings(BaseSettings):
     )
 
     # --- limits on audio and on retries of failed episodes --------------------------------
+    # A failed episode is claimed again by polls, after retry_backoff_s, then twice that, ...
+    # (at most retry_backoff_max_s apart) until it has run retry_max_attempts times in all.
+    retry_max_attempts: int = Field(
+        default=5, ge=1, description="Runs of a failing episode, the first included."
+    )
+    retry_backoff_s: float = Field(
+        default=600.0, ge=0, description="Wait before the first retry, doubled after each."
+    )
+    retry_backoff_max_s: float = Field(
+        default=86400.0, ge=0, description="The longest wait between two attempts."
+    )
+    # An episode "running" this long whose flow run is gone (or was never recorded) is taken
+    # to be stuck (its poll or worker died) and is failed, to be retried. Longer than the
+    # longest transcription you expect.
+    running_timeout_s: float = Field(
+        default=6 * 3600.0, gt=0, description="When a running episode counts as stuck."
+    )
 
 
 def fetch_limits(settings: Settings) -> FetchLimits:
@@ -104,6 +122,15 @@ def fetch_limits(settings: Settings) -> FetchLimits:
     values = {f.name: getattr(settings, f.name) for f in fields(FetchLimits)}
     values["allowed_networks"] = tuple(n for n in settings.allowed_networks.split(",") if n.strip())
     return FetchLimits(**values)
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """How polls retry failed episodes under ``settings`` (the catalog's RetryPolicy)."""
+    return RetryPolicy(
+        max_attempts=settings.retry_max_attempts,
+        backoff_s=settings.retry_backoff_s,
+        backoff_max_s=max(settings.retry_backoff_max_s, settings.retry_backoff_s),
+    )
 
 
 def weights_source(settings: Settings) -> WeightsSource:

@@ -1,4 +1,5 @@
-"""CLI commands for feeds and episodes: ``feed add``, ``feed list`` and ``episodes``.
+"""CLI commands for feeds and episodes: ``feed add``, ``feed list``, ``episodes`` and
+``episodes retry``.
 
 ``register(app)`` adds them to the main typer app; bad input raises PodscribeError subclasses,
 which the main CLI prints as one line (exit status 2).
@@ -35,14 +36,18 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``feed add``, ``feed list`` and ``episodes`` to ``app``."""
+    """Add ``feed add``, ``feed list``, ``episodes`` and ``episodes retry`` to ``app``."""
     feed_app = typer.Typer(
         help="Podcast feeds whose new episodes get transcribed.", no_args_is_help=True
     )
     feed_app.command("add")(feed_add)
     feed_app.command("list")(feed_list)
     app.add_typer(feed_app, name="feed")
-    app.command("episodes")(episodes)
+    # `podscribe episodes [--state S]` lists; `podscribe episodes retry ID` retries one.
+    episodes_app = typer.Typer(help="Episodes of the feeds: their state, WER and errors.")
+    episodes_app.callback(invoke_without_command=True)(episodes)
+    episodes_app.command("retry")(episodes_retry)
+    app.add_typer(episodes_app, name="episodes")
 
 
 def feed_add(
@@ -85,25 +90,63 @@ def feed_list(db: DbOption = None, as_json: JsonOption = False) -> None:
 
 
 def episodes(
+    ctx: typer.Context,
     feed: Annotated[str | None, typer.Option("--feed", help="Only this feed id.")] = None,
+    state: Annotated[
+        str | None, typer.Option("--state", help="Only this state: new, running, done, failed.")
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List episodes with their state and last WER."""
+    """List episodes with their state, last WER, attempts and last error."""
+    if ctx.invoked_subcommand is not None:
+        return
     db = _require_catalog(db)
     if feed is not None:
         _require_feed(db, feed)
-    rows = catalog.list_episodes(db, feed_id=feed)
+    rows = catalog.list_episodes(db, feed_id=feed, state=state)
     if as_json:
         print(json.dumps([to_dict(r) for r in rows], indent=2))
         return
-    table = Table("episode id", "title", "published", "state", "last WER", "error")
+    table = Table("episode id", "title", "published", "state", "last WER", "attempts", "error")
     for row in rows:
         wer = "n/a" if row.last_wer is None else f"{row.last_wer:.2%}"
         table.add_row(
-            row.episode_id, row.title, row.published or "", row.state, wer, row.last_error or ""
+            row.episode_id,
+            row.title,
+            row.published or "",
+            _state_words(row),
+            wer,
+            str(row.attempts),
+            row.last_error or "",
         )
     out.print(table)
+
+
+def _state_words(row: catalog.EpisodeRow) -> str:
+    if row.state != "failed":
+        return row.state
+    if row.next_attempt_at is None:
+        return "failed (no retry left)"
+    return f"failed (retry from {row.next_attempt_at})"
+
+
+def episodes_retry(
+    episode_id: Annotated[str, typer.Argument(help="The failed episode's id.")],
+    db: DbOption = None,
+) -> None:
+    """Make a failed episode new again, with all its attempts: the next poll transcribes it."""
+    db = _require_catalog(db)
+    before = catalog.get_episode(db, episode_id)
+    row = catalog.retry_episode(db, episode_id)
+    if before.state == "new":
+        out.print(f"{row.episode_id} is already new: the next poll transcribes it")
+        return
+    out.print(
+        f"{row.episode_id} was failed after {before.attempts} attempt(s) "
+        f"({before.last_error or 'no error recorded'}); now new: the next poll "
+        "(`podscribe serve` or a poll-feeds run) transcribes it again"
+    )
 
 
 def _catalog_path(db: Path | None) -> Path:
