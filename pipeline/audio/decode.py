@@ -17,13 +17,7 @@ import ffmpeg
 import numpy as np
 
 from pipeline.core.errors import AudioError
-from pipeline.core.store import (
-    atomic_path,
-    disk_error,
-    read_json,
-    sha256_file,
-    write_json_atomic,
-)
+from pipeline.core.store import atomic_path, read_json, sha256_file, write_json_atomic
 from pipeline.core.types import SAMPLE_RATE, DecodedAudio
 
 CHANNELS = 1  # Whisper takes mono
@@ -169,7 +163,8 @@ def _run_ffmpeg_decode(
     except ffmpeg.Error as e:
         stderr = e.stderr.decode("utf-8", errors="replace") if e.stderr else ""
         if "No space left on device" in stderr or "Disk quota exceeded" in stderr:
-            raise disk_error(out_wav, OSError(errno.ENOSPC, "No space left on device")) from e
+            # An OSError, so that atomic_path names the file being written (not its temp).
+            raise OSError(errno.ENOSPC, "No space left on device") from e
         raise AudioError(_describe_failure(source, stderr, name or str(source))) from e
 
 
