@@ -101,6 +101,11 @@ def test_kill_9_mid_episode_then_the_same_command_reuses_finished_chunks(
         whole / "transcripts" / "ep" / "transcript.txt"
     ).read_text()
     assert len(stored_entries(cut_short)) == uninterrupted["chunks"]
+    print(
+        f"killed with {len(stored)} of {resumed['chunks']} chunks stored, one damaged: "
+        f"{resumed['chunks_reused']} reused; whole run {uninterrupted['elapsed_s']:.1f} s, "
+        f"resumed run {resumed['elapsed_s']:.1f} s"
+    )
 
     # And once finished, the same command again transcribes nothing.
     again = summary_of(podscribe(*args, cwd=cut_short))
