@@ -35,6 +35,8 @@ from flows.device import Reservation, device_slot, ensure_device_limit, reserve_
 from flows.report import chunk_rows, outputs_markdown, quality_key
 from flows.runners import SettingsTaskRunner
 from flows.settings import Settings, load_settings, result_storage
+from pipeline.asr.cache import STORE_DIRNAME, ChunkResultStore
+from pipeline.asr.loading import load_model
 from pipeline.asr.microbatch import MicroBatcher, shared_batcher
 from pipeline.asr.options import TranscribeOptions
 from pipeline.asr.weights import ensure_model
@@ -69,10 +71,17 @@ PROGRESS_EVERY_S = 2.0
 
 @task(task_run_name="prepare {source}")
 def prepare(
-    source: str, episode_id: str | None, audio_root: Path, chunk: dict, limits: FetchLimits
+    source: str,
+    episode_id: str | None,
+    audio_root: Path,
+    chunk: dict,
+    limits: FetchLimits,
+    max_duration_s: float | None = None,
 ) -> ChunkManifest:
     """Fetch, decode once and cut into chunks (reused when already cut the same way)."""
-    return prepare_episode(source, episode_id, audio_root, ChunkOptions(**chunk), limits)
+    return prepare_episode(
+        source, episode_id, audio_root, ChunkOptions(**chunk), limits, max_duration_s
+    )
 
 
 def slot_key(chunk: Chunk) -> tuple[str, str]:
@@ -100,18 +109,28 @@ def _chunk_run_name() -> str:
 def transcribe_one_chunk(
     chunk: Chunk, options: dict[str, Any], episode_id: str, total: int, title: str
 ) -> ChunkTranscript:
-    """Verify the chunk WAV against its manifest hash, then transcribe it on a device slot."""
+    """Verify the chunk WAV against its manifest hash, then take its transcript from the
+    chunk store (a run cut short made it) or transcribe it on a device slot and store it."""
     batcher = shared_batcher(UNANNOUNCED_WAIT_S)
     transcribe_options = TranscribeOptions(**options)
+    store = ChunkResultStore(load_settings().audio_root / STORE_DIRNAME)
     with device_slot(slot_key(chunk)):
         try:
             verify_chunk(chunk, episode_id)
+            loaded = load_model(transcribe_options)  # once per process; the batcher's too
+            stored = store.get(chunk, transcribe_options, loaded)
         except Exception:
             # run_chunks announced it or queued it ahead: the batcher must not wait for it
             batcher.abandon(chunk, transcribe_options)
             raise
+        if stored is not None:
+            batcher.abandon(chunk, transcribe_options)
+            get_run_logger().info("chunk %d of %s reused from the store", chunk.index, episode_id)
+            return stored
         get_run_logger().info("transcribing chunk %d of %s", chunk.index, episode_id)
-        return batcher.submit(chunk, transcribe_options).result()
+        result = batcher.submit(chunk, transcribe_options).result()
+        store.put(result, chunk, transcribe_options, loaded)
+        return result
 
 
 @task(task_run_name="check chunks of {title}")
@@ -476,7 +495,14 @@ def transcribe_episode(
         )
         limits = fetch_limits(settings)
         ensure_model(model, weights_source(settings))  # a standard name is downloaded once
-        manifest = prepare(source, episode_id, settings.audio_root, chunk_options.to_dict(), limits)
+        manifest = prepare(
+            source,
+            episode_id,
+            settings.audio_root,
+            chunk_options.to_dict(),
+            limits,
+            settings.max_episode_s,
+        )
         run = EpisodeRun(
             manifest,
             title or manifest.episode_id,

@@ -18,11 +18,11 @@ from pipeline.audio.decode import decode_audio
 from pipeline.core.store import (
     DEFAULT_AUDIO_ROOT,
     DEFAULT_TRANSCRIPTS_ROOT,
+    atomic_files,
     episode_dir,
-    write_json_atomic,
-    write_text_atomic,
+    json_bytes,
 )
-from pipeline.core.transcript import merge_transcripts, write_transcript
+from pipeline.core.transcript import merge_transcripts, render_transcript
 from pipeline.core.types import ChunkManifest, ChunkTranscript, Score, Transcript, to_dict
 from pipeline.core.version import code_version
 from pipeline.quality.history import HISTORY_NAME, append_record, make_record, new_run_id
@@ -61,6 +61,7 @@ class EpisodeResult:
     score: Score | None
     quality: QualityReport | None = None  # reference-free signals, flags and repairs
     run_id: str | None = None  # this run's line in transcripts/history.jsonl
+    chunks_reused: int = 0  # chunk transcripts taken from the store (an earlier, cut-short run)
 
     @property
     def rtfx(self) -> float:
@@ -74,13 +75,21 @@ def prepare_episode(
     audio_root: Path = DEFAULT_AUDIO_ROOT,
     chunk_options: ChunkOptions | None = None,
     fetch_limits: FetchLimits | None = None,
+    max_duration_s: float | None = None,
 ) -> ChunkManifest:
     """Fetch the source (within ``fetch_limits``), decode it once to 16 kHz mono, and cut it
-    into chunks. An unsafe ``episode_id`` is refused before anything is written."""
+    into chunks. An unsafe ``episode_id`` is refused before anything is written; an episode
+    longer than ``max_duration_s`` fails (AudioError) once that much is decoded."""
     episode_id = episode_id or episode_id_for(source)
     episode_audio = episode_dir(audio_root, episode_id)
     src = fetch_source(source, episode_audio, limits=fetch_limits)
-    decoded = decode_audio(src.path, episode_audio / DECODED_NAME, source_sha256=src.sha256)
+    decoded = decode_audio(
+        src.path,
+        episode_audio / DECODED_NAME,
+        source_sha256=src.sha256,
+        max_duration_s=max_duration_s,
+        label=source,
+    )
     return chunk_audio(decoded, episode_audio, episode_id, chunk_options or ChunkOptions())
 
 
@@ -137,23 +146,19 @@ def finish_episode(
         transcript, score, quality, reference.text if reference else None, elapsed_s, run_id
     )
     report_html = render_html_report(report_input)
-    files = write_transcript(transcript, out_dir)
-    files["score.json"] = write_score(out_dir / "score.json", transcript, score, reference)
-    files[QUALITY_NAME] = write_json_atomic(out_dir / QUALITY_NAME, to_dict(quality))
+    contents = render_transcript(transcript)
+    contents["score.json"] = json_bytes(score_data(transcript, score, reference))
+    contents[QUALITY_NAME] = json_bytes(to_dict(quality))
     if reference is not None:
-        files[REFERENCE_NAME] = write_text_atomic(out_dir / REFERENCE_NAME, reference.text)
-    else:  # a reference left from an earlier run would make a rebuilt report lie
+        contents[REFERENCE_NAME] = reference.text.encode("utf-8")
+    run = {"run_id": run_id, "episode_id": transcript.episode_id, "elapsed_s": elapsed_s}
+    contents[RUN_NAME] = json_bytes(run | {"feed": feed})
+    contents[REPORT_NAME] = report_html.encode("utf-8")
+    # All files or none: a full disk midway leaves the earlier run's set whole.
+    with atomic_files() as stage:
+        files = {name: stage(out_dir / name, data) for name, data in contents.items()}
+    if reference is None:  # a reference left from an earlier run would make a rebuilt report lie
         (out_dir / REFERENCE_NAME).unlink(missing_ok=True)
-    files[RUN_NAME] = write_json_atomic(
-        out_dir / RUN_NAME,
-        {
-            "run_id": run_id,
-            "episode_id": transcript.episode_id,
-            "elapsed_s": elapsed_s,
-            "feed": feed,
-        },
-    )
-    files[REPORT_NAME] = write_text_atomic(out_dir / REPORT_NAME, report_html)
     record = make_record(
         transcript,
         score,
@@ -166,11 +171,11 @@ def finish_episode(
     return transcript, score, files
 
 
-def write_score(
-    path: Path, transcript: Transcript, score: Score | None, reference: Reference | None
-) -> Path:
+def score_data(
+    transcript: Transcript, score: Score | None, reference: Reference | None
+) -> dict[str, Any]:
     """score.json: the numbers, the reference they came from and how the transcript was made."""
-    data: dict[str, Any] = {
+    return {
         "episode_id": transcript.episode_id,
         "wer": score.wer if score else None,
         "reference": None
@@ -180,7 +185,6 @@ def write_score(
         "provenance": transcript.provenance,
         "scored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    return write_json_atomic(path, data)
 
 
 def run_episode(
@@ -198,9 +202,17 @@ def run_episode(
     repair_policy: RepairPolicy | None = None,
     feed: str | None = None,
     fetch_limits: FetchLimits | None = None,
+    chunk_store: Path | None = None,
+    max_duration_s: float | None = None,
 ) -> EpisodeResult:
-    """Transcribe (and score) one episode; nothing is written to ``out_dir`` unless all succeed."""
+    """Transcribe (and score) one episode; nothing is written to ``out_dir`` unless all succeed.
+
+    Each finished chunk transcript is stored at once in ``chunk_store`` (default
+    ``<audio_root>/.chunk-results``): a run cut short (killed, crashed) is resumed by the same
+    command, which reuses the stored chunks and transcribes only the others.
+    """
     # Imported here: torch and whisper load only when transcription really starts.
+    from pipeline.asr.cache import STORE_DIRNAME, ChunkResultStore
     from pipeline.asr.loading import load_model
     from pipeline.asr.transcribe import transcribe_chunks
     from pipeline.asr.weights import resolve_model
@@ -208,18 +220,34 @@ def run_episode(
     started = time.perf_counter()
     options = transcribe_options or TranscribeOptions()
     resolve_model(options.model)  # an unknown model fails before any audio work (no torch yet)
-    manifest = prepare_episode(source, episode_id, audio_root, chunk_options, fetch_limits)
+    manifest = prepare_episode(
+        source, episode_id, audio_root, chunk_options, fetch_limits, max_duration_s
+    )
     preload_plotting()  # for the report, while the chunks are transcribed
     loaded = load_model(options)
     if on_chunks_ready is not None:
         on_chunks_ready(manifest)
     total = len(manifest.chunks)
-    chunk_transcripts = transcribe_chunks(
-        manifest.chunks,
+    store = ChunkResultStore(chunk_store or Path(audio_root) / STORE_DIRNAME)
+    by_index = {c.index: c for c in manifest.chunks}
+    reused = [r for c in manifest.chunks if (r := store.get(c, options, loaded)) is not None]
+    done = {r.chunk_index for r in reused}
+    for r in reused:
+        if on_chunk:
+            on_chunk(r, total)
+
+    def finished(ct: ChunkTranscript) -> None:
+        store.put(ct, by_index[ct.chunk_index], options, loaded)  # before anything else
+        if on_chunk:
+            on_chunk(ct, total)
+
+    fresh = transcribe_chunks(
+        [c for c in manifest.chunks if c.index not in done],
         options,
-        on_done=(lambda ct: on_chunk(ct, total)) if on_chunk else None,
+        on_done=finished,
         loaded=loaded,
     )
+    chunk_transcripts = sorted([*reused, *fresh], key=lambda ct: ct.chunk_index)
     # Flag suspect chunks and transcribe each once more (RepairPolicy(enabled=False): flag only).
     chunk_transcripts, quality = repair_chunks(
         manifest, chunk_transcripts, options, loaded, repair_policy or RepairPolicy()
@@ -248,4 +276,5 @@ def run_episode(
         score=score,
         quality=quality,
         run_id=run_id,
+        chunks_reused=len(reused),
     )

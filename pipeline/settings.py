@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     )
 
     # --- limits on audio and on retries of failed episodes --------------------------------
+    # Longest episode transcribed, in seconds of audio; a longer one fails once this much is
+    # decoded (its header is not trusted), before any chunk is cut. Ten hours: above the
+    # longest shows, below what would fill a small disk with decoded audio (~1.15 GB/10 h).
+    max_episode_s: float = Field(
+        default=36_000.0, gt=0, description="Maximum episode duration (seconds of audio)."
+    )
     # A failed episode is claimed again by polls, after retry_backoff_s, then twice that, ...
     # (at most retry_backoff_max_s apart) until it has run retry_max_attempts times in all.
     retry_max_attempts: int = Field(

@@ -32,6 +32,7 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
 
     import flows.episode
     from flows.episode import transcribe_episode
+    from pipeline.asr.cache import STORE_DIRNAME, ChunkResultStore
     from pipeline.asr.microbatch import shared_batcher
 
     # However slow this machine's API server is, let the slot acquisition finish before the
@@ -66,6 +67,9 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
     out = flow_env / "transcripts_root" / "Fixture_Episode.1"
     assert {p.name for p in out.iterdir()} >= {"transcript.json", "transcript.srt", "score.json"}
     assert any((flow_env / "results_dir").iterdir()), "chunk results are persisted"
+    # ... and stored by content, so a new run of the episode (not only a Retry) reuses them.
+    store = ChunkResultStore(flow_env / "audio_root" / STORE_DIRNAME)
+    assert store.count() == summary["chunks"]
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from pipeline.asr.batch import DEFAULT_CPU_BATCH, BatchTranscriber, ChunkState
 from pipeline.asr.options import TranscribeOptions
+from pipeline.asr.transcribe import silent_chunk_transcript
 from pipeline.core.errors import TranscriptionError
 from pipeline.core.types import Chunk, ChunkTranscript
 
@@ -256,6 +257,10 @@ class MicroBatcher:
             return
         try:
             engine = self._engine(req.options)
+            silent = silent_chunk_transcript(req.chunk, req.options, engine.loaded)
+            if silent is not None:  # nothing to hear: no window to decode
+                req.future.set_result(silent)
+                return
             state = engine.start(req.chunk, req.future)
             if encode_ahead and waiting and engine.loaded.device == "cpu" and self.announced():
                 engine.encode_ahead(state)

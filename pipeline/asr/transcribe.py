@@ -14,9 +14,40 @@ from collections.abc import Callable, Sequence
 from pipeline.asr.loading import load_model
 from pipeline.asr.options import LoadedModel, TranscribeOptions
 from pipeline.asr.whisper import transcribe_chunk_whisper
+from pipeline.audio.analysis import SILENT_PEAK_DBFS, is_silent
+from pipeline.audio.decode import read_wav_samples
+from pipeline.core.errors import AudioError, TranscriptionError
 from pipeline.core.types import Chunk, ChunkTranscript
 
-__all__ = ["load_model", "transcribe_chunk", "transcribe_chunks"]
+__all__ = ["load_model", "silent_chunk_transcript", "transcribe_chunk", "transcribe_chunks"]
+
+
+def silent_chunk_transcript(
+    chunk: Chunk, options: TranscribeOptions, loaded: LoadedModel
+) -> ChunkTranscript | None:
+    """An empty transcript for a chunk with nothing to hear (``audio.analysis.is_silent``),
+    without running Whisper; None for any other chunk. Whisper over silence can only invent
+    text, and two hours of it would cost 240 encoder passes for nothing."""
+    try:
+        samples = read_wav_samples(chunk.path)
+    except (OSError, AudioError) as exc:
+        raise TranscriptionError(f"cannot read chunk {chunk.index} ({chunk.path}): {exc}") from exc
+    if not is_silent(samples):
+        return None
+    return ChunkTranscript(
+        chunk_index=chunk.index,
+        chunk_sha256=chunk.sha256,
+        start_s=chunk.start_s,
+        end_s=chunk.end_s,
+        segments=(),
+        model=loaded.info,
+        options=options.to_dict()
+        | {
+            "resolved_device": loaded.device,
+            "skipped": f"silent (peak <= {SILENT_PEAK_DBFS} dBFS)",
+        },
+        elapsed_s=0.0,
+    )
 
 
 def transcribe_chunk(
@@ -24,6 +55,9 @@ def transcribe_chunk(
 ) -> ChunkTranscript:
     """Transcribe one chunk WAV; segment times come back in episode seconds."""
     loaded = loaded or load_model(options)
+    silent = silent_chunk_transcript(chunk, options, loaded)
+    if silent is not None:
+        return silent
     if options.backend == "faster-whisper" or (
         options.continue_in_window and _batchable(options, loaded)
     ):
@@ -48,9 +82,30 @@ def transcribe_chunks(
     """Transcribe chunks, calling ``on_done`` as each finishes (for progress bars).
 
     With ``options.batch_size`` other than 1, chunk windows are decoded in batches
-    (``pipeline.asr.batch``); results come back in chunk order either way.
+    (``pipeline.asr.batch``); results come back in chunk order either way. Silent chunks get
+    an empty transcript without Whisper (``silent_chunk_transcript``).
     """
     loaded = loaded or load_model(options)
+    silent = {}
+    for chunk in chunks:
+        result = silent_chunk_transcript(chunk, options, loaded)
+        if result is not None:
+            silent[chunk.index] = result
+            if on_done is not None:
+                on_done(result)
+    heard = [c for c in chunks if c.index not in silent]
+    if not heard:
+        return [silent[c.index] for c in chunks]
+    decoded = {r.chunk_index: r for r in _transcribe_heard(heard, options, on_done, loaded)}
+    return [silent.get(c.index) or decoded[c.index] for c in chunks]
+
+
+def _transcribe_heard(
+    chunks: Sequence[Chunk],
+    options: TranscribeOptions,
+    on_done: Callable[[ChunkTranscript], None] | None,
+    loaded: LoadedModel,
+) -> list[ChunkTranscript]:
     if options.backend == "faster-whisper":
         from pipeline.asr.ct2 import LoadedCT2, transcribe_chunks_ct2  # an optional extra
 

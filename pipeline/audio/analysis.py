@@ -22,7 +22,14 @@ import numpy as np
 from pipeline.core.errors import OptionsError
 from pipeline.core.types import SAMPLE_RATE
 
-__all__ = ["CLASSES", "SoundThresholds", "WindowClasses", "classify_windows", "speech_end_s"]
+__all__ = [
+    "CLASSES",
+    "SoundThresholds",
+    "WindowClasses",
+    "classify_windows",
+    "is_silent",
+    "speech_end_s",
+]
 
 FRAME_N = 1024  # samples per analysis frame (64 ms): resolves chord notes ~50 Hz apart
 HOP_N = 160  # 10 ms between frames
@@ -34,6 +41,10 @@ SILENCE_DBFS = -50.0  # frames quieter than this are silent whatever the chunk's
 DYNAMIC_RANGE_DB = 40.0  # and so are frames this far below the chunk's loud frames (p99)
 ACTIVE_FRACTION = 0.25  # a window with fewer loud frames than this is silence
 CLASSES = ("silence", "noise", "music", "speech")
+# A chunk whose loudest sample is under this holds nothing to hear (digital silence, a faint
+# noise floor): Whisper is not asked, because over silence it can only invent words ("you",
+# "Thank you."). Speech peaks 40-60 dB higher; even a very quiet recording is far above it.
+SILENT_PEAK_DBFS = -60.0
 
 
 @dataclass(frozen=True)
@@ -120,12 +131,6 @@ def _spectral(samples: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.nda
     return flatness[lo - first :], similarity[lo - first :]
 
 
-def _frame_features(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per frame: level (dBFS), spectral flatness and similarity to the frame LAG_FRAMES back."""
-    level = _levels(samples)
-    return (level, *_spectral(samples, 0, len(level)))
-
-
 def _window_count(samples: np.ndarray) -> int:
     return max(1, math.ceil(len(samples) / (WINDOW_HOP_S * SAMPLE_RATE) - 1e-9))
 
@@ -162,12 +167,16 @@ def classify_windows(
     t = thresholds or SoundThresholds()
     if len(samples) == 0:
         return WindowClasses(start_s, ())
-    level, flatness, similarity = _frame_features(samples)
+    level = _levels(samples)
     active = _active(level)
-    classes = []
-    for k in range(_window_count(samples)):
-        lo, hi = _window_frames(k, len(level))
-        classes.append(_window_class(active[lo:hi], flatness[lo:hi], similarity[lo:hi], t))
+    windows = [_window_frames(k, len(level)) for k in range(_window_count(samples))]
+    if all(_silent(active[lo:hi]) for lo, hi in windows):
+        # No spectra needed (they are most of the cost): hours of silence stay cheap.
+        return WindowClasses(start_s, ("silence",) * len(windows))
+    flatness, similarity = _spectral(samples, 0, len(level))
+    classes = [
+        _window_class(active[lo:hi], flatness[lo:hi], similarity[lo:hi], t) for lo, hi in windows
+    ]
     return WindowClasses(start_s, tuple(classes))
 
 
@@ -191,3 +200,11 @@ def speech_end_s(samples: np.ndarray, thresholds: SoundThresholds | None = None)
         if _window_class(a, flatness, similarity, t) == "speech":
             return min(len(samples) / SAMPLE_RATE, (k + 1) * WINDOW_HOP_S)
     return 0.0
+
+
+def is_silent(samples: np.ndarray, peak_dbfs: float = SILENT_PEAK_DBFS) -> bool:
+    """Whether float ``samples`` in [-1, 1) never rise above ``peak_dbfs`` (empty: silent)."""
+    if len(samples) == 0:
+        return True
+    peak = float(np.max(np.abs(samples)))
+    return peak <= 10 ** (peak_dbfs / 20)

@@ -12,10 +12,11 @@ How a cut is chosen, for a chunk starting at ``s``:
 2. Otherwise the cut lies in the search region [s + max(min_chunk_s, max_chunk_s - search_s),
    s + max_chunk_s], pulled back where possible so the remainder is not shorter than
    ``min_chunk_s``.
-3. In that region pydub finds silences (at least ``min_silence_ms`` below the threshold). The
-   longest one wins, ties going to the later one; the cut is its middle (cut "silence"). Longest
-   first because a long pause is far more likely a sentence or speaker boundary than a short
-   one, and losing up to ``search_s`` of chunk length costs little.
+3. In that region ``detect_silences`` (pydub's rule, vectorised) finds silences (at least
+   ``min_silence_ms`` below the threshold). The longest one wins, ties going to the later one;
+   the cut is its middle (cut "silence"). Longest first because a long pause is far more likely
+   a sentence or speaker boundary than a short one, and losing up to ``search_s`` of chunk
+   length costs little.
 4. With no silence, the cut is the middle of the quietest ``step_ms`` frame in the region, the
    later one on ties (cut "quietest").
 """
@@ -25,13 +26,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import wave
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydub import AudioSegment
-from pydub.silence import detect_silence
 
 from pipeline.audio.decode import CHANNELS, SAMPLE_WIDTH, read_wav_pcm
 from pipeline.core.errors import ChunkError, OptionsError
@@ -49,7 +49,8 @@ WHISPER_WINDOW_S = 30.0  # seconds Whisper reads at once; longer input is silent
 MANIFEST_NAME = "manifest.json"
 CHUNKS_DIRNAME = "chunks"
 _WAV_HEADER_BYTES = 44  # what the wave module writes before the samples
-_SILENCE_SEEK_MS = 10  # pydub's silence scan step: 10 ms edges are plenty for choosing a cut
+_SILENCE_SEEK_MS = 10  # silence scan step: 10 ms edges are plenty for choosing a cut
+_FULL_SCALE = 32768  # int16 full scale, the 0 dBFS of levels
 
 
 @dataclass(frozen=True)
@@ -188,13 +189,35 @@ def verify_chunk(chunk: Chunk, episode_id: str = "") -> Chunk:
     return chunk
 
 
+# Where a chunk that starts at sample ``start`` may end, given the region [lo, hi] the rules
+# allow: returns the end sample and why it was chosen ("silence", "quietest").
+CutFinder = Callable[[int, int, int], tuple[int, str]]
+
+
 def plan_cuts(decoded: DecodedAudio, options: ChunkOptions) -> list[tuple[int, int, str]]:
     """(start_sample, end_sample, cut) of each chunk, tiling [0, num_samples) exactly."""
-    rate = decoded.sample_rate
-    max_n = int(options.max_chunk_s * rate)
-    min_n = int(options.min_chunk_s * rate)
+    max_n = int(options.max_chunk_s * decoded.sample_rate)
+
+    def cut_in_audio(start: int, lo: int, hi: int) -> tuple[int, str]:
+        window = read_wav_pcm(decoded.path, start, min(start + max_n, decoded.num_samples))
+        offset, cut = find_cut(window, lo - start, hi - start, options)
+        return start + offset, cut
+
+    return plan_tiling(decoded.num_samples, options, cut_in_audio, decoded.sample_rate)
+
+
+def plan_tiling(
+    total: int, options: ChunkOptions, find: CutFinder, rate: int = SAMPLE_RATE
+) -> list[tuple[int, int, str]]:
+    """(start, end, cut) of chunks tiling [0, total) samples in order, each at most
+    ``max_chunk_s`` long; ``find`` picks each cut inside the region the rules allow.
+
+    Pure (no audio): whatever ``find`` answers is kept inside the region, so the tiling holds
+    for any audio (tests drive it with made-up silence layouts).
+    """
+    max_n = max(1, int(options.max_chunk_s * rate))
+    min_n = min(int(options.min_chunk_s * rate), max_n)
     search_n = int(options.search_s * rate)
-    total = decoded.num_samples
 
     bounds: list[tuple[int, int, str]] = []
     start = 0
@@ -202,14 +225,14 @@ def plan_cuts(decoded: DecodedAudio, options: ChunkOptions) -> list[tuple[int, i
         if total - start <= max_n:
             bounds.append((start, total, "end"))
             break
-        lo = start + max(min_n, max_n - search_n)
+        lo = start + max(min_n, max_n - search_n, 1)  # a chunk is never empty
         hi = start + max_n
         if total - min_n >= lo:
             hi = min(hi, total - min_n)  # leave a last chunk of at least min_chunk_s
-        window = read_wav_pcm(decoded.path, start, start + max_n)
-        offset, cut = find_cut(window, lo - start, hi - start, options)
-        bounds.append((start, start + offset, cut))
-        start += offset
+        end, cut = find(start, lo, hi)
+        end = min(max(end, lo), hi)
+        bounds.append((start, end, cut))
+        start = end
 
     if len(bounds) >= 2:
         (p_start, _, _), (t_start, t_end, t_cut) = bounds[-2], bounds[-1]
@@ -225,19 +248,73 @@ def find_cut(window: bytes, lo: int, hi: int, options: ChunkOptions) -> tuple[in
     middle of its quietest ``step_ms`` frame.
     """
     per_ms = SAMPLE_RATE // 1000
-    whole = AudioSegment(data=window, sample_width=SAMPLE_WIDTH, frame_rate=SAMPLE_RATE, channels=1)
-    threshold = max(whole.dBFS + options.silence_rel_db, options.silence_floor_dbfs)
-    region = window[lo * SAMPLE_WIDTH : hi * SAMPLE_WIDTH]
-    seg = AudioSegment(data=region, sample_width=SAMPLE_WIDTH, frame_rate=SAMPLE_RATE, channels=1)
+    samples = np.frombuffer(window, dtype="<i2")
+    threshold = max(dbfs(samples) + options.silence_rel_db, options.silence_floor_dbfs)
+    region = samples[lo:hi]
     # A clear pause first; a short one (fast talkers) is still better than the quietest frame.
     for min_len in (options.min_silence_ms, max(options.min_silence_ms // 2, 1)):
-        silences = detect_silence(
-            seg, min_silence_len=min_len, silence_thresh=threshold, seek_step=_SILENCE_SEEK_MS
-        )
+        silences = detect_silences(region, min_len, threshold, _SILENCE_SEEK_MS)
         if silences:
-            s_ms, e_ms = max(silences, key=lambda r: (r[1] - r[0], r[0]))
+            s_ms, e_ms = pick_silence(silences)
             return min(lo + (s_ms + e_ms) * per_ms // 2, hi), "silence"
-    return lo + _quietest_offset(region, options.step_ms * per_ms), "quietest"
+    return lo + _quietest_offset(region.tobytes(), options.step_ms * per_ms), "quietest"
+
+
+def pick_silence(silences: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The silence to cut in (its middle): the longest, the later one on ties. A long pause is
+    far more likely a sentence or speaker boundary than a short one."""
+    return max(silences, key=lambda r: (r[1] - r[0], r[0]))
+
+
+def _rms(sum_squares: np.ndarray | float, n: int) -> np.ndarray:
+    # audioop.rms (what pydub uses): the square root of the mean square, truncated.
+    return np.floor(np.sqrt(np.asarray(sum_squares, dtype=np.float64) / n))
+
+
+def dbfs(samples: np.ndarray) -> float:
+    """Level of int16 ``samples`` in dBFS, as pydub's ``AudioSegment.dBFS`` (silence: -inf)."""
+    if len(samples) == 0:
+        return -math.inf
+    squares = np.square(samples.astype(np.int64)).sum()
+    rms = float(_rms(squares, len(samples)))
+    # math.log(x, 10), not log10: the last bit as pydub has it, so cuts stay where they were
+    return 20 * math.log(rms / _FULL_SCALE, 10) if rms > 0 else -math.inf
+
+
+def detect_silences(
+    samples: np.ndarray, min_silence_ms: int, threshold_dbfs: float, seek_ms: int
+) -> list[tuple[int, int]]:
+    """pydub's ``detect_silence`` on int16 mono ``samples``, vectorised: the [start, end)
+    millisecond ranges where every ``min_silence_ms`` window (tried every ``seek_ms``) is at
+    or below ``threshold_dbfs``. Same answers (tested against pydub); pydub's loop of
+    slices cost 60 ms per 10 s region, most of the time of cutting a long episode."""
+    per_ms = SAMPLE_RATE // 1000
+    seg_ms = round(1000 * (len(samples) / SAMPLE_RATE))
+    if seg_ms < min_silence_ms:
+        return []
+    last = seg_ms - min_silence_ms
+    starts = np.arange(0, last + 1, seek_ms)
+    if last % seek_ms:
+        starts = np.append(starts, last)  # the end of the region is searched too
+    # pydub pads a slice that runs past the samples (a rounded length) with zeros
+    padded = np.zeros(max(len(samples), seg_ms * per_ms), dtype=np.int64)
+    padded[: len(samples)] = samples
+    sums = np.concatenate(([0], np.cumsum(padded * padded)))
+    n = min_silence_ms * per_ms
+    window_sums = sums[(starts + min_silence_ms) * per_ms] - sums[starts * per_ms]
+    silent = starts[_rms(window_sums, n) <= 10 ** (threshold_dbfs / 20) * _FULL_SCALE]
+    if len(silent) == 0:
+        return []
+    ranges = []
+    range_start = prev = int(silent[0])
+    for i in map(int, silent[1:]):
+        # windows that overlap (or follow each other) make one silence, as in pydub
+        if i != prev + seek_ms and i > prev + min_silence_ms:
+            ranges.append((range_start, prev + min_silence_ms))
+            range_start = i
+        prev = i
+    ranges.append((range_start, prev + min_silence_ms))
+    return ranges
 
 
 def _quietest_offset(region: bytes, step_n: int) -> int:

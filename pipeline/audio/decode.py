@@ -8,6 +8,7 @@ about 350 MB of samples, and later stages read only the ranges they need.
 
 from __future__ import annotations
 
+import errno
 import shutil
 import wave
 from pathlib import Path
@@ -25,6 +26,7 @@ PCM_CODEC = "pcm_s16le"
 INT16_SCALE = 32768.0  # int16 sample -> float in [-1, 1), as whisper does
 _SNIFF_BYTES = 512  # bytes read from the head of a file to spot an HTML page posing as audio
 _SIDECAR_SUFFIX = ".source.json"  # beside the WAV: which source it was decoded from
+_OVER_LIMIT_S = 1.0  # decoded past the maximum duration, to tell "too long" from "at the limit"
 
 
 def find_ffmpeg() -> str:
@@ -43,18 +45,31 @@ def find_ffmpeg() -> str:
         ) from e
 
 
-def decode_audio(source: Path, out_wav: Path, *, source_sha256: str | None = None) -> DecodedAudio:
+def decode_audio(
+    source: Path,
+    out_wav: Path,
+    *,
+    source_sha256: str | None = None,
+    max_duration_s: float | None = None,
+    label: str | None = None,
+) -> DecodedAudio:
     """Decode ``source`` to a 16 kHz mono s16le WAV at ``out_wav`` (atomically), once.
 
     If ``out_wav`` already exists and its sidecar says it came from a source with the same
     sha256, it is reused without running ffmpeg. Raises AudioError (one line) when the input
-    is missing, empty, not audio, or holds no audio samples.
+    is missing, empty, not audio, holds no audio samples, or is longer than
+    ``max_duration_s`` (ffmpeg stops just past the limit, so a file whose header lies about
+    its length costs no more than the limit in time and disk). Errors name the input as
+    ``label`` (the URL a file was downloaded from), else as its path.
     """
+    name = label or str(source)
+    if max_duration_s is not None and not max_duration_s > 0:
+        raise AudioError(f"the maximum episode duration must be > 0 s, got {max_duration_s}")
     source, out_wav = Path(source), Path(out_wav)
     if not source.is_file():
-        raise AudioError(f"cannot decode {source}: file not found")
+        raise AudioError(f"cannot decode {name}: file not found")
     if source.stat().st_size == 0:
-        raise AudioError(f"cannot decode {source}: file is empty (0 bytes)")
+        raise AudioError(f"cannot decode {name}: file is empty (0 bytes)")
     if source.resolve() == out_wav.resolve():
         raise AudioError(f"cannot decode {source} onto itself: choose another output path")
     if source_sha256 is None:
@@ -62,18 +77,33 @@ def decode_audio(source: Path, out_wav: Path, *, source_sha256: str | None = Non
 
     reused = _reuse_decoded(out_wav, source_sha256)
     if reused is not None:
+        _check_duration(name, reused.num_samples, max_duration_s)
         return reused
 
     with atomic_path(out_wav) as tmp:
-        _run_ffmpeg_decode(source, tmp)
+        # A little past the limit, so that "longer than the limit" can be told from "at it".
+        limit_s = None if max_duration_s is None else max_duration_s + _OVER_LIMIT_S
+        _run_ffmpeg_decode(source, tmp, limit_s, name)
         num_samples = wav_num_samples(tmp)
         if num_samples == 0:
-            raise AudioError(f"{source} contains no audio (decoded to 0 samples)")
+            raise AudioError(
+                f"{name} contains no audio (decoded to 0 samples): "
+                "check that the file plays, or download it again"
+            )
+        _check_duration(name, num_samples, max_duration_s)
     decoded = DecodedAudio(path=out_wav, num_samples=num_samples, source_sha256=source_sha256)
     write_json_atomic(
         _sidecar(out_wav), {"source_sha256": source_sha256, "num_samples": num_samples}
     )
     return decoded
+
+
+def _check_duration(name: str, num_samples: int, max_duration_s: float | None) -> None:
+    if max_duration_s is not None and num_samples > max_duration_s * SAMPLE_RATE:
+        raise AudioError(
+            f"{name} is longer than the maximum episode duration of {max_duration_s:g} s: "
+            "raise PODSCRIBE_MAX_EPISODE_S (or --max-duration-s) to transcribe it"
+        )
 
 
 def wav_num_samples(path: Path) -> int:
@@ -106,10 +136,16 @@ def read_wav_pcm(path: Path, start_sample: int = 0, end_sample: int | None = Non
         return w.readframes(end - start_sample)
 
 
-def _run_ffmpeg_decode(source: Path, out_wav: Path) -> None:
-    """Run ffmpeg: any input -> 16 kHz mono s16le WAV file, streamed to disk by ffmpeg itself."""
+def _run_ffmpeg_decode(
+    source: Path, out_wav: Path, limit_s: float | None = None, name: str | None = None
+) -> None:
+    """Run ffmpeg: any input -> 16 kHz mono s16le WAV file, streamed to disk by ffmpeg itself.
+
+    With ``limit_s``, ffmpeg stops after that many seconds of output."""
+    limit = {} if limit_s is None else {"t": f"{limit_s:.3f}"}
     stream = ffmpeg.input(str(source)).output(
         str(out_wav),
+        **limit,
         format="wav",  # the temp file's suffix says nothing about the format
         ac=CHANNELS,
         ar=SAMPLE_RATE,
@@ -126,22 +162,28 @@ def _run_ffmpeg_decode(source: Path, out_wav: Path) -> None:
         )
     except ffmpeg.Error as e:
         stderr = e.stderr.decode("utf-8", errors="replace") if e.stderr else ""
-        raise AudioError(_describe_failure(source, stderr)) from e
+        if "No space left on device" in stderr or "Disk quota exceeded" in stderr:
+            # An OSError, so that atomic_path names the file being written (not its temp).
+            raise OSError(errno.ENOSPC, "No space left on device") from e
+        raise AudioError(_describe_failure(source, stderr, name or str(source))) from e
 
 
-def _describe_failure(source: Path, stderr: str) -> str:
+def _describe_failure(source: Path, stderr: str, name: str) -> str:
     """One line naming the input and the problem, from the meaningful last line of stderr."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     if any("does not contain any stream" in ln for ln in lines):
-        return f"{source} contains no audio (no audio stream found)"
+        return f"{name} contains no audio stream (a video without sound?): give a file with audio"
     if _looks_like_html(source):
-        return f"cannot decode {source}: it is an HTML/text page, not audio (a bad download?)"
+        return (
+            f"cannot decode {name}: it is an HTML/text page, not audio "
+            "(a bad download? check the URL in a browser)"
+        )
     reason = lines[-1] if lines else "ffmpeg failed without a message"
     # ffmpeg prefixes the reason with the input name: keep the reason only, we name the input.
     prefix = f"{source}: "
     if reason.startswith(prefix):
         reason = reason[len(prefix) :]
-    return f"cannot decode {source}: {reason} — is it an audio file?"
+    return f"cannot decode {name}: {reason} — is it an audio file? check that it plays"
 
 
 def _looks_like_html(path: Path) -> bool:

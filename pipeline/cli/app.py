@@ -107,13 +107,22 @@ def transcribe(
             help="Transcribe chunks flagged by the quality checks once more (beam 5).",
         ),
     ] = True,
+    max_duration_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Refuse episodes longer than this many seconds "
+            "[default: PODSCRIBE_MAX_EPISODE_S, 36000]."
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON summary as the last line.")
     ] = False,
 ) -> None:
     """Transcribe one episode into transcripts/<id>/ and score it when a reference is given.
 
-    PODSCRIBE_* settings apply (see pipeline/settings.py); flags override them."""
+    PODSCRIBE_* settings apply (see pipeline/settings.py); flags override them. Finished
+    chunks are stored as they are done: the same command after a crash or kill reuses them
+    and transcribes only the rest."""
     from pipeline.asr.options import TranscribeOptions
     from pipeline.asr.weights import ensure_model
     from pipeline.audio.chunk import ChunkOptions
@@ -123,7 +132,11 @@ def transcribe(
     from pipeline.sources.reference import read_reference
 
     settings = load_settings(
-        model=model, device=device, audio_root=audio_root, transcripts_root=transcripts_root
+        model=model,
+        device=device,
+        audio_root=audio_root,
+        transcripts_root=transcripts_root,
+        max_episode_s=max_duration_s,
     )
     limits = fetch_limits(settings)
     ensure_model(settings.model, weights_source(settings))  # a standard name is downloaded once
@@ -135,7 +148,13 @@ def transcribe(
         backend=backend,
         continue_in_window=continue_in_window,
     )
-    chunk_options = ChunkOptions(max_chunk_s=max_chunk_s)
+    # Shorter chunks search a shorter stretch for their cut (as the flows do): the defaults
+    # (5 s minimum, 10 s search) do not fit in a chunk of less than 10 s.
+    chunk_options = ChunkOptions(
+        max_chunk_s=max_chunk_s,
+        min_chunk_s=min(ChunkOptions.min_chunk_s, max_chunk_s),
+        search_s=min(ChunkOptions.search_s, max_chunk_s),
+    )
     # A bad reference fails before any work.
     ref = read_reference(reference, limits=limits) if reference else None
     bar = ChunkProgress(disable=not err.is_terminal and as_json)
@@ -153,11 +172,13 @@ def transcribe(
             on_chunks_ready=bar.start,
             repair_policy=RepairPolicy(enabled=repair),
             fetch_limits=limits,
+            max_duration_s=settings.max_episode_s,
         )
     score = result.score
     err.print(
         f"[green]done[/green] {result.episode_id}: {result.duration_s:.1f} s of audio in "
-        f"{result.elapsed_s:.1f} s (RTFx {result.rtfx:.1f}), {result.chunks} chunks, "
+        f"{result.elapsed_s:.1f} s (RTFx {result.rtfx:.1f}), {result.chunks} chunks"
+        f"{f' ({result.chunks_reused} reused)' if result.chunks_reused else ''}, "
         f"WER {_fmt(score.wer if score else None)} → {result.out_dir}"
     )
     if as_json:
@@ -213,6 +234,7 @@ def episode_summary(result: EpisodeResult) -> dict[str, Any]:
         "elapsed_s": round(result.elapsed_s, 3),
         "rtfx": round(result.rtfx, 3),
         "chunks": result.chunks,
+        "chunks_reused": result.chunks_reused,
         "out": str(result.out_dir),
         "model": result.transcript.chunks[0].model.name if result.transcript.chunks else None,
         "run_id": result.run_id,

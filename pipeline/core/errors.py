@@ -19,6 +19,10 @@ class FeedError(PodscribeError):
     """A feed could not be read or holds nothing podscribe can use."""
 
 
+class StorageError(PodscribeError):
+    """A file could not be written (the disk is full, a quota is reached, it is read-only)."""
+
+
 class AudioError(PodscribeError):
     """ffmpeg could not decode the audio, or the audio is empty."""
 

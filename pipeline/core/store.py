@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import OptionsError
+from pipeline.core.errors import OptionsError, StorageError
 
 # Read in one place; the CLI and flows pass explicit paths down.
 DEFAULT_AUDIO_ROOT = Path("audio")
 DEFAULT_TRANSCRIPTS_ROOT = Path("transcripts")
 _HASH_BLOCK = 1 << 20  # bytes read per step when hashing a file
+# Write failures that are about the disk, not the data: the user can free space and re-run.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 _SLUG_BAD = re.compile(r"[^a-z0-9]+")
 # An episode id is a folder name under audio/ and transcripts/: no separator, no "." or "..",
@@ -79,18 +82,74 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it over ``target``.
 
     A crash or an exception leaves ``target`` as it was (a good old file is never half
-    overwritten), and the temporary file is removed.
+    overwritten), and the temporary file is removed. A full (or read-only) disk is a
+    StorageError naming the file, not a traceback.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
         yield tmp
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.errno in DISK_ERRNOS:
+            raise disk_error(target, exc) from exc
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def disk_error(target: Path, exc: OSError) -> StorageError:
+    """The one-line error for a write that the disk refused."""
+    return StorageError(
+        f"cannot write {target}: {exc.strerror or exc} — free some space (or choose another "
+        "folder) and run again; files written before are intact"
+    )
+
+
+@contextlib.contextmanager
+def atomic_files() -> Iterator[Callable[[Path, bytes], Path]]:
+    """Write several files as one: yields ``stage(target, data)``, which writes ``data``
+    (fsynced) to a temp file beside ``target``; when the block ends without error, every
+    staged file is renamed over its target. A rename takes no space, so a disk that fills up
+    fails while staging, before any target has changed: the old set of files stays whole,
+    never a mix of old and new. Temp files never outlive the block."""
+    staged: list[tuple[Path, Path]] = []
+    target = Path()
+
+    def stage(path: Path, data: bytes) -> Path:
+        nonlocal target
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        staged.append((Path(name), target))
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return target
+
+    try:
+        yield stage
+        for tmp, final in staged:
+            target = final
+            os.replace(tmp, final)
+    except OSError as exc:
+        if exc.errno in DISK_ERRNOS:
+            raise disk_error(target, exc) from exc
+        raise
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as the indented UTF-8 JSON every podscribe file holds."""
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def write_bytes_atomic(target: Path, data: bytes) -> Path:
@@ -109,7 +168,7 @@ def write_text_atomic(target: Path, text: str) -> Path:
 
 def write_json_atomic(target: Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``target`` atomically."""
-    return write_text_atomic(target, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    return write_bytes_atomic(target, json_bytes(obj))
 
 
 def read_json(path: Path) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import TranscriptionError
-from pipeline.core.store import read_json, write_json_atomic, write_text_atomic
+from pipeline.core.store import atomic_files, json_bytes, read_json
 from pipeline.core.types import ChunkTranscript, Transcript, to_dict, transcript_from_dict
 
 TRANSCRIPT_FILES = ("transcript.json", "transcript.txt", "transcript.srt", "transcript.vtt")
@@ -65,21 +65,22 @@ def to_text(transcript: Transcript) -> str:
     return "".join(f"{s.text}\n" for s in transcript.segments)
 
 
-def write_transcript(transcript: Transcript, out_dir: Path) -> dict[str, Path]:
-    """Write transcript.{json,txt,srt,vtt} into ``out_dir``, each file atomically."""
-    out_dir = Path(out_dir)
-    paths = {name: out_dir / name for name in TRANSCRIPT_FILES}
-    # Render everything first, so a rendering bug cannot leave a mix of old and new files.
-    rendered = {
-        "transcript.txt": to_text(transcript),
-        "transcript.srt": to_srt(transcript),
-        "transcript.vtt": to_vtt(transcript),
+def render_transcript(transcript: Transcript) -> dict[str, bytes]:
+    """The contents of transcript.{json,txt,srt,vtt}, by file name."""
+    return {
+        "transcript.json": json_bytes(to_dict(transcript)),
+        "transcript.txt": to_text(transcript).encode("utf-8"),
+        "transcript.srt": to_srt(transcript).encode("utf-8"),
+        "transcript.vtt": to_vtt(transcript).encode("utf-8"),
     }
-    data = to_dict(transcript)
-    for name, text in rendered.items():
-        write_text_atomic(paths[name], text)
-    write_json_atomic(paths["transcript.json"], data)
-    return paths
+
+
+def write_transcript(transcript: Transcript, out_dir: Path) -> dict[str, Path]:
+    """Write transcript.{json,txt,srt,vtt} into ``out_dir``, all four or none."""
+    # Rendered first, so a rendering bug cannot leave a mix of old and new files either.
+    rendered = render_transcript(transcript)
+    with atomic_files() as stage:
+        return {name: stage(Path(out_dir) / name, data) for name, data in rendered.items()}
 
 
 def load_transcript(path: Path) -> Transcript:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import PodscribeError
+from pipeline.core.store import DISK_ERRNOS, disk_error
 from pipeline.core.types import Score, Transcript
 
 HISTORY_NAME = "history.jsonl"
@@ -151,10 +152,15 @@ def append_record(path: Path, record: RunRecord) -> Path:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            view = memoryview(line)
-            while view:  # os.write may write less than asked; finish the line under the lock
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(line)
+                while view:  # os.write may write less than asked; finish the line under the lock
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError as exc:
+                os.ftruncate(fd, size)  # no half line: readers would skip it, but why leave it
+                raise disk_error(path, exc) if exc.errno in DISK_ERRNOS else exc from exc
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

@@ -144,7 +144,25 @@ def normalize_typography(text: str) -> str:
 
 
 def normalize_words(text: str) -> list[str]:
-    """The normalised words of ``text``: typography, then Whisper's English normaliser."""
+    """The normalised words of ``text``: typography, then Whisper's English normaliser,
+    sentence by sentence, repeated until the words stop changing (see ``_MAX_PASSES``)."""
+    words = _normalize_once(text)
+    for _ in range(_MAX_PASSES):
+        again = _normalize_once(" ".join(words))
+        if again == words:
+            break
+        words = again
+    return words
+
+
+# One pass of Whisper's normaliser can leave work for the next ("twenty 1" → "20 one" → "21";
+# "0", "1" as two sentences → "0 one" → "one"); a normalised text must normalise to itself, or
+# a transcript re-scored from its own output would score differently. Two passes settle
+# everything seen so far (tests/test_properties.py); a few more cost nothing.
+_MAX_PASSES = 4
+
+
+def _normalize_once(text: str) -> list[str]:
     english = _english_normalizer()
     words: list[str] = []
     for sentence in _SENTENCE_END.split(normalize_typography(text)):

@@ -90,7 +90,7 @@ def _check_local(source: str) -> SourceAudio:
         raise SourceError(f"{source} is not a file (give the path of an audio file)")
     size = path.stat().st_size
     if size == 0:
-        raise SourceError(f"{source} is empty (0 bytes)")
+        raise SourceError(f"{source} is empty (0 bytes): nothing to transcribe; check the file")
     return SourceAudio(
         path=path.resolve(),
         origin=source,
