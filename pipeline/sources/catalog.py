@@ -218,9 +218,7 @@ def _engine(db: CatalogLocation) -> Engine:
 def _create_engine(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
         # One connection per call, as sqlite3 itself would: nothing held open between calls.
-        engine = sa.create_engine(
-            url, poolclass=NullPool, connect_args={"timeout": BUSY_TIMEOUT_S}
-        )
+        engine = sa.create_engine(url, poolclass=NullPool, connect_args={"timeout": BUSY_TIMEOUT_S})
         sa.event.listen(engine, "connect", _on_sqlite_connect)
         sa.event.listen(engine, "begin", _on_sqlite_begin)
         return engine
@@ -448,9 +446,7 @@ def record_feed_episodes(db: CatalogLocation, feed: Feed) -> list[FeedEpisode]:
                 fresh.add(episode.guid)
             else:
                 _update_transcript_url(conn, feed_id, episode, now)
-        conn.execute(
-            sa.update(_feeds).where(_feeds.c.url == feed.url).values(last_polled_at=now)
-        )
+        conn.execute(sa.update(_feeds).where(_feeds.c.url == feed.url).values(last_polled_at=now))
     return [episode for episode in feed.episodes if episode.guid in fresh]
 
 
@@ -472,7 +468,9 @@ def _insert_episode(conn: Connection, feed_id: str, ep: FeedEpisode, now: str) -
         state="new",
         updated_at=now,
     )
-    return conn.execute(insert.on_conflict_do_nothing()).rowcount == 1
+    # RETURNING, not rowcount: drivers need not count the rows of an INSERT.
+    inserted = conn.execute(insert.on_conflict_do_nothing().returning(_episodes.c.episode_id))
+    return inserted.first() is not None
 
 
 def _update_transcript_url(conn: Connection, feed_id: str, ep: FeedEpisode, now: str) -> None:
