@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv/ in the checkout with podscribe and everything its tests need.
-# System packages (ffmpeg for pydub, chromium for browser tests, espeak-ng for fixtures) are
+# System packages (ffmpeg for pydub, chromium for browser tests, espeak-ng for fixtures,
+# postgresql for the catalog's PostgreSQL tests, which start a throwaway cluster) are
 # installed with apt when running as root and missing; without them podscribe still decodes
 # audio with the ffmpeg binary of the imageio-ffmpeg wheel.
 set -euo pipefail
@@ -12,13 +13,15 @@ need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+# Debian keeps initdb off PATH, under /usr/lib/postgresql/<version>/bin.
+{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing system packages: ${need_apt[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
   else
-    echo "setup: optional system packages missing (${need_apt[*]}); install them for browser tests" >&2
+    echo "setup: optional system packages missing (${need_apt[*]}); install them for browser and PostgreSQL tests" >&2
   fi
 fi
 
