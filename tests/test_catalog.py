@@ -546,3 +546,16 @@ def test_postgres_url_errors_name_it_without_its_password(postgres_cluster: obje
     assert "s3cret" not in str(caught.value)
     with pytest.raises(OptionsError, match="use a SQLite file path or a postgresql:// URL"):
         catalog.list_feeds("mysql://u@127.0.0.1/db")
+
+
+def test_settings_keep_a_catalog_url_as_text_and_a_path_as_a_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.settings import load_settings
+
+    url = "postgresql://podscribe:pw@db.example.org:5432/podscribe"
+    monkeypatch.setenv("PODSCRIBE_DB", url)
+    assert load_settings().db == url  # Path() would fold its "//"
+    assert load_settings(db="elsewhere/cat.db").db == Path("elsewhere/cat.db")
+    monkeypatch.setenv("PODSCRIBE_DB", "data/podscribe.db")
+    assert load_settings().db == Path("data/podscribe.db")

@@ -232,7 +232,10 @@ def _create_engine(url: URL) -> Engine:
 
 
 def _forget_engines() -> None:
-    # A forked child must not use its parent's pooled sockets: it opens its own.
+    # A forked child must not use its parent's pooled sockets: it opens its own. The lock is
+    # new too: another thread of the parent may have held it at the fork.
+    global _engines_lock
+    _engines_lock = threading.Lock()
     for engine in _engines.values():
         engine.dispose(close=False)
     _engines.clear()
