@@ -12,7 +12,7 @@ RUN pip install --no-cache-dir "torch==2.13.0" --index-url https://download.pyto
 COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY flows ./flows
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".[postgres]"
 
 # Data lives on volumes (docker-compose.yml): decoded audio and chunks, transcripts and the
 # catalog, persisted chunk results (a Retry reads finished chunks from there), model cache.

@@ -445,7 +445,7 @@ def record_state(
     error: str | None = None,
 ) -> None:
     """Update the catalog when the episode is in it (episodes of polled feeds are)."""
-    if not episode_id or not Path(settings.db).is_file():
+    if not episode_id or not catalog.catalog_exists(settings.db):
         return
     with contextlib.suppress(FeedError):  # an episode given by hand, not from a feed
         catalog.set_episode_state(
@@ -455,7 +455,7 @@ def record_state(
 
 def record_flow_run(settings: Settings, episode_id: str | None) -> None:
     """Note this flow run on the episode's catalog row, so a poll can tell whether it lives."""
-    if episode_id and Path(settings.db).is_file() and flow_run.id:
+    if episode_id and flow_run.id and catalog.catalog_exists(settings.db):
         catalog.record_flow_run(settings.db, episode_id, str(flow_run.id))
 
 

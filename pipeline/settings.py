@@ -12,7 +12,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.core.errors import OptionsError
@@ -35,8 +35,10 @@ class Settings(BaseSettings):
     transcripts_root: Path = Field(
         Path("transcripts"), description="Per-episode outputs, reports and history.jsonl."
     )
-    db: Path = Field(
-        Path("transcripts/podscribe.db"), description="The feed and episode catalog (SQLite)."
+    # A path is a SQLite file (one machine); a postgresql:// URL is one catalog for several.
+    db: Path | str = Field(
+        Path("transcripts/podscribe.db"),
+        description="The feed and episode catalog: a SQLite file path or a postgresql:// URL.",
     )
     # Persisted chunk results of the flows: a Retry reads finished chunks from here. In
     # docker-compose this must be a volume shared by everything that runs flows.
@@ -121,6 +123,14 @@ class Settings(BaseSettings):
     running_timeout_s: float = Field(
         default=6 * 3600.0, gt=0, description="When a running episode counts as stuck."
     )
+
+    @field_validator("db", mode="before")
+    @classmethod
+    def _path_or_url(cls, value: object) -> object:
+        # A URL must stay text: Path("postgresql://u@h/db") would fold its "//" into "/".
+        if isinstance(value, str) and "://" not in value:
+            return Path(value)
+        return value
 
 
 def fetch_limits(settings: Settings) -> FetchLimits:

@@ -1,12 +1,15 @@
-"""The SQLite catalog: new episodes once, states and WER, several processes, and the CLI."""
+"""The catalog on both backends (a SQLite file, a PostgreSQL database): new episodes once,
+states and WER, retries, several processes racing, and the CLI."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,12 +43,24 @@ def _feed(*numbers: int, transcripts: bool = False) -> Feed:
     return parse_feed(rss("Show", [_item(n, transcripts) for n in numbers]), FEED_URL)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """The catalog each test runs on: a SQLite file path, then a PostgreSQL database URL."""
+    if request.param == "sqlite":
+        yield tmp_path / "transcripts" / "podscribe.db"
+        return
+    url = request.getfixturevalue("postgres_url")
+    yield url
+    catalog.close_catalog(url)
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
+def sqlite_db(tmp_path: Path) -> Path:
+    """A SQLite catalog path, for what only SQLite files have (old versions, PRAGMAs)."""
     return tmp_path / "transcripts" / "podscribe.db"
 
 
-def test_new_episodes_are_returned_once(db: Path) -> None:
+def test_new_episodes_are_returned_once(db: Path | str) -> None:
     first = catalog.record_feed_episodes(db, _feed(1, 2))
     assert [e.guid for e in first] == ["guid-1", "guid-2"]
     assert catalog.record_feed_episodes(db, _feed(1, 2)) == []
@@ -62,7 +77,7 @@ def test_new_episodes_are_returned_once(db: Path) -> None:
     assert feed.last_polled_at is not None
 
 
-def test_feed_keeps_its_id_when_renamed(db: Path) -> None:
+def test_feed_keeps_its_id_when_renamed(db: Path | str) -> None:
     catalog.add_feed(db, _feed(1))
     renamed = parse_feed(rss("New Name", [_item(1), _item(2)]), FEED_URL)
     assert renamed.feed_id != _feed(1).feed_id
@@ -72,7 +87,7 @@ def test_feed_keeps_its_id_when_renamed(db: Path) -> None:
     assert {r.feed_id for r in catalog.list_episodes(db)} == {feed.feed_id}
 
 
-def test_states_and_wer(db: Path) -> None:
+def test_states_and_wer(db: Path | str) -> None:
     [one, two] = catalog.record_feed_episodes(db, _feed(1, 2))
     assert catalog.set_episode_state(db, one.episode_id, "running").state == "running"
     done = catalog.set_episode_state(db, one.episode_id, "done", wer=0.125)
@@ -89,7 +104,7 @@ def test_states_and_wer(db: Path) -> None:
     assert catalog.due_episodes(db, now=later) == []
 
 
-def test_rows_are_frozen_dataclasses(db: Path) -> None:
+def test_rows_are_frozen_dataclasses(db: Path | str) -> None:
     catalog.record_feed_episodes(db, _feed(1))
     row = catalog.list_episodes(db)[0]
     assert dataclasses.is_dataclass(row)
@@ -97,7 +112,7 @@ def test_rows_are_frozen_dataclasses(db: Path) -> None:
         row.state = "done"  # type: ignore[misc]
 
 
-def test_claim_episode_once(db: Path) -> None:
+def test_claim_episode_once(db: Path | str) -> None:
     [one] = catalog.record_feed_episodes(db, _feed(1))
     first = catalog.claim_episode(db, one.episode_id)
     assert first is not None and (first.state, first.attempts) == ("running", 1)
@@ -109,7 +124,7 @@ def test_claim_episode_once(db: Path) -> None:
     assert second is not None and second.attempts == 2 and second.claim_id != first.claim_id
 
 
-def test_transcript_link_arriving_later_is_recorded(db: Path) -> None:
+def test_transcript_link_arriving_later_is_recorded(db: Path | str) -> None:
     [one] = catalog.record_feed_episodes(db, _feed(1))
     assert catalog.get_episode(db, one.episode_id).transcript_url is None
     catalog.set_episode_state(db, one.episode_id, "done")
@@ -118,11 +133,11 @@ def test_transcript_link_arriving_later_is_recorded(db: Path) -> None:
     assert (row.transcript_url, row.state) == ("http://example.org/t/1.vtt", "done")
 
 
-def test_bad_state_and_unknown_episode(db: Path) -> None:
+def test_bad_state_and_unknown_episode(db: Path | str) -> None:
     [one] = catalog.record_feed_episodes(db, _feed(1))
     with pytest.raises(OptionsError, match="episode state 'finished' is not one of new, running"):
         catalog.set_episode_state(db, one.episode_id, "finished")
-    with pytest.raises(FeedError, match=r"no episode 'nope' in .*podscribe.db"):
+    with pytest.raises(FeedError, match=f"no episode 'nope' in {re.escape(catalog.describe(db))}"):
         catalog.set_episode_state(db, "nope", "done")
     with pytest.raises(FeedError, match="no episode 'nope'"):
         catalog.get_episode(db, "nope")
@@ -141,7 +156,7 @@ def _in_subprocess(code: str) -> str:
     return done.stdout.strip()
 
 
-def test_another_process_sees_updates(db: Path) -> None:
+def test_another_process_sees_updates(db: Path | str) -> None:
     [one] = catalog.record_feed_episodes(db, _feed(1))
     catalog.set_episode_state(db, one.episode_id, "done", wer=0.25)
     seen = _in_subprocess(
@@ -154,7 +169,7 @@ def test_another_process_sees_updates(db: Path) -> None:
     assert (row.state, row.last_error, row.last_wer) == ("failed", "gpu", 0.25)
 
 
-def test_concurrent_polls_record_each_episode_once(db: Path, tmp_path: Path) -> None:
+def test_concurrent_polls_record_each_episode_once(db: Path | str, tmp_path: Path) -> None:
     feed_file = tmp_path / "feed.xml"
     feed_file.write_bytes(rss("Show", [_item(n) for n in range(1, 9)]))
     code = (
@@ -183,7 +198,7 @@ def cli() -> typer.Typer:
 
 
 def test_cli_feed_add_list_and_episodes(
-    cli: typer.Typer, db: Path, http_server: LocalHTTPServer
+    cli: typer.Typer, db: Path | str, http_server: LocalHTTPServer
 ) -> None:
     items = [_item(1), _item(2), Item("PDF", "g-pdf", ("http://x/n.pdf", "application/pdf"))]
     url = http_server.route("/feed.xml", Reply(rss("CLI Show", items)))
@@ -211,12 +226,12 @@ def test_cli_feed_add_list_and_episodes(
     assert table.exit_code == 0 and "10.00%" in table.output and "new" in table.output
 
 
-def test_cli_bad_input(cli: typer.Typer, db: Path, http_server: LocalHTTPServer) -> None:
+def test_cli_bad_input(cli: typer.Typer, db: Path | str, http_server: LocalHTTPServer) -> None:
     runner = CliRunner()
     missing = runner.invoke(cli, ["episodes", "--db", str(db)])
     assert isinstance(missing.exception, FeedError)
-    assert str(missing.exception).startswith(f"no catalog at {db}")
-    assert not db.exists()  # listing never creates a catalog
+    assert str(missing.exception).startswith(f"no catalog at {catalog.describe(db)}")
+    assert not catalog.catalog_exists(db)  # listing never creates a catalog
 
     catalog.record_feed_episodes(db, _feed(1))
     unknown = runner.invoke(cli, ["episodes", "--feed", "nope", "--db", str(db)])
@@ -255,7 +270,7 @@ def test_backoff_is_capped_and_bad_policies_refused() -> None:
         catalog.RetryPolicy(backoff_s=100, backoff_max_s=10)
 
 
-def test_failed_episode_is_retried_with_backoff_then_stays_failed(db: Path) -> None:
+def test_failed_episode_is_retried_with_backoff_then_stays_failed(db: Path | str) -> None:
     policy = catalog.RetryPolicy(max_attempts=3, backoff_s=60)
     [one, two] = catalog.record_feed_episodes(db, _feed(1, 2))
     now = T0
@@ -295,7 +310,7 @@ def test_failed_episode_is_retried_with_backoff_then_stays_failed(db: Path) -> N
     assert catalog.set_episode_state(db, one.episode_id, "done", wer=0.2).last_error is None
 
 
-def test_retry_refuses_running_and_done_episodes(db: Path) -> None:
+def test_retry_refuses_running_and_done_episodes(db: Path | str) -> None:
     [one, two] = catalog.record_feed_episodes(db, _feed(1, 2))
     catalog.claim_episode(db, one.episode_id)
     catalog.record_flow_run(db, one.episode_id, "0b7e5c1e-0000-4000-8000-000000000001")
@@ -311,7 +326,7 @@ def test_retry_refuses_running_and_done_episodes(db: Path) -> None:
         catalog.list_episodes(db, state="stuck")
 
 
-def test_failing_a_claim_that_moved_on_changes_nothing(db: Path) -> None:
+def test_failing_a_claim_that_moved_on_changes_nothing(db: Path | str) -> None:
     [one] = catalog.record_feed_episodes(db, _feed(1))
     claim = catalog.claim_episode(db, one.episode_id)
     assert claim is not None
@@ -354,7 +369,8 @@ def _make_v1_catalog(db: Path) -> None:
     conn.close()
 
 
-def test_a_version_1_catalog_is_migrated_in_place_by_racing_processes(db: Path) -> None:
+def test_a_version_1_catalog_is_migrated_in_place_by_racing_processes(sqlite_db: Path) -> None:
+    db = sqlite_db
     _make_v1_catalog(db)
     code = f"from pipeline.sources import catalog; print(len(catalog.list_episodes({str(db)!r})))"
     procs = [
@@ -381,7 +397,7 @@ def test_a_version_1_catalog_is_migrated_in_place_by_racing_processes(db: Path) 
     assert catalog.retry_episode(db, "ep-a").state == "new"  # v1 failures can be retried
 
 
-def test_concurrent_claims_start_each_episode_once(db: Path) -> None:
+def test_concurrent_claims_start_each_episode_once(db: Path | str) -> None:
     catalog.record_feed_episodes(db, _feed(*range(1, 9)))
     code = (
         "from pipeline.sources import catalog; "
@@ -418,7 +434,7 @@ print(" ".join(claimed))
 
 
 def test_processes_and_cli_commands_hammering_one_catalog_keep_it_whole(
-    db: Path, tmp_path: Path
+    db: Path | str, tmp_path: Path
 ) -> None:
     feeds = []
     for name in ("a", "b", "c"):
@@ -453,12 +469,13 @@ def test_processes_and_cli_commands_hammering_one_catalog_keep_it_whole(
         assert all((rows[i].state, rows[i].last_wer) == ("done", worker / 10) for i in ids)
     for out, _ in results[-2:]:
         assert all(r["state"] == "done" for r in json.loads(out))
-    conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    conn.close()
+    if isinstance(db, Path):
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
 
 
-def test_cli_lists_failed_episodes_and_retries_one(cli: typer.Typer, db: Path) -> None:
+def test_cli_lists_failed_episodes_and_retries_one(cli: typer.Typer, db: Path | str) -> None:
     policy = catalog.RetryPolicy(max_attempts=1)
     [one, two, three] = catalog.record_feed_episodes(db, _feed(1, 2, 3))
     for ep, error in ((one, "chunk 3: CUDA out of memory"), (two, "HTTP 404 for ep 2")):
@@ -498,3 +515,47 @@ def test_cli_lists_failed_episodes_and_retries_one(cli: typer.Typer, db: Path) -
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert f"episode {three.episode_id!r}" in done.stderr and "is running" in done.stderr
     assert catalog.get_episode(db, three.episode_id).state == "running"
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+
+def test_postgres_schema_is_created_once_by_racing_processes(postgres_url: str) -> None:
+    code = f"from pipeline.sources import catalog; print(len(catalog.list_feeds({postgres_url!r})))"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    assert [p.communicate(timeout=60)[0].strip() for p in procs] == ["0"] * 4
+    import psycopg
+
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT version FROM podscribe_schema").fetchall() == [(2,)]
+    catalog.close_catalog(postgres_url)
+
+
+def test_postgres_url_errors_name_it_without_its_password(postgres_cluster: object) -> None:
+    url = "postgresql://someone:s3cret@127.0.0.1:1/nowhere"  # port 1: nothing listens there
+    assert catalog.describe(url) == "postgresql+psycopg://someone:***@127.0.0.1:1/nowhere"
+    with pytest.raises(
+        FeedError,
+        match=r"cannot open the catalog postgresql\+psycopg://"
+        r"someone:\*\*\*@127.0.0.1:1/nowhere: .*check PODSCRIBE_DB",
+    ) as caught:
+        catalog.list_feeds(url)
+    assert "s3cret" not in str(caught.value)
+    with pytest.raises(OptionsError, match="use a SQLite file path or a postgresql:// URL"):
+        catalog.list_feeds("mysql://u@127.0.0.1/db")
+
+
+def test_settings_keep_a_catalog_url_as_text_and_a_path_as_a_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.settings import load_settings
+
+    url = "postgresql://podscribe:pw@db.example.org:5432/podscribe"
+    monkeypatch.setenv("PODSCRIBE_DB", url)
+    assert load_settings().db == url  # Path() would fold its "//"
+    assert load_settings(db="elsewhere/cat.db").db == Path("elsewhere/cat.db")
+    monkeypatch.setenv("PODSCRIBE_DB", "data/podscribe.db")
+    assert load_settings().db == Path("data/podscribe.db")

@@ -282,11 +282,21 @@ print("SUMMARY " + json.dumps(poll_feeds(feeds=[sys.argv[1]])))
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_two_polls_at_once_transcribe_an_episode_once(
-    flow_env: Path, http_server: LocalHTTPServer, prefect_api: str
+    flow_env: Path,
+    http_server: LocalHTTPServer,
+    prefect_api: str,
+    backend: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    db = flow_env / "catalog.db"
-    url = _feed(http_server, "/twice.xml", "Twice", [("t-1", "/t1.ogg")])
+    db: Path | str = flow_env / "catalog.db"
+    if backend == "postgresql":  # two pollers' processes, one catalog server between them
+        db = request.getfixturevalue("postgres_url")
+        monkeypatch.setenv("PODSCRIBE_DB", db)
+    # Run names are unique per backend: both variants' runs live on the session's server.
+    url = _feed(http_server, "/twice.xml", f"Twice {backend}", [("t-1", "/t1.ogg")])
     env = os.environ | {"PREFECT_API_URL": prefect_api}
     polls = [
         subprocess.Popen(
@@ -317,6 +327,9 @@ def test_two_polls_at_once_transcribe_an_episode_once(
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["transcribe Twice t-1"]))
+            flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=[f"transcribe Twice {backend} t-1"])
+            )
         )
     assert len(runs) == 1 and str(runs[0].id) == row.flow_run_id
+    catalog.close_catalog(db)

@@ -24,11 +24,11 @@ from pipeline.sources.feed import fetch_feed
 out = Console()
 
 DbOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--db",
-        help="The catalog of feeds and episodes (SQLite) [default: $PODSCRIBE_DB, else "
-        "transcripts/podscribe.db: the one `podscribe serve` uses].",
+        help="The catalog of feeds and episodes: a SQLite file or a postgresql:// URL "
+        "[default: $PODSCRIBE_DB, else transcripts/podscribe.db: the one `podscribe serve` uses].",
         show_default=False,
     ),
 ]
@@ -61,11 +61,11 @@ def feed_add(
     ] = None,
 ) -> None:
     """Read a feed, add it to the catalog and record its episodes as new."""
-    db = _catalog_path(db)
+    where = _catalog_path(db)
     limits = fetch_limits(load_settings(read_timeout_s=timeout_s))
     feed = fetch_feed(url, limits=limits)
-    row = catalog.add_feed(db, feed)
-    fresh = catalog.record_feed_episodes(db, feed)
+    row = catalog.add_feed(where, feed)
+    fresh = catalog.record_feed_episodes(where, feed)
     out.print(f"added {row.feed_id}: {row.title} ({len(feed.episodes)} episodes, {len(fresh)} new)")
     if feed.items_ignored:
         out.print(
@@ -78,8 +78,8 @@ def feed_add(
 
 def feed_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List the feeds in the catalog."""
-    db = _require_catalog(db)
-    feeds = catalog.list_feeds(db)
+    where = _require_catalog(db)
+    feeds = catalog.list_feeds(where)
     if as_json:
         print(json.dumps([to_dict(f) for f in feeds], indent=2))
         return
@@ -101,10 +101,10 @@ def episodes(
     """List episodes with their state, last WER, attempts and last error."""
     if ctx.invoked_subcommand is not None:
         return
-    db = _require_catalog(db)
+    where = _require_catalog(db)
     if feed is not None:
-        _require_feed(db, feed)
-    rows = catalog.list_episodes(db, feed_id=feed, state=state)
+        _require_feed(where, feed)
+    rows = catalog.list_episodes(where, feed_id=feed, state=state)
     if as_json:
         print(json.dumps([to_dict(r) for r in rows], indent=2))
         return
@@ -136,9 +136,9 @@ def episodes_retry(
     db: DbOption = None,
 ) -> None:
     """Make a failed episode new again, with all its attempts: the next poll transcribes it."""
-    db = _require_catalog(db)
-    before = catalog.get_episode(db, episode_id)
-    row = catalog.retry_episode(db, episode_id)
+    where = _require_catalog(db)
+    before = catalog.get_episode(where, episode_id)
+    row = catalog.retry_episode(where, episode_id)
     if before.state == "new":
         out.print(f"{row.episode_id} is already new: the next poll transcribes it")
         return
@@ -149,20 +149,25 @@ def episodes_retry(
     )
 
 
-def _catalog_path(db: Path | None) -> Path:
+def _catalog_path(db: str | None) -> Path | str:
     """--db, else the settings' catalog (PODSCRIBE_DB), as `podscribe serve` reads it."""
     return load_settings(db=db).db
 
 
-def _require_catalog(db: Path | None) -> Path:
+def _require_catalog(db: str | None) -> Path | str:
     # Reading must not create an empty catalog where a mistyped --db points.
-    path = _catalog_path(db)
-    if not path.is_file():
-        raise FeedError(f"no catalog at {path}: add a feed first (`podscribe feed add URL`)")
-    return path
+    where = _catalog_path(db)
+    if not catalog.catalog_exists(where):
+        raise FeedError(
+            f"no catalog at {catalog.describe(where)}: add a feed first (`podscribe feed add URL`)"
+        )
+    return where
 
 
-def _require_feed(db: Path, feed_id: str) -> None:
+def _require_feed(db: Path | str, feed_id: str) -> None:
     known = [f.feed_id for f in catalog.list_feeds(db)]
     if feed_id not in known:
-        raise FeedError(f"no feed {feed_id!r} in {db}; known feeds: {', '.join(known) or 'none'}")
+        raise FeedError(
+            f"no feed {feed_id!r} in {catalog.describe(db)}; known feeds: "
+            f"{', '.join(known) or 'none'}"
+        )

@@ -1,8 +1,13 @@
-"""The local catalog of feeds and episodes: one SQLite file shared by the CLI, pollers and workers.
+"""The catalog of feeds and episodes, shared by the CLI, pollers and workers on every machine.
 
-Every call opens its own connection and holds a transaction only for its few statements, and the
-file is in WAL mode, so several processes (a poller, flow workers, the CLI) can use it at once:
-readers never block the writer, and a writer waits up to BUSY_TIMEOUT_S for another.
+``db`` is a SQLite file path (the embedded default: one machine) or a ``postgresql://`` URL (one
+catalog for several machines). Both speak the same SQLAlchemy Core statements; the few places
+where the dialects differ (upserts, transaction start, insertion order) are chosen per backend.
+
+Every call holds a transaction only for its few statements. SQLite runs in WAL mode, so several
+processes (a poller, flow workers, the CLI) can use one file at once: readers never block the
+writer, and a writer waits up to BUSY_TIMEOUT_S for another. On PostgreSQL each process keeps
+a small connection pool; row locks (``FOR UPDATE``) and single-statement claims do the same job.
 
 An episode's life: "new" → claimed by one poll ("running", one more attempt, a claim id) →
 "done", or "failed" with its error and, while attempts are left under the RetryPolicy, the time
@@ -13,63 +18,83 @@ left stays failed until ``retry_episode`` (``podscribe episodes retry``) makes i
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import NullPool
 
 from pipeline.core.errors import FeedError, OptionsError
 from pipeline.core.store import DEFAULT_TRANSCRIPTS_ROOT
 from pipeline.sources.feed import Feed, FeedEpisode, best_transcript
 
+# Where a catalog lives: a SQLite file path, or a database URL (postgresql://user@host/db).
+CatalogLocation = str | os.PathLike[str]
+
 DEFAULT_DB = DEFAULT_TRANSCRIPTS_ROOT / "podscribe.db"
-BUSY_TIMEOUT_S = 30.0  # seconds a write waits for another process's write to finish
+BUSY_TIMEOUT_S = 30.0  # seconds a SQLite write waits for another process's write to finish
 STATES = ("new", "running", "done", "failed")
 _SCHEMA_VERSION = 2
-# Version 1: the tables as first released.
-_SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS feeds (
-    url TEXT PRIMARY KEY,
-    feed_id TEXT NOT NULL UNIQUE,
-    title TEXT NOT NULL,
-    added_at TEXT NOT NULL,
-    last_polled_at TEXT
-);
-CREATE TABLE IF NOT EXISTS episodes (
-    episode_id TEXT PRIMARY KEY,
-    feed_id TEXT NOT NULL REFERENCES feeds(feed_id),
-    guid TEXT NOT NULL,
-    title TEXT NOT NULL,
-    audio_url TEXT NOT NULL,
-    published TEXT,
-    transcript_url TEXT,
-    state TEXT NOT NULL DEFAULT 'new'
-        CHECK (state IN ('new', 'running', 'done', 'failed')),
-    last_wer REAL,
-    last_error TEXT,
-    updated_at TEXT NOT NULL,
-    UNIQUE (feed_id, guid)
-);
-CREATE INDEX IF NOT EXISTS episodes_by_state ON episodes(state);
-"""
-# Version 2: retries and stuck runs. Added to version-1 files in place (ALTER TABLE), so an
-# existing catalog keeps its rows.
-_COLUMNS_V2 = {
-    "attempts": "INTEGER NOT NULL DEFAULT 0",
-    "next_attempt_at": "TEXT",
-    "claimed_at": "TEXT",
-    "claim_id": "TEXT",
-    "flow_run_id": "TEXT",
-}
-_EPISODE_COLUMNS = (
-    "episode_id, feed_id, guid, title, audio_url, published, transcript_url, state, last_wer, "
-    "last_error, updated_at, attempts, next_attempt_at, claimed_at, claim_id, flow_run_id"
-)
 _MAX_EXPONENT = 32  # 2**32 × any sane base is past every cap: no float overflow
-# Oldest first: a backlog is transcribed in publication order.
-_EPISODE_ORDER = "ORDER BY published IS NULL, published, rowid"
+_PG_MIGRATION_LOCK = 0x70647363  # pg_advisory_xact_lock key: one process migrates at a time
+
+# Times are ISO 8601 UTC text of one fixed format, compared as strings (next_attempt_at <= now).
+# PostgreSQL compares text by the database's locale, which may weigh punctuation differently:
+# byte order ("C") keeps string order equal to time order there too.
+_Time = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
+
+_metadata = sa.MetaData()
+_feeds = sa.Table(
+    "feeds",
+    _metadata,
+    sa.Column("url", sa.Text, primary_key=True),
+    sa.Column("feed_id", sa.Text, nullable=False, unique=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("added_at", _Time, nullable=False),
+    sa.Column("last_polled_at", _Time),
+)
+_episodes = sa.Table(
+    "episodes",
+    _metadata,
+    sa.Column("episode_id", sa.Text, primary_key=True),
+    sa.Column("feed_id", sa.Text, sa.ForeignKey("feeds.feed_id"), nullable=False),
+    sa.Column("guid", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("audio_url", sa.Text, nullable=False),
+    sa.Column("published", _Time),
+    sa.Column("transcript_url", sa.Text),
+    sa.Column("state", sa.Text, nullable=False, server_default="new"),
+    sa.Column("last_wer", sa.Float),
+    sa.Column("last_error", sa.Text),
+    sa.Column("updated_at", _Time, nullable=False),
+    # Version 2: retries and stuck runs. Added to version-1 SQLite files in place (ALTER
+    # TABLE), so an existing catalog keeps its rows.
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("next_attempt_at", _Time),
+    sa.Column("claimed_at", _Time),
+    sa.Column("claim_id", sa.Text),
+    sa.Column("flow_run_id", sa.Text),
+    sa.UniqueConstraint("feed_id", "guid"),
+    sa.CheckConstraint("state IN ('new', 'running', 'done', 'failed')", name="episode_state"),
+)
+sa.Index("episodes_by_state", _episodes.c.state)
+_V2_COLUMNS = ("attempts", "next_attempt_at", "claimed_at", "claim_id", "flow_run_id")
+# PostgreSQL only: the version of the schema in that database (SQLite keeps it in user_version).
+_schema_info = sa.Table(
+    "podscribe_schema", sa.MetaData(), sa.Column("version", sa.Integer, nullable=False)
+)
+# Insertion order, the tie-break of every listing: SQLite's rowid; on PostgreSQL an identity
+# column the schema adds (rows have no stable physical order there).
+_INSERTION_ORDER = {"sqlite": "rowid", "postgresql": "seq"}
 
 
 @dataclass(frozen=True)
@@ -140,85 +165,271 @@ def _now() -> str:
     return _iso()
 
 
-@contextlib.contextmanager
-def _connect(db: Path, read_then_write: bool = False) -> Iterator[sqlite3.Connection]:
-    """A connection for one short transaction: committed on success, rolled back on error.
+# --- where the catalog is, and connections to it ---------------------------------------------
 
-    ``read_then_write`` takes the write lock before the first read, so that what a function
-    reads cannot change before it writes (another process's write waits for it).
-    """
-    db = Path(db)
-    db.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(db, timeout=BUSY_TIMEOUT_S)
+
+def describe(db: CatalogLocation) -> str:
+    """The catalog as messages name it: its path, or its URL without the password."""
+    url = _url(db)
+    if url.get_backend_name() == "sqlite" and not _is_url(db):
+        return str(db)
+    return url.render_as_string(hide_password=True)
+
+
+def _is_url(db: CatalogLocation) -> bool:
+    return isinstance(db, str) and "://" in db
+
+
+def _url(db: CatalogLocation) -> URL:
+    if not _is_url(db):
+        return URL.create("sqlite", database=os.fspath(db))
     try:
-        conn.row_factory = sqlite3.Row
-        _ensure_schema(conn)
-        with conn:
-            if read_then_write:
-                conn.execute("BEGIN IMMEDIATE")
-            yield conn
-    finally:
-        conn.close()
+        url = make_url(str(db))
+    except sa.exc.ArgumentError as exc:
+        raise OptionsError(f"catalog URL {db!r} is not a database URL: {exc}") from exc
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        # psycopg 3 (the postgres extra), not SQLAlchemy's default psycopg2.
+        driver = url.get_driver_name()
+        return url.set(drivername=f"postgresql+{driver if '+' in url.drivername else 'psycopg'}")
+    if backend != "sqlite":
+        raise OptionsError(
+            f"catalog {url.render_as_string(hide_password=True)}: use a SQLite file path or a "
+            "postgresql:// URL"
+        )
+    return url
 
 
-def _ensure_schema(conn: sqlite3.Connection) -> None:
+_engines: dict[str, Engine] = {}
+_migrated: set[str] = set()
+_engines_lock = threading.Lock()
+
+
+def _engine(db: CatalogLocation) -> Engine:
+    url = _url(db)
+    key = url.render_as_string(hide_password=False)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = _create_engine(url)
+        return engine
+
+
+def _create_engine(url: URL) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        # One connection per call, as sqlite3 itself would: nothing held open between calls.
+        engine = sa.create_engine(url, poolclass=NullPool, connect_args={"timeout": BUSY_TIMEOUT_S})
+        sa.event.listen(engine, "connect", _on_sqlite_connect)
+        sa.event.listen(engine, "begin", _on_sqlite_begin)
+        return engine
+    try:
+        return sa.create_engine(url, pool_size=2, max_overflow=8, pool_pre_ping=True)
+    except ImportError as exc:
+        raise OptionsError(
+            f"catalog {url.render_as_string(hide_password=True)} needs psycopg: "
+            "pip install 'podscribe[postgres]'"
+        ) from exc
+
+
+def _forget_engines() -> None:
+    # A forked child must not use its parent's pooled sockets: it opens its own. The lock is
+    # new too: another thread of the parent may have held it at the fork.
+    global _engines_lock
+    _engines_lock = threading.Lock()
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+    _migrated.clear()
+
+
+os.register_at_fork(after_in_child=_forget_engines)
+
+
+def close_catalog(db: CatalogLocation) -> None:
+    """Close this process's pooled connections to ``db`` (the next call opens new ones)."""
+    key = _url(db).render_as_string(hide_password=False)
+    with _engines_lock:
+        engine = _engines.pop(key, None)
+        _migrated.discard(key)
+    if engine is not None:
+        engine.dispose()
+
+
+def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+    # Transactions are started by _on_sqlite_begin, not by sqlite3's own guesswork.
+    dbapi_conn.isolation_level = None
     # WAL persists in the file; setting it on every open is cheap once it is set.
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    if _schema_version(conn) >= _SCHEMA_VERSION:
-        return
+    dbapi_conn.execute("PRAGMA journal_mode=WAL")
+    dbapi_conn.execute("PRAGMA foreign_keys=ON")
+    if _sqlite_version(dbapi_conn) < _SCHEMA_VERSION:
+        _migrate_sqlite(dbapi_conn)
+
+
+def _on_sqlite_begin(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock before the first read, so what a function reads cannot
+    # change before it writes (another process's write waits for it).
+    immediate = conn.get_execution_options().get("podscribe_immediate", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _sqlite_version(dbapi_conn: sqlite3.Connection) -> int:
+    return int(dbapi_conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _migrate_sqlite(dbapi_conn: sqlite3.Connection) -> None:
     # One process migrates, under the write lock; another opening the file at the same moment
     # waits for it, then finds the new version and does nothing.
-    conn.execute("BEGIN IMMEDIATE")
+    dialect = sqlite.dialect()
+    dbapi_conn.execute("BEGIN IMMEDIATE")
     try:
-        version = _schema_version(conn)
+        version = _sqlite_version(dbapi_conn)
+        _refuse_newer(version, "this SQLite file")
         if version < 1:
-            for statement in filter(str.strip, _SCHEMA_V1.split(";")):
-                conn.execute(statement)
-        if version < 2:
-            have = {row[1] for row in conn.execute("PRAGMA table_info(episodes)")}
-            for name, decl in _COLUMNS_V2.items():
-                if name not in have:
-                    conn.execute(f"ALTER TABLE episodes ADD COLUMN {name} {decl}")
-        conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        conn.commit()
+            for table in _metadata.sorted_tables:
+                ddl = sa.schema.CreateTable(table, if_not_exists=True)
+                dbapi_conn.execute(str(ddl.compile(dialect=dialect)))
+                for index in table.indexes:
+                    create = sa.schema.CreateIndex(index, if_not_exists=True)
+                    dbapi_conn.execute(str(create.compile(dialect=dialect)))
+        have = {row[1] for row in dbapi_conn.execute("PRAGMA table_info(episodes)")}
+        for name in _V2_COLUMNS:
+            if name not in have:
+                column = sa.schema.CreateColumn(_episodes.c[name]).compile(dialect=dialect)
+                dbapi_conn.execute(f"ALTER TABLE episodes ADD COLUMN {column}")
+        dbapi_conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        dbapi_conn.execute("COMMIT")
     except BaseException:
-        conn.rollback()
+        dbapi_conn.execute("ROLLBACK")
         raise
 
 
-def _schema_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+def _refuse_newer(version: int, where: str) -> None:
+    if version > _SCHEMA_VERSION:
+        raise FeedError(
+            f"the catalog in {where} has schema version {version}, newer than this podscribe "
+            f"knows ({_SCHEMA_VERSION}): upgrade podscribe"
+        )
 
 
-def add_feed(db: Path, feed: Feed) -> FeedRow:
+def _migrate_postgres(conn: Connection, where: str) -> None:
+    # Every process checks once; the advisory lock makes racing first opens wait for one.
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+    _schema_info.create(conn, checkfirst=True)
+    version = conn.execute(sa.select(sa.func.max(_schema_info.c.version))).scalar() or 0
+    _refuse_newer(version, where)
+    if version < 1:  # a new database: the current schema at once
+        _metadata.create_all(conn, checkfirst=True)
+        for table in ("feeds", "episodes"):
+            conn.execute(
+                sa.text(f"ALTER TABLE {table} ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY")
+            )
+    if version < _SCHEMA_VERSION:
+        conn.execute(sa.delete(_schema_info))
+        conn.execute(sa.insert(_schema_info).values(version=_SCHEMA_VERSION))
+
+
+@contextlib.contextmanager
+def _connect(db: CatalogLocation, writes: bool = False) -> Iterator[Connection]:
+    """A connection for one short transaction: committed on success, rolled back on error.
+
+    ``writes``: the transaction writes. On SQLite it then takes the write lock before its first
+    read, so that what it reads cannot change before it writes (and a read snapshot is never
+    refused its upgrade to a write); on PostgreSQL, functions lock the rows they read
+    ``FOR UPDATE`` instead.
+    """
+    engine = _engine(db)
+    if engine.dialect.name == "sqlite" and engine.url.database:
+        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+    conn = _open(engine, db)
+    with conn:
+        if engine.dialect.name == "postgresql":
+            _ensure_postgres_schema(engine, conn, db)
+        conn.execution_options(podscribe_immediate=writes)
+        with conn.begin():
+            yield conn
+
+
+def _open(engine: Engine, db: CatalogLocation) -> Connection:
+    try:
+        return engine.connect()
+    except sa.exc.OperationalError as exc:
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise FeedError(
+            f"cannot open the catalog {describe(db)}: {first} (check PODSCRIBE_DB or --db)"
+        ) from exc
+
+
+def _ensure_postgres_schema(engine: Engine, conn: Connection, db: CatalogLocation) -> None:
+    key = engine.url.render_as_string(hide_password=False)
+    if key in _migrated:
+        return
+    with conn.begin():
+        _migrate_postgres(conn, describe(db))
+    _migrated.add(key)
+
+
+def catalog_exists(db: CatalogLocation) -> bool:
+    """Whether ``db`` holds a catalog already (a file there; the tables in that database).
+
+    Never creates one: commands that only read call this first.
+    """
+    if _url(db).get_backend_name() == "sqlite":
+        database = _url(db).database
+        return bool(database) and Path(database or "").is_file()
+    engine = _engine(db)
+    with _open(engine, db) as conn:
+        return sa.inspect(conn).has_table("episodes")
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT (upserts) on both backends."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def _order(conn: Connection) -> sa.ColumnElement[Any]:
+    return sa.literal_column(_INSERTION_ORDER[conn.dialect.name])
+
+
+# --- feeds -------------------------------------------------------------------------------------
+
+
+def add_feed(db: CatalogLocation, feed: Feed) -> FeedRow:
     """Add a feed (or refresh its title if its URL is already there) and return its row.
 
     A feed keeps the feed_id it was first added with, so its folders and episode rows stay put
     when the publisher renames the show.
     """
-    with _connect(db) as conn:
+    with _connect(db, writes=True) as conn:
+        insert = _insert(conn, _feeds).values(
+            url=feed.url, feed_id=feed.feed_id, title=feed.title, added_at=_now()
+        )
         conn.execute(
-            "INSERT INTO feeds (url, feed_id, title, added_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(url) DO UPDATE SET title = excluded.title",
-            (feed.url, feed.feed_id, feed.title, _now()),
+            insert.on_conflict_do_update(
+                index_elements=["url"], set_={"title": insert.excluded.title}
+            )
         )
         return _feed_row(conn, feed.url)
 
 
-def _feed_row(conn: sqlite3.Connection, url: str) -> FeedRow:
-    row = conn.execute("SELECT * FROM feeds WHERE url = ?", (url,)).fetchone()
-    return FeedRow(**dict(row))
+_FEED_COLUMNS = [_feeds.c[f.name] for f in fields(FeedRow)]
+_EPISODE_COLUMNS = [_episodes.c[f.name] for f in fields(EpisodeRow)]
 
 
-def list_feeds(db: Path) -> list[FeedRow]:
+def _feed_row(conn: Connection, url: str) -> FeedRow:
+    row = conn.execute(sa.select(*_FEED_COLUMNS).where(_feeds.c.url == url)).one()
+    return FeedRow(**row._mapping)
+
+
+def list_feeds(db: CatalogLocation) -> list[FeedRow]:
     """All feeds, in the order they were added."""
     with _connect(db) as conn:
-        rows = conn.execute("SELECT * FROM feeds ORDER BY added_at, rowid").fetchall()
-    return [FeedRow(**dict(row)) for row in rows]
+        rows = conn.execute(
+            sa.select(*_FEED_COLUMNS).order_by(_feeds.c.added_at, _order(conn))
+        ).all()
+    return [FeedRow(**row._mapping) for row in rows]
 
 
-def record_feed_episodes(db: Path, feed: Feed) -> list[FeedEpisode]:
+def record_feed_episodes(db: CatalogLocation, feed: Feed) -> list[FeedEpisode]:
     """Record a freshly read feed; return only its episodes never seen before (new GUIDs).
 
     New episodes are stored in state "new". Known ones keep their id and state, but gain a
@@ -228,16 +439,18 @@ def record_feed_episodes(db: Path, feed: Feed) -> list[FeedEpisode]:
     """
     add_feed(db, feed)
     now = _now()
-    fresh: list[FeedEpisode] = []
-    with _connect(db) as conn:
+    fresh: set[str] = set()
+    with _connect(db, writes=True) as conn:
         feed_id = _feed_row(conn, feed.url).feed_id
-        for episode in feed.episodes:
+        # Rows are written in one order by every poller, so that two of them inserting the
+        # same episodes on PostgreSQL wait for each other instead of deadlocking.
+        for episode in sorted(feed.episodes, key=lambda e: (e.guid, e.episode_id)):
             if _insert_episode(conn, feed_id, episode, now):
-                fresh.append(episode)
+                fresh.add(episode.guid)
             else:
                 _update_transcript_url(conn, feed_id, episode, now)
-        conn.execute("UPDATE feeds SET last_polled_at = ? WHERE url = ?", (now, feed.url))
-    return fresh
+        conn.execute(sa.update(_feeds).where(_feeds.c.url == feed.url).values(last_polled_at=now))
+    return [episode for episode in feed.episodes if episode.guid in fresh]
 
 
 def _transcript_url(episode: FeedEpisode) -> str | None:
@@ -245,40 +458,44 @@ def _transcript_url(episode: FeedEpisode) -> str | None:
     return link.url if link else None
 
 
-def _insert_episode(conn: sqlite3.Connection, feed_id: str, ep: FeedEpisode, now: str) -> bool:
+def _insert_episode(conn: Connection, feed_id: str, ep: FeedEpisode, now: str) -> bool:
     """Insert a new episode; False when its GUID (or its id) is already in the catalog."""
-    cursor = conn.execute(
-        "INSERT OR IGNORE INTO episodes (episode_id, feed_id, guid, title, audio_url, published, "
-        "transcript_url, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?)",
-        (
-            ep.episode_id,
-            feed_id,
-            ep.guid,
-            ep.title,
-            ep.audio_url,
-            ep.published,
-            _transcript_url(ep),
-            now,
-        ),
+    insert = _insert(conn, _episodes).values(
+        episode_id=ep.episode_id,
+        feed_id=feed_id,
+        guid=ep.guid,
+        title=ep.title,
+        audio_url=ep.audio_url,
+        published=ep.published,
+        transcript_url=_transcript_url(ep),
+        state="new",
+        updated_at=now,
     )
-    return cursor.rowcount == 1
+    # RETURNING, not rowcount: drivers need not count the rows of an INSERT.
+    inserted = conn.execute(insert.on_conflict_do_nothing().returning(_episodes.c.episode_id))
+    return inserted.first() is not None
 
 
-def _update_transcript_url(
-    conn: sqlite3.Connection, feed_id: str, ep: FeedEpisode, now: str
-) -> None:
+def _update_transcript_url(conn: Connection, feed_id: str, ep: FeedEpisode, now: str) -> None:
     url = _transcript_url(ep)
     if url is None:  # a link that vanished from the feed is kept: it may still be served
         return
     conn.execute(
-        "UPDATE episodes SET transcript_url = ?, updated_at = ? "
-        "WHERE feed_id = ? AND guid = ? AND transcript_url IS NOT ?",
-        (url, now, feed_id, ep.guid, url),
+        sa.update(_episodes)
+        .where(
+            _episodes.c.feed_id == feed_id,
+            _episodes.c.guid == ep.guid,
+            _episodes.c.transcript_url.is_distinct_from(url),
+        )
+        .values(transcript_url=url, updated_at=now)
     )
 
 
+# --- episode states ----------------------------------------------------------------------------
+
+
 def set_episode_state(
-    db: Path,
+    db: CatalogLocation,
     episode_id: str,
     state: str,
     wer: float | None = None,
@@ -294,16 +511,25 @@ def set_episode_state(
     """
     if state not in STATES:
         raise OptionsError(f"episode state {state!r} is not one of {', '.join(STATES)}")
-    with _connect(db, read_then_write=True) as conn:
-        row = _episode_row(conn, db, episode_id)
-        next_at = _next_attempt_at(row.attempts, retry, now) if state == "failed" else None
-        conn.execute(
-            "UPDATE episodes SET state = ?, last_wer = COALESCE(?, last_wer), "
-            "last_error = CASE WHEN ? = 'done' THEN ? ELSE COALESCE(?, last_error) END, "
-            "next_attempt_at = ?, updated_at = ? WHERE episode_id = ?",
-            (state, wer, state, error, error, next_at, _iso(now), episode_id),
-        )
+    with _connect(db, writes=True) as conn:
+        row = _episode_row(conn, db, episode_id, lock=True)
+        values: dict[str, Any] = {
+            "state": state,
+            "next_attempt_at": _next_attempt_at(row.attempts, retry, now)
+            if state == "failed"
+            else None,
+            "updated_at": _iso(now),
+        }
+        if wer is not None:
+            values["last_wer"] = wer
+        if state == "done" or error is not None:
+            values["last_error"] = error
+        conn.execute(_update_episode(episode_id).values(**values))
         return _episode_row(conn, db, episode_id)
+
+
+def _update_episode(episode_id: str) -> sa.Update:
+    return sa.update(_episodes).where(_episodes.c.episode_id == episode_id)
 
 
 def _next_attempt_at(attempts: int, retry: RetryPolicy | None, now: datetime | None) -> str | None:
@@ -313,37 +539,60 @@ def _next_attempt_at(attempts: int, retry: RetryPolicy | None, now: datetime | N
     return _iso((now or datetime.now(UTC)) + timedelta(seconds=delay))
 
 
-def claim_episode(db: Path, episode_id: str, now: datetime | None = None) -> EpisodeRow | None:
+def _claimable(stamp: str) -> sa.ColumnElement[bool]:
+    """New, or failed with its next attempt due at ``stamp``."""
+    return sa.or_(
+        _episodes.c.state == "new",
+        sa.and_(
+            _episodes.c.state == "failed",
+            _episodes.c.next_attempt_at.is_not(None),
+            _episodes.c.next_attempt_at <= stamp,
+        ),
+    )
+
+
+def claim_episode(
+    db: CatalogLocation, episode_id: str, now: datetime | None = None
+) -> EpisodeRow | None:
     """Move a new episode, or a failed one whose next attempt is due, to "running".
 
     Returns the claimed row (one more attempt, a fresh claim id), or None when the episode is
-    not claimable now. The check and the update are one statement, so when several pollers
-    race for the same episode exactly one of them gets the row and starts it.
+    not claimable now. The check and the update are one statement (on PostgreSQL a racing
+    update waits for the row, then checks the condition again on what the winner wrote), so
+    when several pollers race for the same episode exactly one of them gets the row.
     """
     stamp = _iso(now)
-    with _connect(db) as conn:
-        cursor = conn.execute(
-            "UPDATE episodes SET state = 'running', attempts = attempts + 1, claimed_at = ?, "
-            "claim_id = ?, flow_run_id = NULL, next_attempt_at = NULL, updated_at = ? "
-            "WHERE episode_id = ? AND (state = 'new' OR "
-            "(state = 'failed' AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?))",
-            (stamp, uuid.uuid4().hex, stamp, episode_id, stamp),
-        )
-        return _episode_row(conn, db, episode_id) if cursor.rowcount == 1 else None
+    with _connect(db, writes=True) as conn:
+        claimed = conn.execute(
+            _update_episode(episode_id)
+            .where(_claimable(stamp))
+            .values(
+                state="running",
+                attempts=_episodes.c.attempts + 1,
+                claimed_at=stamp,
+                claim_id=uuid.uuid4().hex,
+                flow_run_id=None,
+                next_attempt_at=None,
+                updated_at=stamp,
+            )
+            .returning(*_EPISODE_COLUMNS)
+        ).one_or_none()
+    return EpisodeRow(**claimed._mapping) if claimed is not None else None
 
 
-def record_flow_run(db: Path, episode_id: str, flow_run_id: str) -> bool:
+def record_flow_run(db: CatalogLocation, episode_id: str, flow_run_id: str) -> bool:
     """Note the Prefect flow run transcribing a running episode; False if it is not running."""
-    with _connect(db) as conn:
-        cursor = conn.execute(
-            "UPDATE episodes SET flow_run_id = ? WHERE episode_id = ? AND state = 'running'",
-            (flow_run_id, episode_id),
+    with _connect(db, writes=True) as conn:
+        updated = conn.execute(
+            _update_episode(episode_id)
+            .where(_episodes.c.state == "running")
+            .values(flow_run_id=flow_run_id)
         )
-        return cursor.rowcount == 1
+        return updated.rowcount == 1
 
 
 def fail_running_episode(
-    db: Path,
+    db: CatalogLocation,
     episode_id: str,
     error: str,
     retry: RetryPolicy | None = None,
@@ -355,114 +604,118 @@ def fail_running_episode(
     With ``claim_id``, only that claim's run is failed: an episode that finished, or was
     claimed again, meanwhile is left alone (None is returned).
     """
-    with _connect(db, read_then_write=True) as conn:
-        row = conn.execute(
-            "SELECT attempts FROM episodes WHERE episode_id = ? AND state = 'running' "
-            "AND (? IS NULL OR claim_id = ?)",
-            (episode_id, claim_id, claim_id),
-        ).fetchone()
-        if row is None:
+    query = sa.select(_episodes.c.attempts).where(
+        _episodes.c.episode_id == episode_id, _episodes.c.state == "running"
+    )
+    if claim_id is not None:
+        query = query.where(_episodes.c.claim_id == claim_id)
+    with _connect(db, writes=True) as conn:
+        attempts = conn.execute(query.with_for_update()).scalar_one_or_none()
+        if attempts is None:
             return None
         conn.execute(
-            "UPDATE episodes SET state = 'failed', last_error = ?, next_attempt_at = ?, "
-            "updated_at = ? WHERE episode_id = ?",
-            (error, _next_attempt_at(row[0], retry, now), _iso(now), episode_id),
+            _update_episode(episode_id).values(
+                state="failed",
+                last_error=error,
+                next_attempt_at=_next_attempt_at(attempts, retry, now),
+                updated_at=_iso(now),
+            )
         )
         return _episode_row(conn, db, episode_id)
 
 
-def retry_episode(db: Path, episode_id: str) -> EpisodeRow:
+def retry_episode(db: CatalogLocation, episode_id: str) -> EpisodeRow:
     """Make a failed episode new again, with all its attempts, so that the next poll takes it.
 
     The last error stays in view until a run replaces it. A running or done episode is refused:
     retrying the first would run it twice, and the second is already transcribed.
     """
-    with _connect(db, read_then_write=True) as conn:
-        row = _episode_row(conn, db, episode_id)
+    with _connect(db, writes=True) as conn:
+        row = _episode_row(conn, db, episode_id, lock=True)
         if row.state in ("running", "done"):
             raise FeedError(_why_not_retried(db, row))
         conn.execute(
-            "UPDATE episodes SET state = 'new', attempts = 0, next_attempt_at = NULL, "
-            "updated_at = ? WHERE episode_id = ? AND state IN ('new', 'failed')",
-            (_now(), episode_id),
+            _update_episode(episode_id)
+            .where(_episodes.c.state.in_(("new", "failed")))
+            .values(state="new", attempts=0, next_attempt_at=None, updated_at=_now())
         )
         return _episode_row(conn, db, episode_id)
 
 
-def _why_not_retried(db: Path, row: EpisodeRow) -> str:
+def _why_not_retried(db: CatalogLocation, row: EpisodeRow) -> str:
     if row.state == "done":
         return (
-            f"episode {row.episode_id!r} in {db} is done: transcribe it again with "
+            f"episode {row.episode_id!r} in {describe(db)} is done: transcribe it again with "
             f"`podscribe transcribe {row.audio_url} --episode-id {row.episode_id}`"
         )
     run = f"flow run {row.flow_run_id}" if row.flow_run_id else "a run with no flow run recorded"
     return (
-        f"episode {row.episode_id!r} in {db} is running ({run}, claimed {row.claimed_at}): "
-        "cancel that run in Prefect, or wait; a poll recovers it once the run has ended or "
-        "the running timeout has passed"
+        f"episode {row.episode_id!r} in {describe(db)} is running ({run}, claimed "
+        f"{row.claimed_at}): cancel that run in Prefect, or wait; a poll recovers it once the "
+        "run has ended or the running timeout has passed"
     )
 
 
-def _unknown_episode(db: Path, episode_id: str) -> FeedError:
-    return FeedError(f"no episode {episode_id!r} in {db} (`podscribe episodes` lists them)")
+def _unknown_episode(db: CatalogLocation, episode_id: str) -> FeedError:
+    return FeedError(
+        f"no episode {episode_id!r} in {describe(db)} (`podscribe episodes` lists them)"
+    )
 
 
-def _episode_row(conn: sqlite3.Connection, db: Path, episode_id: str) -> EpisodeRow:
-    row = conn.execute(
-        f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE episode_id = ?", (episode_id,)
-    ).fetchone()
+def _episode_row(
+    conn: Connection, db: CatalogLocation, episode_id: str, lock: bool = False
+) -> EpisodeRow:
+    query = sa.select(*_EPISODE_COLUMNS).where(_episodes.c.episode_id == episode_id)
+    # FOR UPDATE on PostgreSQL; SQLite has no row locks (its IMMEDIATE transaction holds the
+    # whole file) and leaves the clause out.
+    row = conn.execute(query.with_for_update() if lock else query).one_or_none()
     if row is None:
         raise _unknown_episode(db, episode_id)
-    return EpisodeRow(**dict(row))
+    return EpisodeRow(**row._mapping)
 
 
-def get_episode(db: Path, episode_id: str) -> EpisodeRow:
+def get_episode(db: CatalogLocation, episode_id: str) -> EpisodeRow:
     """One episode's row; FeedError if the catalog does not have it."""
     with _connect(db) as conn:
         return _episode_row(conn, db, episode_id)
 
 
+def _select_episodes(conn: Connection, *where: sa.ColumnElement[bool]) -> list[EpisodeRow]:
+    # Oldest first: a backlog is transcribed in publication order.
+    query = (
+        sa.select(*_EPISODE_COLUMNS)
+        .where(*where)
+        .order_by(_episodes.c.published.is_(None), _episodes.c.published, _order(conn))
+    )
+    return [EpisodeRow(**row._mapping) for row in conn.execute(query)]
+
+
 def list_episodes(
-    db: Path, feed_id: str | None = None, state: str | None = None
+    db: CatalogLocation, feed_id: str | None = None, state: str | None = None
 ) -> list[EpisodeRow]:
     """All episodes, or one feed's, or those in one state; oldest first."""
     if state is not None and state not in STATES:
         raise OptionsError(f"episode state {state!r} is not one of {', '.join(STATES)}")
-    where = " AND ".join(
-        clause for clause, arg in (("feed_id = ?", feed_id), ("state = ?", state)) if arg
-    )
-    args = tuple(arg for arg in (feed_id, state) if arg)
+    where = []
+    if feed_id:
+        where.append(_episodes.c.feed_id == feed_id)
+    if state:
+        where.append(_episodes.c.state == state)
     with _connect(db) as conn:
-        rows = conn.execute(
-            f"SELECT {_EPISODE_COLUMNS} FROM episodes {'WHERE ' + where if where else ''} "
-            f"{_EPISODE_ORDER}",
-            args,
-        ).fetchall()
-    return [EpisodeRow(**dict(row)) for row in rows]
+        return _select_episodes(conn, *where)
 
 
 def due_episodes(
-    db: Path, feed_urls: Sequence[str] | None = None, now: datetime | None = None
+    db: CatalogLocation, feed_urls: Sequence[str] | None = None, now: datetime | None = None
 ) -> list[EpisodeRow]:
     """Episodes a poll should start now, oldest first: new ones, and failed ones whose next
     attempt is due; only those of ``feed_urls`` when given."""
-    args: list[str] = [_iso(now)]
-    where = ""
+    where = [_claimable(_iso(now))]
     if feed_urls is not None:
-        where = f"AND feed_id IN (SELECT feed_id FROM feeds WHERE url IN ({_marks(feed_urls)}))"
-        args += list(feed_urls)
+        of_feeds = sa.select(_feeds.c.feed_id).where(_feeds.c.url.in_(list(feed_urls)))
+        where.append(_episodes.c.feed_id.in_(of_feeds))
     with _connect(db) as conn:
-        rows = conn.execute(
-            f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE (state = 'new' OR "
-            f"(state = 'failed' AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?)) "
-            f"{where} {_EPISODE_ORDER}",
-            args,
-        ).fetchall()
-    return [EpisodeRow(**dict(row)) for row in rows]
-
-
-def _marks(values: Sequence[str]) -> str:
-    return ", ".join("?" * len(values)) or "NULL"
+        return _select_episodes(conn, *where)
 
 
 def running_for(row: EpisodeRow, now: datetime | None = None) -> float:
