@@ -298,8 +298,10 @@ _Piece = tuple[str | None, str]
 
 
 def _parse_srt(text: str) -> list[_Piece]:
-    lines = [line for block in _blocks(text) for line in _cue_text(block)]
-    return [(None, html.unescape(_TAG.sub("", _ASS_TAG.sub("", "\n".join(lines)))))]
+    pieces: list[_Piece] = []
+    for block in _blocks(text):  # "<v Name>" is WebVTT's, but some SRT files carry it too
+        pieces.extend(_voice_pieces(_ASS_TAG.sub("", "\n".join(_cue_text(block)))))
+    return pieces
 
 
 def _voice_pieces(cue: str) -> list[_Piece]:
