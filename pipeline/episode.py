@@ -45,8 +45,8 @@ from pipeline.quality.report import (
     render_html_report,
 )
 from pipeline.quality.score import score_transcript
-from pipeline.quality.speakers import add_speaker_scores
 from pipeline.quality.signals import QualityReport, assess_chunks
+from pipeline.quality.speakers import add_speaker_scores
 from pipeline.sources.fetch import episode_id_for, fetch_source
 from pipeline.sources.net import FetchLimits
 from pipeline.sources.reference import Reference

@@ -315,9 +315,7 @@ def test_score_command_adds_cpwer_and_der(tmp_path: Path) -> None:
     # Host 0–1.5, Guest 2–3.5 and 4–6; the transcript's segments end at 5.5. Collar 0.25 s:
     # ±0.125 s around each of the 6 boundaries is not scored, so 5 − 6 × 0.125 = 4.25 s is;
     # missed: 5.5–5.875 = 0.375 s. DER 0.375 / 4.25.
-    rttm.write_text(
-        to_rttm((S("Host", 0, 1.5), S("Guest", 2, 3.5), S("Guest", 4, 6)), "ep")
-    )
+    rttm.write_text(to_rttm((S("Host", 0, 1.5), S("Guest", 2, 3.5), S("Guest", 4, 6)), "ep"))
     done = subprocess.run(
         [sys.executable, "-m", "flows.cli", "score", str(tmp_path / "transcript.json"),
          str(ref), "--rttm", str(rttm), "--json"],

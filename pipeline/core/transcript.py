@@ -94,9 +94,7 @@ def to_text(transcript: Transcript) -> str:
         if not turns or turns[-1][0] != s.speaker:
             turns.append((s.speaker, []))
         turns[-1][1].append(s.text.strip())
-    paragraphs = [
-        (f"{speaker}: " if speaker else "") + " ".join(texts) for speaker, texts in turns
-    ]
+    paragraphs = [(f"{speaker}: " if speaker else "") + " ".join(texts) for speaker, texts in turns]
     return "\n\n".join(paragraphs) + "\n"
 
 

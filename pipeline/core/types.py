@@ -357,9 +357,7 @@ def score_from_dict(d: dict[str, Any]) -> Score:
         reference_sha256=d["reference_sha256"],
         cuts=_build(CutErrorRates, d["cuts"]) if d.get("cuts") else None,
         speakers=speaker_score_from_dict(d["speakers"]) if d.get("speakers") else None,
-        diarization=diarization_score_from_dict(d["diarization"])
-        if d.get("diarization")
-        else None,
+        diarization=diarization_score_from_dict(d["diarization"]) if d.get("diarization") else None,
     )
 
 

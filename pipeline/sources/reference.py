@@ -473,9 +473,7 @@ def _refuse_binary(text: str, name: str) -> None:
         )
 
 
-def _parse(
-    text: str, hint: str | None, *, name: str
-) -> tuple[str, str, tuple[SpeakerTurn, ...]]:
+def _parse(text: str, hint: str | None, *, name: str) -> tuple[str, str, tuple[SpeakerTurn, ...]]:
     text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
     if not text.strip():
         raise ReferenceError(f"reference {name} is empty: it holds no text")
