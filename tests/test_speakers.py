@@ -65,6 +65,16 @@ call2-agent: how can i help
         ("<html><body><cite>Alice:</cite><p>Hello.</p><cite>Bob:</cite><p>Hi.</p></body></html>",
          "html", (T("Alice", "Hello."), T("Bob", "Hi."))),
         ("Just words, no speakers.\n", "txt", ()),
+        # Otter/Rev exports: the name and a time alone on a line, the words below.
+        ("Speaker 1  0:00\nHello there.\n\nJane Doe [00:01:02]\nHi.\nHow are you?\n", "txt",
+         (T("Speaker 1", "Hello there."), T("Jane Doe", "Hi.\nHow are you?"))),
+        # Lowercase labels on turns of several paragraphs: a quarter of the lines, two return.
+        ("host: welcome\nto the show\nit is late\nguest: thanks\nfor having me\nreally\n"
+         "host: so\nlet us start\nguest: yes\nplease\n", "txt",
+         (T("host", "welcome\nto the show\nit is late"), T("guest", "thanks\nfor having me\nreally"),
+          T("host", "so\nlet us start"), T("guest", "yes\nplease"))),
+        # Prose: "note:" twice in a page is not a speaker.
+        ("note: one\ntwo\nthree\nfour\nnote: five\nsix\nseven\neight\nnine\n", "txt", ()),
     ],
 )  # fmt: skip
 def test_reference_turns(data: str, hint: str, expected: tuple[SpeakerTurn, ...]) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import html
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -80,6 +81,13 @@ _SPEAKER_LABEL = re.compile(
 # Any one-word label ("call1-agent:", "host:", "spk_2:"), trusted only where labels are the
 # document's habit (see _loose_labels): a lone "note: ..." line stays speech.
 _LOOSE_LABEL = re.compile(r"^[ \t]*(?:[-–—][ \t]*)?(?P<name>[^\s:\[\]()<>]{1,40})[ \t]*:(?=\s|$)")
+# "Speaker 1  0:00" or "Jane Doe [00:01:02]" alone on a line, the text below it (Otter, Rev
+# exports): a label without a colon. Read as "Speaker 1:" before timestamps are dropped.
+_NAME_THEN_TIME = re.compile(
+    rf"^[ \t]*(?P<name>[A-ZÀ-ÖØ-Þ][\w'’.\-]*(?:[ \t]+{_NAME_WORD}){{0,3}})[ \t]+"
+    rf"(?:{_TIMING}|[\[(][ \t]*{_TIMING}[ \t]*[\])])[ \t]*$",
+    re.M,
+)
 _VOICE = re.compile(r"<v(?:\.[^\s>]*)?[ \t]+([^>\n]+)>")  # WebVTT "<v.loud Jane Doe>"
 _DIALOGUE_DASH = re.compile(r"^[ \t]*[-–—][ \t]+", re.M)  # SRT marks a change of speaker so
 _TAG = re.compile(r"<[^>\n]*>")
@@ -401,6 +409,7 @@ def _parse_html(text: str) -> list[_Piece]:
 def _untimed_lines(text: str) -> list[str]:
     """The lines of ``text`` without cue timings and timestamps."""
     text = _CUE_TIMING.sub("", text)
+    text = _NAME_THEN_TIME.sub(r"\g<name>:", text)
     text = _BRACKETED_TIME.sub(" ", text)
     return _LINE_START_TIME.sub("", text).splitlines()
 
@@ -408,12 +417,16 @@ def _untimed_lines(text: str) -> list[str]:
 def _loose_labels(lines: list[str]) -> bool:
     """True where one-word labels are the document's habit, so "call1-agent:" is a speaker.
 
-    At least half of the non-empty lines open with one, and some label comes back: a
-    transcript's speakers do, a colon that happens to follow a first word rarely does.
+    Labels come back (a transcript's speakers do; a colon that happens to follow a first word
+    rarely does) and open at least half of the non-empty lines, or a quarter where two or more
+    of them come back (turns of several paragraphs).
     """
     names = [m["name"] for line in lines if (m := _LOOSE_LABEL.match(line))]
     spoken = sum(1 for line in lines if line.strip())
-    return bool(names) and 2 * len(names) >= spoken and len(set(names)) < len(names)
+    repeated = [n for n, count in Counter(names).items() if count > 1]
+    if not repeated:
+        return False
+    return 2 * len(names) >= spoken or (len(repeated) > 1 and 4 * len(names) >= spoken)
 
 
 def _label_name(raw: str) -> str:
