@@ -15,7 +15,7 @@ import pytest
 import webvtt
 
 from pipeline.core.errors import ReferenceError
-from pipeline.core.transcript import load_transcript, to_text, write_transcript
+from pipeline.core.transcript import load_transcript, to_text, to_vtt, write_transcript
 from pipeline.core.types import Segment, SpeakerSpan, SpeakerTurn, Transcript, score_from_dict
 from pipeline.core.types import to_dict as value_to_dict
 from pipeline.quality.der import diarization_error
@@ -300,6 +300,15 @@ def test_outputs_carry_speakers(tmp_path: Path) -> None:
             T("Guest", "Glad to be here.\nLet's begin." if name.endswith("vtt") else
               "Glad to be here. Let's begin."),
         ), name  # fmt: skip
+
+
+def test_vtt_escapes_markup_characters() -> None:
+    seg = Segment(0.0, 1.0, " Rock & roll <3", 0, speaker="A&B <Co>")
+    vtt = to_vtt(Transcript("ep", 1.0, (seg,), ()))
+    assert "\n<v A B Co> Rock &amp; roll &lt;3\n" in vtt  # Whisper's leading space kept
+    caption = webvtt.from_buffer(io.StringIO(vtt)).captions[0]
+    assert caption.voice == "A B Co"
+    assert parse_reference_turns(vtt.encode(), "vtt") == (T("A B Co", "Rock & roll <3"),)
 
 
 def test_outputs_without_speakers_are_as_before(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ and a Podcasting 2.0 JSON transcript; speakers, where segments have them, in eve
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,9 @@ def to_srt(transcript: Transcript) -> str:
 def to_vtt(transcript: Transcript) -> str:
     """WebVTT captions, one cue per segment, a ``<v Name>`` tag where the speaker is known."""
     cues = [
-        f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{_voice(s)}{s.text}\n"
+        # "&" and "<" start markup in a cue: escaped, or a reader drops or misreads the text.
+        f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n"
+        f"{_voice(s)}{html.escape(s.text, quote=False)}\n"
         for s in transcript.segments
     ]
     return "WEBVTT\n\n" + "\n".join(cues)
