@@ -350,3 +350,29 @@ def test_score_command_adds_cpwer_and_der(tmp_path: Path) -> None:
         "Host": "SPEAKER_1", "Guest": "SPEAKER_2"
     }  # fmt: skip
     assert value_to_dict(score)["diarization"]["der"] == out["der"]
+
+
+def test_speaker_scores_leave_wer_alone_and_reach_the_report() -> None:
+    from pipeline.quality.report import ReportInput, summary_rows
+    from pipeline.quality.score import score_transcript
+    from pipeline.quality.speakers import add_speaker_scores
+
+    transcript = _transcript(("SPEAKER_1", "SPEAKER_1", "SPEAKER_2"))
+    ref_text = "Host: Welcome to the show.\nGuest: Glad to be here. Let's begin.\n"
+    turns = parse_reference_turns(ref_text.encode(), "txt")
+    plain = score_transcript(transcript, parse_reference_text(ref_text.encode(), "txt")[0])
+    rttm = (S("Host", 0, 1.5), S("Guest", 2, 3.5), S("Guest", 4, 5.5))
+    score = add_speaker_scores(plain, transcript, turns, rttm)
+    assert (score.wer, score.counts) == (plain.wer, plain.counts) == (0.0, plain.counts)
+    # Host ("welcome to the show") -> SPEAKER_1, who also has "glad to be here": 4 insertions.
+    # Guest ("glad to be here let us begin", 7 normalised words) -> SPEAKER_2 ("let us
+    # begin"): 4 deletions. cpWER 8 / 11.
+    assert score.speakers is not None and score.speakers.cpwer == pytest.approx(8 / 11)
+    # 2–3.5 is Guest's, said by SPEAKER_1: confusion 1.5 − 2 × 0.125 = 1.25 s of 3.75 s.
+    assert score.diarization is not None
+    assert score.diarization.confusion_s == pytest.approx(1.25)
+    assert score.diarization.der == pytest.approx(1.25 / 3.75)
+    rows = dict(summary_rows(ReportInput(transcript, score, None, ref_text, 1.0, "run")))
+    assert rows["cpWER (speakers found / in the reference)"] == "72.73% (2 / 2)"
+    assert rows["DER (miss / false alarm / confusion, collar 0.25 s)"].startswith("33.33% (")
+    assert score_from_dict(value_to_dict(score)) == score  # score.json round trip
