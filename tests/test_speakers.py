@@ -71,7 +71,8 @@ call2-agent: how can i help
         # Lowercase labels on turns of several paragraphs: a quarter of the lines, two return.
         ("host: welcome\nto the show\nit is late\nguest: thanks\nfor having me\nreally\n"
          "host: so\nlet us start\nguest: yes\nplease\n", "txt",
-         (T("host", "welcome\nto the show\nit is late"), T("guest", "thanks\nfor having me\nreally"),
+         (T("host", "welcome\nto the show\nit is late"),
+          T("guest", "thanks\nfor having me\nreally"),
           T("host", "so\nlet us start"), T("guest", "yes\nplease"))),
         # Prose: "note:" twice in a page is not a speaker.
         ("note: one\ntwo\nthree\nfour\nnote: five\nsix\nseven\neight\nnine\n", "txt", ()),
