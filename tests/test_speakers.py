@@ -13,6 +13,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import webvtt
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.core.errors import ReferenceError
 from pipeline.core.transcript import load_transcript, to_text, to_vtt, write_transcript
@@ -377,3 +379,37 @@ def test_speaker_scores_leave_wer_alone_and_reach_the_report() -> None:
     assert rows["cpWER (speakers found / in the reference)"] == "72.73% (2 / 2)"
     assert rows["DER (miss / false alarm / confusion, collar 0.25 s)"].startswith("33.33% (")
     assert score_from_dict(value_to_dict(score)) == score  # score.json round trip
+
+
+# Pieces of labelled transcripts in every shape, shuffled into documents.
+LINE_PIECES = st.sampled_from(
+    ["Host: ", "call1-agent: ", "[Guest]: ", "<v Ann>", "- ", "00:01:02 ", "(01:05) ", "note: ",
+     "Speaker 1  0:00\n", "hello there", "so here's the thing: it works", "&amp; <b>x</b>", " "]
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(st.lists(LINE_PIECES, min_size=1, max_size=4).map("".join), min_size=1),
+    fmt=st.sampled_from(["txt", "vtt", "json"]),
+)
+def test_turns_always_hold_exactly_the_text(lines: list[str], fmt: str) -> None:
+    """Whatever the labels, the turns' texts joined are the text WER is computed on, and no
+    turn is empty."""
+    if fmt == "vtt":
+        data = "WEBVTT\n\n" + "".join(
+            f"00:00:{i:02d}.000 --> 00:00:{i:02d}.500\n{line}\n\n" for i, line in enumerate(lines)
+        )
+    elif fmt == "json":
+        data = json.dumps({"segments": [{"speaker": "S", "body": line} for line in lines]})
+    else:
+        data = "\n".join(lines)
+    try:
+        text, _ = parse_reference_text(data.encode(), fmt)
+    except ReferenceError:
+        return  # nothing spoken in it: refused, as before
+    turns = parse_reference_turns(data.encode(), fmt)
+    if turns:
+        assert "\n".join(t.text for t in turns) == text
+        assert all(t.text.strip() for t in turns)
+        assert all(a.speaker != b.speaker for a, b in zip(turns, turns[1:], strict=False))
