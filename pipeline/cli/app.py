@@ -25,7 +25,7 @@ from pipeline.cli import bench as bench_commands
 from pipeline.cli import feeds as feed_commands
 from pipeline.cli import quality as quality_commands
 from pipeline.core.errors import PodscribeError
-from pipeline.core.types import ChunkManifest, ChunkTranscript
+from pipeline.core.types import ChunkManifest, ChunkTranscript, Transcript
 from pipeline.episode import EpisodeResult
 from pipeline.settings import load_settings
 
@@ -253,20 +253,23 @@ def episode_summary(result: EpisodeResult) -> dict[str, Any]:
         if quality
         else [],
         "report": str(result.out_dir / "report.html"),
-        **speaker_summary(score),
+        **speaker_summary(score, result.transcript),
     }
 
 
-def speaker_summary(score: Any) -> dict[str, Any]:
-    """``speakers``, ``cpwer`` and ``der`` of a score, each only where it applies."""
+def speaker_summary(score: Any, transcript: Transcript | None = None) -> dict[str, Any]:
+    """``speakers`` (how many the transcript names), ``cpwer`` and ``der``, each only where it
+    applies: a transcript with speakers, a reference that names them, an RTTM."""
     out: dict[str, Any] = {}
+    found = {s.speaker for s in transcript.segments} - {None} if transcript else set()
+    if found:
+        out["speakers"] = len(found)
     speakers = getattr(score, "speakers", None)
     diarization = getattr(score, "diarization", None)
     if speakers is not None:
-        out["speakers"] = speakers.hyp_speakers
+        out.setdefault("speakers", speakers.hyp_speakers)  # a "Name: …" .txt hypothesis
         out["cpwer"] = speakers.cpwer
     if diarization is not None:
-        out["speakers"] = diarization.hyp_speakers
         out["der"] = diarization.der
     return out
 
@@ -296,6 +299,7 @@ def score(
     spans = read_rttm(rttm) if rttm else None
     if not transcript.exists():
         raise PodscribeError(f"transcript not found: {transcript}")
+    hyp: Transcript | None = None
     if transcript.suffix == ".json":
         hyp = load_transcript(transcript)
         result: Any = add_speaker_scores(score_transcript(hyp, ref.text), hyp, ref.turns, spans)
@@ -311,7 +315,7 @@ def score(
     if as_json:
         data = to_dict(result)
         data["speaker_score"] = data.pop("speakers")  # "speakers" is the count found
-        print(json.dumps({**data, **speaker_summary(result)}))
+        print(json.dumps({**data, **speaker_summary(result, hyp)}))
         return
     table = Table(title=f"{transcript} vs {reference}")
     measures = ("wer", "cer", "mer", "wil")  # both Score and TextScore carry these
