@@ -25,7 +25,7 @@ from scipy.optimize import linear_sum_assignment
 from pipeline.core.errors import OptionsError
 from pipeline.core.types import DiarizationScore, SpeakerSpan
 
-__all__ = ["DEFAULT_COLLAR_S", "diarization_error"]
+__all__ = ["DEFAULT_COLLAR_S", "diarization_error", "overlap_pieces"]
 
 DEFAULT_COLLAR_S = 0.25  # seconds, total width around each reference boundary (pyannote's)
 
@@ -40,10 +40,11 @@ def _merge(zones: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return merged
 
 
-def _pieces(
-    reference: Sequence[SpeakerSpan], hypothesis: Sequence[SpeakerSpan], collar_s: float
+def overlap_pieces(
+    reference: Sequence[SpeakerSpan], hypothesis: Sequence[SpeakerSpan], collar_s: float = 0.0
 ) -> list[tuple[float, frozenset[str], frozenset[str]]]:
-    """(duration, reference speakers, hypothesis speakers) of each scored elementary stretch."""
+    """(duration, reference speakers, hypothesis speakers) of each stretch of time in which
+    neither set changes, outside the collars; stretches where nobody talks are left out."""
     half = collar_s / 2
     collars = _merge(
         [(t - half, t + half) for s in reference for t in (s.start, s.end)] if half > 0 else []
@@ -112,7 +113,7 @@ def diarization_error(
     """DER of ``hypothesis`` against ``reference`` with its miss, false alarm and confusion."""
     if collar_s < 0:
         raise OptionsError(f"DER collar must be >= 0 seconds, got {collar_s}")
-    pieces = _pieces(reference, hypothesis, collar_s)
+    pieces = overlap_pieces(reference, hypothesis, collar_s)
     ref_names = sorted({s.speaker for s in reference})
     hyp_names = sorted({s.speaker for s in hypothesis})
     mapping = _mapping(pieces, ref_names, hyp_names)

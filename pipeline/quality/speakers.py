@@ -29,7 +29,7 @@ from pipeline.core.types import (
     SpeakerTurn,
     Transcript,
 )
-from pipeline.quality.der import DEFAULT_COLLAR_S, diarization_error
+from pipeline.quality.der import DEFAULT_COLLAR_S, diarization_error, overlap_pieces
 from pipeline.quality.score import normalize_words
 
 __all__ = [
@@ -200,12 +200,11 @@ def name_speakers_by_time(
 ) -> SpeakerNaming:
     """Name each hypothesis speaker after the reference speaker it overlaps most in time."""
     shared: dict[str, dict[str, float]] = {}
-    for h in hypothesis:
-        row = shared.setdefault(h.speaker, {})
-        for r in reference:
-            overlap = min(h.end, r.end) - max(h.start, r.start)
-            if overlap > 0:
-                row[r.speaker] = row.get(r.speaker, 0.0) + overlap
+    for d, ref, hyp in overlap_pieces(reference, hypothesis):
+        for h in hyp:
+            row = shared.setdefault(h, {})
+            for r in ref:
+                row[r] = row.get(r, 0.0) + d
     labels = list(dict.fromkeys(h.speaker for h in hypothesis))
     return _name_from_shared(shared, labels, "time")
 
