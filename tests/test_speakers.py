@@ -354,6 +354,16 @@ def test_score_command_adds_cpwer_and_der(tmp_path: Path) -> None:
         "Host": "SPEAKER_1", "Guest": "SPEAKER_2"
     }  # fmt: skip
     assert value_to_dict(score)["diarization"]["der"] == out["der"]
+    # Our own "Name: …" .txt, scored as a plain hypothesis, keeps its speakers too.
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "score", str(tmp_path / "transcript.txt"),
+         str(ref), "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["wer"], out["cpwer"], out["speakers"]) == (0.0, 0.0, 2)
+    assert "der" not in out
 
 
 def test_speaker_scores_leave_wer_alone_and_reach_the_report() -> None:
