@@ -27,6 +27,8 @@ from pipeline.quality.speakers import (
     cpwer,
     name_speakers_by_time,
     name_speakers_by_words,
+    rename_speakers,
+    speaker_spans,
 )
 from pipeline.sources.reference import parse_reference_text, parse_reference_turns
 from pipeline.sources.rttm import parse_rttm, to_rttm
@@ -209,6 +211,21 @@ def test_name_speakers_by_time() -> None:
     sure = {n.label: n.agreement for n in naming.names}
     assert sure == pytest.approx({"SPEAKER_1": 0.9, "SPEAKER_2": 1.0, "SPEAKER_3": None})
     assert naming.agreement == pytest.approx(19 / 20)
+
+
+def test_rename_speakers_only_where_sure() -> None:
+    transcript = _transcript(("SPEAKER_1", "SPEAKER_2", "SPEAKER_3"))
+    # SPEAKER_1: all 1.5 s with Host. SPEAKER_2: 0.5 s Guest, 1.0 s Host, but Host is taken:
+    # Guest, 1/3 sure. SPEAKER_3: nothing shared.
+    ref = [S("Host", 0, 1.5), S("Guest", 2, 2.5), S("Host", 2.5, 3.5)]
+    naming = name_speakers_by_time(speaker_spans(transcript), ref)
+    assert [(n.label, n.name) for n in naming.names] == [
+        ("SPEAKER_1", "Host"), ("SPEAKER_2", "Guest"), ("SPEAKER_3", None)
+    ]  # fmt: skip
+    assert naming.names[1].agreement == pytest.approx(1 / 3)
+    named = rename_speakers(transcript, naming)
+    assert [s.speaker for s in named.segments] == ["Host", "SPEAKER_2", "SPEAKER_3"]
+    assert [s.text for s in named.segments] == [s.text for s in transcript.segments]
 
 
 def test_name_speakers_by_words() -> None:

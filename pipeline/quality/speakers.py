@@ -41,6 +41,7 @@ __all__ = [
     "hypothesis_turns",
     "name_speakers_by_time",
     "name_speakers_by_words",
+    "rename_speakers",
     "speaker_spans",
 ]
 
@@ -240,3 +241,20 @@ def name_speakers_by_words(
                 row[r] = row.get(r, 0.0) + 1
     labels = list(dict.fromkeys(hyp_speakers))
     return _name_from_shared(shared, labels, "words")
+
+
+def rename_speakers(
+    transcript: Transcript, naming: SpeakerNaming, min_agreement: float = 0.5
+) -> Transcript:
+    """``transcript`` with each label replaced by its name where the naming is at least
+    ``min_agreement`` sure of it; other labels stay as they are (``SPEAKER_3``)."""
+    names = {
+        n.label: n.name
+        for n in naming.names
+        if n.name is not None and n.agreement is not None and n.agreement >= min_agreement
+    }
+    segments = tuple(
+        dataclasses.replace(s, speaker=names.get(s.speaker, s.speaker)) if s.speaker else s
+        for s in transcript.segments
+    )
+    return dataclasses.replace(transcript, segments=segments)
