@@ -23,7 +23,14 @@ from pipeline.core.store import (
     json_bytes,
 )
 from pipeline.core.transcript import merge_transcripts, render_transcript
-from pipeline.core.types import ChunkManifest, ChunkTranscript, Score, Transcript, to_dict
+from pipeline.core.types import (
+    ChunkManifest,
+    ChunkTranscript,
+    Score,
+    SpeakerSpan,
+    Transcript,
+    to_dict,
+)
 from pipeline.core.version import code_version
 from pipeline.quality.history import HISTORY_NAME, append_record, make_record, new_run_id
 from pipeline.quality.repair import RepairPolicy, repair_chunks
@@ -39,6 +46,7 @@ from pipeline.quality.report import (
 )
 from pipeline.quality.score import score_transcript
 from pipeline.quality.signals import QualityReport, assess_chunks
+from pipeline.quality.speakers import add_speaker_scores
 from pipeline.sources.fetch import episode_id_for, fetch_source
 from pipeline.sources.net import FetchLimits
 from pipeline.sources.reference import Reference
@@ -122,6 +130,7 @@ def finish_episode(
     feed: str | None = None,
     history_path: Path | None = None,
     run_id: str | None = None,
+    rttm: Sequence[SpeakerSpan] | None = None,
 ) -> tuple[Transcript, Score | None, dict[str, Path]]:
     """Merge, score, flag, write the outputs and report atomically, and record the run.
 
@@ -139,6 +148,8 @@ def finish_episode(
     # Score, assess and render before writing anything: a failure in any of them must not
     # leave new files beside old ones.
     score = score_transcript(transcript, reference.text) if reference is not None else None
+    if score is not None and reference is not None:  # cpWER and DER where they apply
+        score = add_speaker_scores(score, transcript, reference.turns, rttm)
     if quality is None:
         quality = assess_chunks(manifest.episode_id, manifest.chunks, transcript.chunks)
     run_id = run_id or new_run_id()
@@ -204,6 +215,7 @@ def run_episode(
     fetch_limits: FetchLimits | None = None,
     chunk_store: Path | None = None,
     max_duration_s: float | None = None,
+    rttm: Sequence[SpeakerSpan] | None = None,
 ) -> EpisodeResult:
     """Transcribe (and score) one episode; nothing is written to ``out_dir`` unless all succeed.
 
@@ -264,6 +276,7 @@ def run_episode(
         feed=feed,
         history_path=Path(transcripts_root) / HISTORY_NAME,
         run_id=run_id,
+        rttm=rttm,
     )
     return EpisodeResult(
         episode_id=manifest.episode_id,

@@ -150,6 +150,8 @@ def _bad_inputs(tmp: Path, fixtures: Path, server: LocalHTTPServer) -> dict[str,
     empty_ref.write_text("  \n")
     ref = fixtures / "episode.txt"
     speech = fixtures / "speech.ogg"
+    bad_rttm = tmp / "bad.rttm"
+    bad_rttm.write_text("SPEAKER ep 1 0.5 1.0 <NA> <NA> A <NA> <NA>\nSPEAKER ep 1 soon\n")
     return {
         "missing": (["transcribe", tmp / "nope.mp3"], "nope.mp3"),
         "html": (["transcribe", html], "page.mp3"),
@@ -172,6 +174,9 @@ def _bad_inputs(tmp: Path, fixtures: Path, server: LocalHTTPServer) -> dict[str,
         ),
         "bad_chunk_option": (["transcribe", speech, "--max-chunk-s", "45"], "30"),
         "missing_transcript": (["score", tmp / "none.json", ref], "none.json"),
+        "missing_rttm": (["transcribe", speech, "--rttm", tmp / "no.rttm"], "no.rttm"),
+        "bad_rttm": (["transcribe", speech, "--rttm", bad_rttm], "bad.rttm line 2"),
+        "rttm_for_text": (["score", ref, ref, "--rttm", bad_rttm], "bad.rttm"),
     }
 
 
@@ -188,6 +193,9 @@ BAD = [
     "html_over_http",
     "bad_chunk_option",
     "missing_transcript",
+    "missing_rttm",
+    "bad_rttm",
+    "rttm_for_text",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -24,7 +25,7 @@ from pipeline.cli import bench as bench_commands
 from pipeline.cli import feeds as feed_commands
 from pipeline.cli import quality as quality_commands
 from pipeline.core.errors import PodscribeError
-from pipeline.core.types import ChunkManifest, ChunkTranscript
+from pipeline.core.types import ChunkManifest, ChunkTranscript, Transcript
 from pipeline.episode import EpisodeResult
 from pipeline.settings import load_settings
 
@@ -114,6 +115,10 @@ def transcribe(
             "[default: PODSCRIBE_MAX_EPISODE_S, 36000]."
         ),
     ] = None,
+    rttm: Annotated[
+        Path | None,
+        typer.Option(help="Who spoke when (RTTM), to score diarization (DER) against."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON summary as the last line.")
     ] = False,
@@ -130,6 +135,7 @@ def transcribe(
     from pipeline.quality.repair import RepairPolicy
     from pipeline.settings import fetch_limits, weights_source
     from pipeline.sources.reference import read_reference
+    from pipeline.sources.rttm import read_rttm
 
     settings = load_settings(
         model=model,
@@ -157,6 +163,7 @@ def transcribe(
     )
     # A bad reference fails before any work.
     ref = read_reference(reference, limits=limits) if reference else None
+    spans = read_rttm(rttm) if rttm else None
     bar = ChunkProgress(disable=not err.is_terminal and as_json)
     with bar:
         result = run_episode(
@@ -173,6 +180,7 @@ def transcribe(
             repair_policy=RepairPolicy(enabled=repair),
             fetch_limits=limits,
             max_duration_s=settings.max_episode_s,
+            rttm=spans,
         )
     score = result.score
     err.print(
@@ -245,7 +253,25 @@ def episode_summary(result: EpisodeResult) -> dict[str, Any]:
         if quality
         else [],
         "report": str(result.out_dir / "report.html"),
+        **speaker_summary(score, result.transcript),
     }
+
+
+def speaker_summary(score: Any, transcript: Transcript | None = None) -> dict[str, Any]:
+    """``speakers`` (how many the transcript names), ``cpwer`` and ``der``, each only where it
+    applies: a transcript with speakers, a reference that names them, an RTTM."""
+    out: dict[str, Any] = {}
+    found = {s.speaker for s in transcript.segments} - {None} if transcript else set()
+    if found:
+        out["speakers"] = len(found)
+    speakers = getattr(score, "speakers", None)
+    diarization = getattr(score, "diarization", None)
+    if speakers is not None:
+        out.setdefault("speakers", speakers.hyp_speakers)  # a "Name: …" .txt hypothesis
+        out["cpwer"] = speakers.cpwer
+    if diarization is not None:
+        out["der"] = diarization.der
+    return out
 
 
 @app.command()
@@ -254,24 +280,42 @@ def score(
         Path, typer.Argument(help="A transcript.json from podscribe, or a plain .txt hypothesis.")
     ],
     reference: Annotated[str, typer.Argument(help="Reference text: a file or URL.")],
+    rttm: Annotated[
+        Path | None,
+        typer.Option(help="Who spoke when (RTTM): adds DER for a transcript.json with speakers."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the score as JSON.")] = False,
 ) -> None:
     """Score a transcript against a reference (WER, CER, S/D/I; per chunk for transcript.json)."""
     from pipeline.core.transcript import load_transcript
     from pipeline.core.types import to_dict
     from pipeline.quality.score import score_texts, score_transcript
+    from pipeline.quality.speakers import add_speaker_scores, cpwer
     from pipeline.settings import fetch_limits, load_settings
     from pipeline.sources.reference import read_reference
+    from pipeline.sources.rttm import read_rttm
 
     ref = read_reference(reference, limits=fetch_limits(load_settings()))
+    spans = read_rttm(rttm) if rttm else None
     if not transcript.exists():
         raise PodscribeError(f"transcript not found: {transcript}")
+    hyp: Transcript | None = None
     if transcript.suffix == ".json":
-        result: Any = score_transcript(load_transcript(transcript), ref.text)
+        hyp = load_transcript(transcript)
+        result: Any = add_speaker_scores(score_transcript(hyp, ref.text), hyp, ref.turns, spans)
     else:
-        result = score_texts(read_reference(str(transcript)).text, ref.text)
+        if spans:
+            raise PodscribeError(
+                f"--rttm needs times: give a transcript.json, not {transcript.name}"
+            )
+        text_hyp = read_reference(str(transcript))  # a "Name: …" .txt keeps its speakers
+        result = score_texts(text_hyp.text, ref.text)
+        if ref.turns and text_hyp.turns:
+            result = dataclasses.replace(result, speakers=cpwer(ref.turns, text_hyp.turns))
     if as_json:
-        print(json.dumps(to_dict(result)))
+        data = to_dict(result)
+        data["speaker_score"] = data.pop("speakers")  # "speakers" is the count found
+        print(json.dumps({**data, **speaker_summary(result, hyp)}))
         return
     table = Table(title=f"{transcript} vs {reference}")
     measures = ("wer", "cer", "mer", "wil")  # both Score and TextScore carry these
@@ -279,6 +323,7 @@ def score(
         table.add_column(key.upper())
     table.add_row(*(_fmt(getattr(result, k)) for k in measures))
     out.print(table)
+    _print_speaker_scores(result)
     chunks = getattr(result, "chunks", ())  # per chunk only for a transcript.json
     if chunks:
         per = Table(title="per chunk")
@@ -297,6 +342,21 @@ def score(
                 _fmt(c.wer),
             )
         out.print(per)
+
+
+def _print_speaker_scores(result: Any) -> None:
+    speakers, diarization = result.speakers, getattr(result, "diarization", None)
+    if speakers is not None:
+        out.print(
+            f"cpWER {_fmt(speakers.cpwer)} ({speakers.hyp_speakers} speakers found, "
+            f"{speakers.ref_speakers} in the reference)"
+        )
+    if diarization is not None:
+        d = diarization
+        out.print(
+            f"DER {_fmt(d.der)}: miss {d.miss_s:.2f} s, false alarm {d.false_alarm_s:.2f} s, "
+            f"confusion {d.confusion_s:.2f} s of {d.total_s:.2f} s (collar {d.collar_s:g} s)"
+        )
 
 
 models_app = typer.Typer(help="Whisper weights: list them, download standard ones.")

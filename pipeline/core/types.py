@@ -96,6 +96,24 @@ class Segment:
     no_speech_prob: float = 0.0
     compression_ratio: float = 0.0
     temperature: float = 0.0
+    speaker: str | None = None  # who says it ("SPEAKER_1", or a name); None: not diarized
+
+
+@dataclass(frozen=True)
+class SpeakerTurn:
+    """What one speaker says before another speaks: a line of a labelled reference."""
+
+    speaker: str | None  # the label as the reference writes it; None before any label
+    text: str
+
+
+@dataclass(frozen=True)
+class SpeakerSpan:
+    """A stretch of time one speaker talks (an RTTM SPEAKER line), in episode seconds."""
+
+    speaker: str
+    start: float
+    end: float
 
 
 @dataclass(frozen=True)
@@ -196,6 +214,39 @@ class Score:
     normalizer: str  # which normalisation both sides went through
     reference_sha256: str
     cuts: CutErrorRates | None = None  # errors near chunk cuts vs elsewhere
+    speakers: SpeakerScore | None = None  # cpWER: when reference and transcript name speakers
+    diarization: DiarizationScore | None = None  # DER: against an RTTM, when diarized
+
+
+@dataclass(frozen=True)
+class SpeakerScore:
+    """cpWER: words of each reference speaker against those of the hypothesis speaker mapped
+    to them (the mapping that makes the fewest errors); unmapped speakers' words all count."""
+
+    cpwer: float | None  # None where the reference has no words
+    counts: ErrorCounts  # summed over the mapped pairs and the unmapped speakers
+    ref_speakers: int
+    hyp_speakers: int  # distinct speaker labels the hypothesis found
+    mapping: tuple[tuple[str, str | None], ...]  # (reference speaker, hypothesis speaker or None)
+
+
+@dataclass(frozen=True)
+class DiarizationScore:
+    """Diarization error rate: (miss + false alarm + confusion) / scored reference speech.
+
+    pyannote.metrics conventions: ``collar_s`` is the total width of the no-score zone centred
+    on every reference boundary; overlapping speech is scored, each speaker counted.
+    """
+
+    der: float | None  # None where no reference speech is left to score
+    total_s: float  # reference speaker-time scored (overlap counts once per speaker)
+    miss_s: float
+    false_alarm_s: float
+    confusion_s: float
+    collar_s: float
+    ref_speakers: int
+    hyp_speakers: int
+    mapping: tuple[tuple[str, str | None], ...]  # (hypothesis speaker, reference speaker or None)
 
 
 def to_dict(value: Any) -> Any:
@@ -305,4 +356,24 @@ def score_from_dict(d: dict[str, Any]) -> Score:
         normalizer=d["normalizer"],
         reference_sha256=d["reference_sha256"],
         cuts=_build(CutErrorRates, d["cuts"]) if d.get("cuts") else None,
+        speakers=speaker_score_from_dict(d["speakers"]) if d.get("speakers") else None,
+        diarization=diarization_score_from_dict(d["diarization"]) if d.get("diarization") else None,
     )
+
+
+def _pairs(rows: Any) -> tuple[tuple[str, str | None], ...]:
+    return tuple((str(a), None if b is None else str(b)) for a, b in rows)
+
+
+def speaker_score_from_dict(d: dict[str, Any]) -> SpeakerScore:
+    return SpeakerScore(
+        cpwer=d["cpwer"],
+        counts=error_counts_from_dict(d["counts"]),
+        ref_speakers=d["ref_speakers"],
+        hyp_speakers=d["hyp_speakers"],
+        mapping=_pairs(d["mapping"]),
+    )
+
+
+def diarization_score_from_dict(d: dict[str, Any]) -> DiarizationScore:
+    return _build(DiarizationScore, {**d, "mapping": _pairs(d["mapping"])})

@@ -97,6 +97,29 @@ def _model_line(transcript: Transcript) -> tuple[str, str]:
     return names, hashes
 
 
+def _speaker_rows(s: Score) -> list[tuple[str, str]]:
+    """cpWER and DER rows, where the score has them."""
+    rows: list[tuple[str, str]] = []
+    if s.speakers is not None:
+        sp = s.speakers
+        rows.append(
+            (
+                "cpWER (speakers found / in the reference)",
+                f"{_pct(sp.cpwer)} ({sp.hyp_speakers} / {sp.ref_speakers})",
+            )
+        )
+    if s.diarization is not None:
+        d = s.diarization
+        rows.append(
+            (
+                f"DER (miss / false alarm / confusion, collar {d.collar_s:g} s)",
+                f"{_pct(d.der)} ({d.miss_s:.1f} / {d.false_alarm_s:.1f} / {d.confusion_s:.1f} s "
+                f"of {d.total_s:.1f} s)",
+            )
+        )
+    return rows
+
+
 def summary_rows(data: ReportInput) -> list[tuple[str, str]]:
     """(label, value) pairs of the summary table."""
     t, s = data.transcript, data.score
@@ -123,6 +146,7 @@ def summary_rows(data: ReportInput) -> list[tuple[str, str]]:
                     f"{_pct(s.cuts.far_rate)} ({s.cuts.far_errors}/{s.cuts.far_ref_words})",
                 )
             )
+        rows += _speaker_rows(s)
     else:
         rows.append(("WER", "no reference: reference-free signals only"))
     rtfx = data.rtfx

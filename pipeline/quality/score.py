@@ -33,6 +33,7 @@ from pipeline.core.types import (
     ErrorCounts,
     Score,
     Segment,
+    SpeakerScore,
     Transcript,
 )
 
@@ -211,6 +212,7 @@ class TextScore:
     counts: ErrorCounts
     hyp_words: int
     normalizer: str = NORMALIZER_NAME
+    speakers: SpeakerScore | None = None  # cpWER, where both texts name speakers
 
 
 # --- word times ------------------------------------------------------------------------------

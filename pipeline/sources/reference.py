@@ -1,10 +1,12 @@
 """Read a publisher's reference transcript (file or URL) into plain text for scoring.
 
 Publishers ship transcripts as plain text, SRT, WebVTT, Podcasting 2.0 JSON or HTML, in
-UTF-8, UTF-16 or a Windows code page. Whatever the format, the result is the spoken words
-only, one cue or paragraph per line: cue numbers, timings, speaker labels, markup and
-timestamps are removed, because none of them is in a Whisper transcript and every one would
-count as an error.
+UTF-8, UTF-16 or a Windows code page. Whatever the format, the text is the spoken words only,
+one cue or paragraph per line: cue numbers, timings, speaker labels, markup and timestamps are
+removed, because none of them is in a Whisper transcript and every one would count as an error.
+The speaker labels are kept beside the text, as turns ("Host: …" lines, ``call1-agent: …``
+lines, WebVTT ``<v Name>`` tags, Podcasting 2.0 JSON ``speaker``, HTML ``<cite>``), for the
+speaker-attributed scores.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import html
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -24,6 +27,7 @@ import httpx
 
 from pipeline.core.errors import FetchError, ReferenceError
 from pipeline.core.store import sha256_text
+from pipeline.core.types import SpeakerTurn
 from pipeline.sources.net import FetchLimits, NetSession, setting_name
 
 FORMATS = ("text", "srt", "vtt", "json", "html")
@@ -70,10 +74,21 @@ _LINE_START_TIME = re.compile(r"^[ \t]*\d{1,2}:\d{2}:\d{2}(?:[.,]\d{1,3})?[ \t]*
 # is kept.
 _NAME_WORD = r"(?:[A-ZÀ-ÖØ-Þ][\w'’.\-]*|\d+)"
 _SPEAKER_LABEL = re.compile(
-    rf"^[ \t]*(?:[-–—][ \t]*)?(?:\[[^\]\n]{{1,40}}\]|\([^)\n]{{1,40}}\)|{_NAME_WORD}"
+    rf"^[ \t]*(?:[-–—][ \t]*)?(?P<name>\[[^\]\n]{{1,40}}\]|\([^)\n]{{1,40}}\)|{_NAME_WORD}"
     rf"(?:[ \t]+{_NAME_WORD}){{0,3}})[ \t]*:(?=\s|$)",
     re.M,
 )
+# Any one-word label ("call1-agent:", "host:", "spk_2:"), trusted only where labels are the
+# document's habit (see _loose_labels): a lone "note: ..." line stays speech.
+_LOOSE_LABEL = re.compile(r"^[ \t]*(?:[-–—][ \t]*)?(?P<name>[^\s:\[\]()<>]{1,40})[ \t]*:(?=\s|$)")
+# "Speaker 1  0:00" or "Jane Doe [00:01:02]" alone on a line, the text below it (Otter, Rev
+# exports): a label without a colon. Read as "Speaker 1:" before timestamps are dropped.
+_NAME_THEN_TIME = re.compile(
+    rf"^[ \t]*(?P<name>[A-ZÀ-ÖØ-Þ][\w'’.\-]*(?:[ \t]+{_NAME_WORD}){{0,3}})[ \t]+"
+    rf"(?:{_TIMING}|[\[(][ \t]*{_TIMING}[ \t]*[\])])[ \t]*$",
+    re.M,
+)
+_VOICE = re.compile(r"<v(?:\.[^\s>]*)?[ \t]+([^>\n]+)>")  # WebVTT "<v.loud Jane Doe>"
 _DIALOGUE_DASH = re.compile(r"^[ \t]*[-–—][ \t]+", re.M)  # SRT marks a change of speaker so
 _TAG = re.compile(r"<[^>\n]*>")
 _ASS_TAG = re.compile(r"\{\\[^}]*\}")  # "{\an8}" positioning left in some SRT files
@@ -91,6 +106,14 @@ class Reference:
     format: str  # one of FORMATS
     sha256: str  # of the raw bytes read, so the exact published file can be identified
     encoding: str  # how the bytes were decoded
+    # Who says what, in order, where the reference names speakers; () where it names none.
+    # Their texts joined are ``text``, line for line.
+    turns: tuple[SpeakerTurn, ...] = ()
+
+    @property
+    def speakers(self) -> tuple[str, ...]:
+        """The speaker labels of ``turns``, each once, in order of first appearance."""
+        return tuple(dict.fromkeys(t.speaker for t in self.turns if t.speaker is not None))
 
     @property
     def text_sha256(self) -> str:
@@ -187,13 +210,14 @@ def read_reference(source: str | Path, *, limits: FetchLimits | None = None) -> 
         data = _read_file(path, limits.max_reference_bytes)
         hint = format_hint(path.suffix)
     text, encoding = decode_reference(data, charset, name=origin)
-    plain, fmt = _parse(text, hint, name=origin)
+    plain, fmt, turns = _parse(text, hint, name=origin)
     return Reference(
         text=plain,
         origin=origin,
         format=fmt,
         sha256=hashlib.sha256(data).hexdigest(),
         encoding=encoding,
+        turns=turns,
     )
 
 
@@ -277,24 +301,39 @@ def _cue_text(lines: list[str]) -> list[str]:
     return []  # no timing: a stray number or header, not a cue
 
 
-def _parse_srt(text: str) -> str:
-    lines = [line for block in _blocks(text) for line in _cue_text(block)]
-    return html.unescape(_TAG.sub("", _ASS_TAG.sub("", "\n".join(lines))))
+# A piece of a transcript: (speaker its markup names or None, its raw text lines).
+_Piece = tuple[str | None, str]
 
 
-def _parse_vtt(text: str) -> str:
-    lines: list[str] = []
+def _parse_srt(text: str) -> list[_Piece]:
+    pieces: list[_Piece] = []
+    for block in _blocks(text):  # "<v Name>" is WebVTT's, but some SRT files carry it too
+        pieces.extend(_voice_pieces(_ASS_TAG.sub("", "\n".join(_cue_text(block)))))
+    return pieces
+
+
+def _voice_pieces(cue: str) -> list[_Piece]:
+    """Split a cue's text at its "<v Name>" tags: each part with the voice that says it."""
+    parts = _VOICE.split(cue)  # text, name, text, name, text...
+    pieces: list[_Piece] = [(None, parts[0])] if parts[0].strip() else []
+    for k in range(1, len(parts), 2):
+        speaker = _SPACES.sub(" ", html.unescape(parts[k])).strip() or None
+        pieces.append((speaker, parts[k + 1]))
+    return [(speaker, html.unescape(_TAG.sub("", raw))) for speaker, raw in pieces]
+
+
+def _parse_vtt(text: str) -> list[_Piece]:
+    pieces: list[_Piece] = []
     for block in _blocks(text):
         first = block[0].strip()
         # Header, comments and style/region definitions carry no speech.
         if first.startswith("WEBVTT") or first.split(" ")[0] in ("NOTE", "STYLE", "REGION"):
             continue
-        lines.extend(_cue_text(block))
-    # "<v Speaker>" holds the name inside the tag, so removing tags removes the name too.
-    return html.unescape(_TAG.sub("", "\n".join(lines)))
+        pieces.extend(_voice_pieces("\n".join(_cue_text(block))))
+    return pieces
 
 
-def _parse_json(text: str, name: str) -> str:
+def _parse_json(text: str, name: str) -> list[_Piece]:
     try:
         data: Any = json.loads(text)
     except ValueError as exc:
@@ -305,16 +344,17 @@ def _parse_json(text: str, name: str) -> str:
             f"{name}: JSON reference has no 'segments' list (expected a Podcasting 2.0 transcript)"
         )
     # Segments are often single words: join a speaker's turn on one line.
-    lines: list[str] = []
-    speaker: object = None
+    pieces: list[tuple[object, str]] = []
     for seg in segments:
         if not isinstance(seg, dict) or not isinstance(seg.get("body"), str):
             continue
-        if not lines or seg.get("speaker") != speaker:
-            lines.append("")
-            speaker = seg.get("speaker")
-        lines[-1] += " " + seg["body"].strip()
-    return "\n".join(lines)
+        if not pieces or seg.get("speaker") != pieces[-1][0]:
+            pieces.append((seg.get("speaker"), ""))
+        pieces[-1] = (pieces[-1][0], pieces[-1][1] + " " + seg["body"].strip())
+    return [
+        (speaker.strip() if isinstance(speaker, str) and speaker.strip() else None, body)
+        for speaker, body in pieces
+    ]
 
 
 class _TextExtractor(HTMLParser):
@@ -330,43 +370,105 @@ class _TextExtractor(HTMLParser):
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
+        self.pieces: list[tuple[str | None, list[str]]] = [(None, [])]
         self._skipping: list[str] = []
+        self._cite: list[str] = []  # text of the <cite> being read: the next speaker
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in self._SKIP:
             self._skipping.append(tag)
+            if tag == "cite":
+                self._cite = []
         elif tag in self._BLOCK:
-            self.parts.append("\n")
+            self.pieces[-1][1].append("\n")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in self._SKIP and tag in self._skipping:
             while self._skipping and self._skipping.pop() != tag:
                 pass
+            if tag == "cite":
+                name = _SPACES.sub(" ", "".join(self._cite)).strip().rstrip(":").strip()
+                self.pieces.append((name or None, []))
         elif tag in self._BLOCK:
-            self.parts.append("\n")
+            self.pieces[-1][1].append("\n")
 
     def handle_data(self, data: str) -> None:
         if not self._skipping:
-            self.parts.append(data)
+            self.pieces[-1][1].append(data)
+        elif self._skipping[-1] == "cite":
+            self._cite.append(data)
 
 
-def _parse_html(text: str) -> str:
+def _parse_html(text: str) -> list[_Piece]:
     parser = _TextExtractor()
     parser.feed(text)
     parser.close()
-    return "".join(parser.parts)
+    return [(speaker, "".join(parts)) for speaker, parts in parser.pieces]
 
 
-def _clean_lines(text: str) -> str:
-    """Drop timings, timestamps and speaker labels; one space between words; no blank lines."""
+def _untimed_lines(text: str) -> list[str]:
+    """The lines of ``text`` without cue timings and timestamps."""
     text = _CUE_TIMING.sub("", text)
+    text = _NAME_THEN_TIME.sub(r"\g<name>:", text)
     text = _BRACKETED_TIME.sub(" ", text)
-    text = _LINE_START_TIME.sub("", text)
-    text = _SPEAKER_LABEL.sub("", text)
-    text = _DIALOGUE_DASH.sub("", text)
-    lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
-    return "\n".join(line for line in lines if line)
+    return _LINE_START_TIME.sub("", text).splitlines()
+
+
+def _loose_labels(lines: list[str]) -> bool:
+    """True where one-word labels are the document's habit, so "call1-agent:" is a speaker.
+
+    Labels come back (a transcript's speakers do; a colon that happens to follow a first word
+    rarely does) and open at least half of the non-empty lines, or a quarter where two or more
+    of them come back (turns of several paragraphs).
+    """
+    names = [m["name"] for line in lines if (m := _LOOSE_LABEL.match(line))]
+    spoken = sum(1 for line in lines if line.strip())
+    repeated = [n for n, count in Counter(names).items() if count > 1]
+    if not repeated:
+        return False
+    return 2 * len(names) >= spoken or (len(repeated) > 1 and 4 * len(names) >= spoken)
+
+
+def _label_name(raw: str) -> str:
+    """A speaker label as a name: "[Host]" and "(Host)" are "Host"."""
+    if raw[:1] in "[(":
+        raw = raw[1:-1]
+    return _SPACES.sub(" ", raw).strip()
+
+
+def _clean_lines(pieces: list[_Piece]) -> list[tuple[str | None, str]]:
+    """(speaker, line) for every line with words: timings, timestamps and speaker labels gone,
+    one space between words. A line without a label is said by whoever spoke last."""
+    untimed = [(speaker, _untimed_lines(raw)) for speaker, raw in pieces]
+    label = _LOOSE_LABEL if _loose_labels([ln for _, lines in untimed for ln in lines]) else None
+    out: list[tuple[str | None, str]] = []
+    current: str | None = None
+    for markup_speaker, lines in untimed:
+        current = markup_speaker or current
+        for line in lines:
+            match = _SPEAKER_LABEL.match(line) or (label.match(line) if label else None)
+            if match:
+                current = _label_name(match["name"]) or current
+                line = line[match.end() :]
+            elif _DIALOGUE_DASH.match(line):
+                current = None  # a subtitle dash: someone else speaks, unnamed
+            line = _SPACES.sub(" ", _DIALOGUE_DASH.sub("", line)).strip()
+            if line:
+                out.append((current, line))
+    return out
+
+
+def _turns(lines: list[tuple[str | None, str]]) -> tuple[SpeakerTurn, ...]:
+    """Consecutive lines of one speaker as one turn; () where no line names a speaker."""
+    if all(speaker is None for speaker, _ in lines):
+        return ()
+    turns: list[SpeakerTurn] = []
+    for speaker, line in lines:
+        if turns and turns[-1].speaker == speaker:
+            turns[-1] = SpeakerTurn(speaker, f"{turns[-1].text}\n{line}")
+        else:
+            turns.append(SpeakerTurn(speaker, line))
+    return tuple(turns)
 
 
 def _refuse_binary(text: str, name: str) -> None:
@@ -384,7 +486,7 @@ def _refuse_binary(text: str, name: str) -> None:
         )
 
 
-def _parse(text: str, hint: str | None, *, name: str) -> tuple[str, str]:
+def _parse(text: str, hint: str | None, *, name: str) -> tuple[str, str, tuple[SpeakerTurn, ...]]:
     text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
     if not text.strip():
         raise ReferenceError(f"reference {name} is empty: it holds no text")
@@ -393,19 +495,19 @@ def _parse(text: str, hint: str | None, *, name: str) -> tuple[str, str]:
     fmt = _sniff(text) if hint != "json" else "json"
     fmt = fmt or hint or "text"
     if fmt == "vtt":
-        raw = _parse_vtt(text)
+        pieces = _parse_vtt(text)
     elif fmt == "srt":
-        raw = _parse_srt(text)
+        pieces = _parse_srt(text)
     elif fmt == "json":
-        raw = _parse_json(text, name)
+        pieces = _parse_json(text, name)
     elif fmt == "html":
-        raw = _parse_html(text)
+        pieces = _parse_html(text)
     else:
-        raw = text
-    plain = _clean_lines(raw)
-    if not plain:
+        pieces = [(None, text)]
+    lines = _clean_lines(pieces)
+    if not lines:
         raise ReferenceError(f"reference {name} is empty: its {fmt} holds no transcript text")
-    return plain, fmt
+    return "\n".join(line for _, line in lines), fmt, _turns(lines)
 
 
 def parse_reference_text(
@@ -417,4 +519,13 @@ def parse_reference_text(
     itself (a WEBVTT header, SRT timings, JSON) overrides it. ``name`` appears in errors.
     """
     text, _ = decode_reference(data, name=name)
-    return _parse(text, format_hint(fmt_hint), name=name)
+    plain, fmt, _ = _parse(text, format_hint(fmt_hint), name=name)
+    return plain, fmt
+
+
+def parse_reference_turns(
+    data: bytes, fmt_hint: str | None = None, *, name: str = "reference"
+) -> tuple[SpeakerTurn, ...]:
+    """The speaker turns of reference bytes already in hand; () where it names no speaker."""
+    text, _ = decode_reference(data, name=name)
+    return _parse(text, format_hint(fmt_hint), name=name)[2]
