@@ -5,6 +5,7 @@ private names, and light stages start without torch."""
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 from pathlib import Path

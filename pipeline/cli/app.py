@@ -83,9 +83,7 @@ def transcribe(
     ] = 30.0,
     context_s: Annotated[
         float,
-        typer.Option(
-            help="Seconds of neighbouring audio heard on each side of a chunk (0: none)."
-        ),
+        typer.Option(help="Seconds of neighbouring audio heard on each side of a chunk (0: none)."),
     ] = 0.0,
     style: Annotated[
         str,
