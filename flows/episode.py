@@ -48,7 +48,7 @@ from pipeline.core.types import Chunk, ChunkManifest, ChunkTranscript
 from pipeline.episode import finish_episode, prepare_episode
 from pipeline.quality.repair import RepairOutcome, RepairPolicy, repair_chunk, wants_repair
 from pipeline.quality.report import load_report_input, preload_plotting, render_markdown_report
-from pipeline.quality.signals import ChunkFlags, ChunkSignals, QualityReport, assess_chunks
+from pipeline.quality.signals import ChunkFlags, ChunkSignals, QualityReport, screen_chunks
 from pipeline.settings import fetch_limits, retry_policy, weights_source
 from pipeline.sources import catalog
 from pipeline.sources.net import FetchLimits
@@ -136,9 +136,10 @@ def transcribe_one_chunk(
 @task(task_run_name="check chunks of {title}")
 def check_chunks(
     manifest: ChunkManifest, transcripts: list[ChunkTranscript], title: str
-) -> QualityReport:
-    """The reference-free signals and flags of every chunk (speech/music analysis, loops)."""
-    return assess_chunks(manifest.episode_id, manifest.chunks, transcripts)
+) -> tuple[list[ChunkTranscript], QualityReport]:
+    """Take out segments over no speech, then the reference-free signals and flags of every
+    chunk (speech/music analysis, loops): ``screen_chunks``, as the CLI's repair step does."""
+    return screen_chunks(manifest.episode_id, manifest.chunks, transcripts)
 
 
 def _repair_run_name() -> str:
@@ -339,7 +340,7 @@ def repair_flagged(
     """Check every chunk; transcribe the flagged ones among ``repairable`` once more, one task
     each (the same steps as ``repair_chunks`` on the CLI). A retry that fails keeps the
     first result: a repair never costs an episode."""
-    report = check_chunks(manifest, transcripts, title)
+    transcripts, report = check_chunks(manifest, transcripts, title)
     chunks = {c.index: c for c in manifest.chunks}
     total = len(manifest.chunks)
     futures = {

@@ -48,6 +48,10 @@ class BenchRun:
     start_rss_mb: float = 0.0  # ... and when the run started (weights, earlier runs' leftovers)
     stages: dict[str, float] = field(default_factory=dict)  # seconds per pipeline stage
     extra: dict[str, Any] = field(default_factory=dict)
+    # A baseline's own segments (start, end, text), for its errors at the pipeline's cuts.
+    anchor_segments: tuple[tuple[float, float, str], ...] = field(default=(), repr=False)
+    # The pipeline's chunk transcripts, whose cuts those errors are counted at.
+    chunks: tuple[Any, ...] = field(default=(), repr=False)
 
     @property
     def rtfx(self) -> float:
@@ -230,8 +234,17 @@ def run_whisper_baseline(
         result = whisper.transcribe(model, source, **kwargs)
         wall = time.perf_counter() - started
     audio_s = float(result["segments"][-1]["end"]) if result["segments"] else 0.0
+    # Kept (not JSON) so its errors can be counted at the pipeline's cut positions later.
+    segments = [(float(s["start"]), float(s["end"]), str(s["text"])) for s in result["segments"]]
     return BenchRun(
-        name, desc, audio_s, wall, _wer(result["text"], reference), rss.peak_mb, rss.start_mb
+        name,
+        desc,
+        audio_s,
+        wall,
+        _wer(result["text"], reference),
+        rss.peak_mb,
+        rss.start_mb,
+        anchor_segments=tuple(segments),
     )
 
 
@@ -274,6 +287,8 @@ def run_pipeline(
     }
     quality = getattr(result, "quality", None)
     extra: dict[str, Any] = {"chunks": result.chunks}
+    if result.score is not None and result.score.cuts is not None:
+        extra["near_cut"] = _cut_summary(result.score.cuts)
     if quality is not None:  # chunks the quality checks sent back for a second transcription
         extra["retried_chunks"] = [r.chunk_index for r in quality.repairs]
     batch_size = batch_size or options.batch_size
@@ -291,7 +306,36 @@ def run_pipeline(
         rss.start_mb,
         stages,
         extra,
+        chunks=tuple(result.transcript.chunks),
     )
+
+
+def _cut_summary(cuts: Any) -> dict[str, Any]:
+    """A CutErrorRates as JSON: rates and the counts behind them."""
+    return {
+        "near_rate": None if cuts.near_rate is None else round(cuts.near_rate, 4),
+        "near": f"{cuts.near_errors}/{cuts.near_ref_words}",
+        "far_rate": None if cuts.far_rate is None else round(cuts.far_rate, 4),
+        "far": f"{cuts.far_errors}/{cuts.far_ref_words}",
+        "window_s": cuts.window_s,
+    }
+
+
+def with_anchor_cut_rates(runs: list[BenchRun], reference: str) -> list[BenchRun]:
+    """Each baseline run with its near-cut error rates counted at the cut positions of the
+    pipeline run of the same repetition (the next pipeline run after it)."""
+    import dataclasses
+
+    from pipeline.quality.score import anchor_cut_error_rates
+
+    out: list[BenchRun] = []
+    for i, run in enumerate(runs):
+        pipeline_run = next((r for r in runs[i:] if r.name == PIPELINE), None)
+        if run.anchor_segments and pipeline_run is not None and pipeline_run.chunks:
+            rates = anchor_cut_error_rates(run.anchor_segments, pipeline_run.chunks, reference)
+            run = dataclasses.replace(run, extra=run.extra | {"near_cut": _cut_summary(rates)})
+        out.append(run)
+    return out
 
 
 def _warm_up(model: Any, device: str) -> None:
@@ -302,6 +346,10 @@ def _warm_up(model: Any, device: str) -> None:
     mel = torch.zeros(1, model.dims.n_mels, 3000, device=device)
     options = whisper.DecodingOptions(language="en", fp16=device == "cuda", sample_len=8)
     whisper.decode(model, mel, options)
+    # Word timing's DTW is compiled by numba on its first call (1.5-4 s here, once a process).
+    from whisper.timing import dtw
+
+    dtw(torch.rand(4, 8))
 
 
 def run_bench(
@@ -360,7 +408,7 @@ def run_bench(
         with tempfile.TemporaryDirectory(prefix="podscribe-bench-") as tmp:
             runs.append(run_pipeline(source, ref, options, Path(tmp), effective_batch))
     return _bench_result(
-        runs,
+        with_anchor_cut_rates(runs, ref.text),
         source=source,
         reference=reference_source,
         model=model,

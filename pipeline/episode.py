@@ -45,7 +45,7 @@ from pipeline.quality.report import (
     render_html_report,
 )
 from pipeline.quality.score import score_transcript
-from pipeline.quality.signals import QualityReport, assess_chunks
+from pipeline.quality.signals import QualityReport, screen_chunks
 from pipeline.quality.speakers import add_speaker_scores
 from pipeline.sources.fetch import episode_id_for, fetch_source
 from pipeline.sources.net import FetchLimits
@@ -134,11 +134,16 @@ def finish_episode(
 ) -> tuple[Transcript, Score | None, dict[str, Path]]:
     """Merge, score, flag, write the outputs and report atomically, and record the run.
 
-    ``quality`` comes from the repair step when it ran; otherwise the chunks are assessed
-    here. ``elapsed_s`` (wall time so far) gives the report its RTFx. The run is appended to
-    ``history_path`` (default: ``history.jsonl`` beside ``out_dir``) after every file is written.
+    ``quality`` comes from the repair step when it ran; otherwise the chunks are screened
+    and assessed here. ``elapsed_s`` (wall time so far) gives the report its RTFx. The run
+    is appended to ``history_path`` (default: ``history.jsonl`` beside ``out_dir``) after
+    every file is written.
     """
     out_dir = Path(out_dir)
+    if quality is None:  # not screened by the repair step: segments over no speech go here
+        chunk_transcripts, quality = screen_chunks(
+            manifest.episode_id, manifest.chunks, chunk_transcripts
+        )
     transcript = merge_transcripts(
         manifest.episode_id,
         manifest.audio.duration_s,
@@ -150,8 +155,6 @@ def finish_episode(
     score = score_transcript(transcript, reference.text) if reference is not None else None
     if score is not None and reference is not None:  # cpWER and DER where they apply
         score = add_speaker_scores(score, transcript, reference.turns, rttm)
-    if quality is None:
-        quality = assess_chunks(manifest.episode_id, manifest.chunks, transcript.chunks)
     run_id = run_id or new_run_id()
     report_input = ReportInput(
         transcript, score, quality, reference.text if reference else None, elapsed_s, run_id

@@ -8,11 +8,18 @@ Outputs:
 - tests/fixtures/episode.mp3 + episode.txt: ~48 s, two voices, sentences separated by
   silences of different lengths, opened by a 2 s tone (a "jingle"): several 30 s chunks.
 - pipeline/data/demo/episode-<n>.mp3 + episode-<n>.txt: the bundled demo episodes.
+- tests/fixtures/longform.mp3 + longform.txt: ~20 s, a long sentence (to be cut in the middle)
+  and a short one, 0.25 s apart as in long recordings rebuilt from sentence clips, then 0.5 s
+  of near-silence (faint noise at about -60 dBFS): a chunk's quiet tail.
+
+``python scripts/make_fixtures.py longform`` makes only the named outputs (speech, episode,
+demo, longform); no name: all of them.
 """
 
 from __future__ import annotations
 
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -39,6 +46,18 @@ EPISODE = [
     ("en-gb", "Mountains make their own weather, which is why hikers get caught out.", 1.0),
     ("en-us", "That is all for today. Thank you for listening to the show.", 0.0),
 ]
+
+LONGFORM = [
+    (
+        "en-us",
+        "The committee reviewed the budget for the new library, and after a long discussion "
+        "about the roof, the windows and the parking spaces, it decided to start building in "
+        "the spring of next year.",
+        0.25,
+    ),
+    ("en-gb", "Thank you all for coming tonight.", 0.0),
+]
+TAIL_S = 0.5  # near-silence after the last sentence
 
 DEMO_EPISODES = [
     [
@@ -132,17 +151,48 @@ def silence(tmp: Path, seconds: float) -> Path:
     return out
 
 
-def main() -> None:
+def faint_tail(tmp: Path, seconds: float) -> Path:
+    """Near-silence: white noise at about -60 dBFS (room tone at the end of a clip)."""
+    out = tmp / f"faint{seconds}.wav"
+    ffmpeg(
+        "-f", "lavfi", "-i", f"anoisesrc=r={RATE}:a=0.001:c=white:s=7", "-t", str(seconds),
+        out.as_posix(),
+    )  # fmt: skip
+    return out
+
+
+def build_longform(out: Path) -> str:
+    """LONGFORM spoken, then TAIL_S of near-silence, into ``out``."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        speech = tmp / "speech.wav"
+        text = build(LONGFORM, speech)
+        listing = tmp / "list.txt"
+        listing.write_text(f"file '{speech.as_posix()}'\nfile '{faint_tail(tmp, TAIL_S)}'\n")
+        ffmpeg(
+            "-f", "concat", "-safe", "0", "-i", listing.as_posix(), "-ar", str(RATE), "-ac", "1",
+            "-c:a", "libmp3lame", "-b:a", "32k", out.as_posix(),
+        )  # fmt: skip
+    return text
+
+
+def main(names: list[str]) -> None:
     FIXTURES.mkdir(parents=True, exist_ok=True)
     DEMO.mkdir(parents=True, exist_ok=True)
-    speech = build([(v, t, 0.3) for v, t in SPEECH], FIXTURES / "speech.ogg")
-    (FIXTURES / "speech.txt").write_text(speech)
-    episode = build(EPISODE, FIXTURES / "episode.mp3", jingle_s=2.0)
-    (FIXTURES / "episode.txt").write_text(episode)
-    for n, parts in enumerate(DEMO_EPISODES, start=1):
-        text = build(parts, DEMO / f"episode-{n}.mp3", jingle_s=1.5)
-        (DEMO / f"episode-{n}.txt").write_text(text)
+    wanted = set(names) or {"speech", "episode", "demo", "longform"}
+    if "speech" in wanted:
+        speech = build([(v, t, 0.3) for v, t in SPEECH], FIXTURES / "speech.ogg")
+        (FIXTURES / "speech.txt").write_text(speech)
+    if "episode" in wanted:
+        episode = build(EPISODE, FIXTURES / "episode.mp3", jingle_s=2.0)
+        (FIXTURES / "episode.txt").write_text(episode)
+    if "demo" in wanted:
+        for n, parts in enumerate(DEMO_EPISODES, start=1):
+            text = build(parts, DEMO / f"episode-{n}.mp3", jingle_s=1.5)
+            (DEMO / f"episode-{n}.txt").write_text(text)
+    if "longform" in wanted:
+        (FIXTURES / "longform.txt").write_text(build_longform(FIXTURES / "longform.mp3"))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.audio.chunk import ChunkOptions, chunk_audio, find_cut, load_manifest
-from pipeline.audio.decode import decode_audio, read_wav_pcm, read_wav_samples
+from pipeline.audio.decode import decode_audio, read_chunk_samples, read_wav_pcm, read_wav_samples
 from pipeline.core.errors import OptionsError
 from pipeline.core.types import SAMPLE_RATE, ChunkManifest
 
@@ -107,6 +107,36 @@ def test_chunk_files_hold_exactly_their_samples(tmp_path, paused_tone):
         assert len(got) / SAMPLE_RATE == pytest.approx(chunk.duration_s, abs=TOLERANCE_S)
         total_s += len(got) / SAMPLE_RATE
     assert total_s == pytest.approx(paused_tone.duration_s, abs=TOLERANCE_S)
+
+
+def test_chunk_files_hold_their_context_on_either_side(tmp_path, paused_tone):
+    options = ChunkOptions(max_chunk_s=20.0, context_s=1.5)
+    manifest = chunk_audio(paused_tone, tmp_path, "ep", options)
+    assert_tiles(manifest, options)
+    context_n = int(1.5 * SAMPLE_RATE)
+    chunks = manifest.chunks
+    assert all(c.duration_s <= options.core_max_s for c in chunks)
+    # Context on both sides, cut short only at the episode's two ends.
+    assert chunks[0].context_before == 0 and chunks[-1].context_after == 0
+    assert all(c.context_before == context_n for c in chunks[1:])
+    assert all(c.context_after == context_n for c in chunks[:-1])
+    for chunk in chunks:
+        expected = read_wav_pcm(
+            paused_tone.path,
+            chunk.start_sample - chunk.context_before,
+            chunk.end_sample + chunk.context_after,
+        )
+        assert read_wav_pcm(chunk.path) == expected
+        own = read_chunk_samples(chunk)
+        assert len(own) == chunk.end_sample - chunk.start_sample
+        assert (
+            own.tobytes()
+            == read_wav_samples(paused_tone.path, chunk.start_sample, chunk.end_sample).tobytes()
+        )
+    assert load_manifest(tmp_path / "manifest.json") == manifest
+    # Other context, other chunk files: the manifest is not reused.
+    again = chunk_audio(paused_tone, tmp_path, "ep", ChunkOptions(max_chunk_s=20.0, context_s=0))
+    assert all(c.context_before == c.context_after == 0 for c in again.chunks)
 
 
 def test_manifest_on_disk_round_trips(tmp_path, paused_tone):
@@ -220,6 +250,8 @@ INVALID = [
     {"step_ms": 0},
     {"silence_rel_db": 3},
     {"silence_floor_dbfs": 0},
+    {"context_s": -1},
+    {"context_s": 14.6},  # leaves less than 1 s of a 30 s window for the chunk itself
     {"max_chunk_s": True},
     {"max_chunk_s": "30"},
 ]

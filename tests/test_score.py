@@ -19,6 +19,7 @@ from pipeline.core.types import (
 )
 from pipeline.quality.score import (
     align_words,
+    anchor_cut_error_rates,
     chunk_alignment,
     cut_error_rates,
     format_alignment,
@@ -234,6 +235,24 @@ def test_near_cut_error_rates() -> None:
     assert cuts.near_rate == pytest.approx(2 / 6)
     assert cuts.far_rate == pytest.approx(2 / 15)
     assert score_transcript(_transcript(), REFERENCE, near_cut_s=2.0).cuts == cuts
+
+
+def test_an_anchor_is_counted_at_the_pipelines_cuts() -> None:
+    # Another engine's segments, cut nowhere (one long segment each sentence), scored at the
+    # cuts of the synthetic transcript (10 s and 20 s): the same words near and far.
+    anchor = [
+        (0.0, 8.0, "The quick crown fox jumps over the lazy"),
+        (10.0, 19.8, "A stitch in time saves lives today."),
+        (20.5, 26.0, "All that glitter is not gold."),
+    ]
+    ours = cut_error_rates(_transcript(), REFERENCE, window_s=2.0)
+    theirs = anchor_cut_error_rates(anchor, _transcript().chunks, REFERENCE, window_s=2.0)
+    assert (theirs.near_ref_words + theirs.far_ref_words) == 21
+    assert theirs.near_errors + theirs.far_errors == 4  # the same four errors
+    assert theirs.window_s == ours.window_s
+    # Without chunks there are no cuts: everything is far.
+    alone = anchor_cut_error_rates(anchor, [], REFERENCE, window_s=2.0)
+    assert (alone.near_ref_words, alone.far_ref_words, alone.far_errors) == (0, 21, 4)
 
 
 def test_zero_window_puts_everything_far() -> None:

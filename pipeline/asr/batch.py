@@ -53,14 +53,15 @@ from whisper.decoding import (
     PyTorchInference,
     SuppressTokens,
 )
+from whisper.timing import add_word_timestamps
 from whisper.tokenizer import Tokenizer, get_tokenizer
 
 from pipeline.asr.loading import load_model
 from pipeline.asr.options import LoadedModel, TranscribeOptions, continue_limit
 from pipeline.asr.static_decode import greedy_update, static_decoder, text_decoder_forward
-from pipeline.asr.whisper import segments_from_whisper
-from pipeline.audio.analysis import speech_end_s
-from pipeline.audio.decode import read_wav_samples
+from pipeline.asr.whisper import has_context, segments_from_whisper
+from pipeline.audio.analysis import sounding_frames, speech_end_s
+from pipeline.audio.decode import read_chunk_samples
 from pipeline.core.errors import AudioError, TranscriptionError
 from pipeline.core.types import Chunk, ChunkTranscript
 
@@ -389,10 +390,17 @@ class ChunkState:
     features_seek: int = -1
     # Seconds into the chunk where its speech ends (quality.speech_end_s), for continuing.
     speech_end_s: float = 0.0
+    # Where the chunk itself ends in the mel (frames); after it lies only its trailing context.
+    core_end_frames: int | None = None
+    # Whether words are timed (the WAV holds context, and only the chunk's own words are kept).
+    timed: bool = False
+    # Which 10 ms frames of the WAV sound (analysis.sounding_frames), for placing words.
+    sounding: np.ndarray | None = None
 
     @property
     def done(self) -> bool:
-        return self.seek >= self.content_frames
+        end = self.content_frames if self.core_end_frames is None else self.core_end_frames
+        return self.seek >= end
 
     def segment_size(self) -> int:
         return min(N_FRAMES, self.content_frames - self.seek)
@@ -400,6 +408,25 @@ class ChunkState:
     def window_mel(self) -> torch.Tensor:
         seg = self.mel[:, self.seek : self.seek + self.segment_size()]
         return pad_or_trim(seg, N_FRAMES)
+
+
+class _DecoderOnly:
+    """A Whisper model seen by ``whisper.timing`` with the encoder already run: called with
+    a window's encoder output (where it expects the mel) and tokens, it runs the decoder only,
+    so timing a window's words costs one decoder pass, not a second encoder pass."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.dims = model.dims
+        self.decoder = model.decoder
+        self.alignment_heads = model.alignment_heads
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device  # type: ignore[no-any-return]
+
+    def __call__(self, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.decoder(tokens, features)  # type: ignore[no-any-return]
 
 
 class BatchTranscriber:
@@ -424,11 +451,10 @@ class BatchTranscriber:
             language=self.language,
             task="transcribe",
         )
-        self.initial_prompt_tokens = (
-            self.tokenizer.encode(" " + options.initial_prompt.strip())
-            if options.initial_prompt
-            else []
-        )
+        # Given before every window of a chunk (style and initial prompt), as faster-whisper
+        # does; text from earlier windows follows it only with condition_on_previous_text.
+        prompt = options.prompt()
+        self.prompt_tokens = tuple(self.tokenizer.encode(" " + prompt) if prompt else [])
         self.input_stride = N_FRAMES // self.model.dims.n_audio_ctx  # mel frames per token: 2
         self.time_precision = self.input_stride * HOP_LENGTH / WHISPER_SAMPLE_RATE  # 0.02 s
         self.batch_size = resolve_batch_size(options.batch_size, self.loaded)
@@ -442,7 +468,7 @@ class BatchTranscriber:
     def start(self, chunk: Chunk, future: Future | None = None) -> ChunkState:
         """Read a chunk's samples and compute its padded log-mel (on the model's device)."""
         try:
-            samples = read_wav_samples(chunk.path)
+            samples = read_chunk_samples(chunk, context=True)
         except (OSError, AudioError) as exc:
             raise TranscriptionError(
                 f"cannot read chunk {chunk.index} ({chunk.path}): {exc}"
@@ -453,9 +479,14 @@ class BatchTranscriber:
             torch.from_numpy(samples), self.model.dims.n_mels, padding=N_SAMPLES, device=device
         )
         state = ChunkState(chunk, mel, content_frames=mel.shape[-1] - N_FRAMES, future=future)
-        state.all_tokens = list(self.initial_prompt_tokens)
+        # The chunk's own samples end here; the trailing context is heard, never decoded alone.
+        core_n = chunk.context_before + chunk.end_sample - chunk.start_sample
+        if has_context(chunk):
+            state.timed = True
+            state.sounding = sounding_frames(samples)
+            state.core_end_frames = min(state.content_frames, math.ceil(core_n / HOP_LENGTH))
         if self.options.continue_in_window:
-            state.speech_end_s = speech_end_s(samples)
+            state.speech_end_s = speech_end_s(samples[:core_n])
         return state
 
     def finish(self, state: ChunkState) -> ChunkTranscript:
@@ -465,7 +496,9 @@ class BatchTranscriber:
             chunk_sha256=state.chunk.sha256,
             start_s=state.chunk.start_s,
             end_s=state.chunk.end_s,
-            segments=segments_from_whisper(state.segments, state.chunk),
+            segments=segments_from_whisper(
+                state.segments, state.chunk, context=state.timed, sounding=state.sounding
+            ),
             model=self.loaded.info,
             options=self.result_options,
             elapsed_s=round(state.elapsed_s, 4),
@@ -475,7 +508,7 @@ class BatchTranscriber:
 
     def prompt_of(self, state: ChunkState) -> tuple[int, ...]:
         """The prompt tokens of a chunk's next window (windows in a batch must share it)."""
-        return tuple(state.all_tokens[state.prompt_reset_since :])
+        return self.prompt_tokens + tuple(state.all_tokens[state.prompt_reset_since :])
 
     def continue_before(self, states: Sequence[ChunkState]) -> list[int] | None:
         """Per state, the timestamp index (in its next window) before which a "continue from
@@ -549,12 +582,13 @@ class BatchTranscriber:
             results = [self._decode_with_fallback(s, self.options.temperatures) for s in states]
         share = (time.perf_counter() - started) / len(states)
         hotter = self.options.temperatures[1:]
-        for state, result in zip(states, results, strict=True):
+        for k, (state, result) in enumerate(zip(states, results, strict=True)):
             t0 = time.perf_counter()
+            window_features = features[k] if first_t == 0 else None
             if first_t == 0 and hotter and self._needs_fallback(result):
                 # The temperature-0 try is the batched one (batch-invariant); the rest alone.
                 result = self._decode_with_fallback(state, hotter)
-            self._advance(state, result)
+            self._advance(state, result, window_features)
             state.elapsed_s += share + (time.perf_counter() - t0)
             state.windows += 1
 
@@ -587,10 +621,14 @@ class BatchTranscriber:
         for state, features in zip(states, encoded, strict=True):
             state.features, state.features_seek = features, state.seek
 
-    def _advance(self, state: ChunkState, result: DecodingResult) -> None:
-        # whisper.transcribe's loop body (word timestamps off), for one window.
+    def _advance(
+        self, state: ChunkState, result: DecodingResult, features: torch.Tensor | None = None
+    ) -> None:
+        # whisper.transcribe's loop body, for one window (``features``: its encoder output,
+        # when at hand, for timing its words).
         o = self.options
         segment_size = state.segment_size()
+        seek = state.seek
         if o.no_speech_threshold is not None:
             should_skip = result.no_speech_prob > o.no_speech_threshold
             if o.logprob_threshold is not None and result.avg_logprob > o.logprob_threshold:
@@ -602,10 +640,42 @@ class BatchTranscriber:
         for seg in new:  # an instantaneous or empty segment is kept but cleared
             if seg["start"] == seg["end"] or not seg["text"].strip():
                 seg["text"], seg["tokens"] = "", []
+        if state.timed:
+            self._time_words(state, new, seek, segment_size, features)
         state.segments.extend(new)
         state.all_tokens.extend(t for seg in new for t in seg["tokens"])
         if not o.condition_on_previous_text or result.temperature > 0.5:
             state.prompt_reset_since = len(state.all_tokens)
+
+    def _time_words(
+        self,
+        state: ChunkState,
+        segments: list[dict[str, Any]],
+        seek: int,
+        segment_size: int,
+        features: torch.Tensor | None,
+    ) -> None:
+        """Give a window's segments their words' times (whisper's cross-attention alignment,
+        as ``transcribe(word_timestamps=True)``), from the window's encoder output: the
+        decoder runs once more over the window's text, for this window alone."""
+        if not any(seg["tokens"] for seg in segments):
+            return
+        if features is None:  # a fallback decode: its encoder output was not kept
+            with torch.inference_mode():
+                features = self.model.encoder(state.window_mel()[None].to(self.dtype))[0]
+        for seg in segments:
+            seg["seek"] = seek
+        previous = [s for s in state.segments if s.get("words")]
+        last_speech = previous[-1]["end"] if previous else seek * HOP_LENGTH / WHISPER_SAMPLE_RATE
+        with torch.inference_mode():
+            add_word_timestamps(
+                segments=segments,
+                model=_DecoderOnly(self.model),
+                tokenizer=self.tokenizer,
+                mel=features,  # _DecoderOnly takes the encoder output in place of the mel
+                num_frames=segment_size,
+                last_speech_timestamp=last_speech,
+            )
 
     def _segments(
         self, state: ChunkState, result: DecodingResult, segment_size: int

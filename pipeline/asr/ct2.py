@@ -36,7 +36,7 @@ from pipeline.asr.options import TIMESTAMP_S, TranscribeOptions, continue_limit
 from pipeline.asr.weights import ct2_model_dir
 from pipeline.asr.whisper import segments_from_whisper
 from pipeline.audio.analysis import speech_end_s
-from pipeline.audio.decode import read_wav_samples
+from pipeline.audio.decode import read_chunk_samples
 from pipeline.core.errors import ModelError, TranscriptionError
 from pipeline.core.types import SAMPLE_RATE, Chunk, ChunkTranscript, ModelInfo
 
@@ -214,7 +214,8 @@ def transcribe_chunks_ct2(
     language = options.language or ("en" if not multilingual else None)
     beam = options.beam_size or 1
     try:
-        audios = [read_wav_samples(c.path) for c in chunks]
+        # Without the context: this engine has no word timings to keep a chunk's own words by.
+        audios = [read_chunk_samples(c) for c in chunks]
     except OSError as exc:
         raise TranscriptionError(f"cannot read a chunk WAV: {exc}") from exc
     speech_ends = [speech_end_s(a) if options.continue_in_window else 0.0 for a in audios]
@@ -260,11 +261,8 @@ def transcribe_chunks_ct2(
             prompts, tokenizers = [], []
             for lang in langs:
                 tok = Tokenizer(fw.hf_tokenizer, multilingual, task="transcribe", language=lang)
-                prev = (
-                    tok.encode(" " + options.initial_prompt.strip())
-                    if options.initial_prompt
-                    else []
-                )
+                prompt = options.prompt()
+                prev = tok.encode(" " + prompt) if prompt else []
                 prompts.append(fw.get_prompt(tok, previous_tokens=prev, without_timestamps=False))
                 tokenizers.append(tok)
             suppress = list(get_suppressed_tokens(tokenizers[0], [-1]))

@@ -14,6 +14,16 @@ DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("openai-whisper", "faster-whisper")  # faster-whisper: pipeline/asr/ct2.py
 # Whisper's own defaults for deciding that a decode failed and a hotter one should be tried.
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# Transcript styles: verbatim (what the model writes cold) or clean, as publishers' transcripts
+# are (punctuated sentences, no fillers). Clean is asked for with a prompt before every window,
+# text the decoder treats as what came before: a clean sentence makes it continue cleanly, as
+# transcribe() does when it conditions on its own earlier, clean text. Generic on purpose (no
+# names or topics that could be echoed into a silence).
+STYLE_PROMPTS: dict[str, str | None] = {
+    "verbatim": None,
+    "clean": "Welcome back to the show. Today we talk about the news of the week, and what "
+    "it means for you.",
+}
 MAX_BATCH_SIZE = 256  # windows per forward pass; more only costs memory
 
 
@@ -43,8 +53,10 @@ class TranscribeOptions:
     compression_ratio_threshold: float | None = 2.4
     logprob_threshold: float | None = -1.0
     no_speech_threshold: float | None = 0.6
-    # Optional text (names, jargon) given to the decoder as context for every chunk.
+    # Optional text (names, jargon) given to the decoder as context for every window.
     initial_prompt: str | None = None
+    # "verbatim" or "clean" (STYLE_PROMPTS): the style prompt goes before initial_prompt.
+    style: str = "verbatim"
     # Chunk windows decoded together by `transcribe_chunks` (pipeline/asr/batch.py); 1 decodes each
     # chunk alone (with whisper.transcribe when continue_in_window is off); 0 picks a size
     # from free GPU memory (8 on CPU).
@@ -68,6 +80,10 @@ class TranscribeOptions:
             )
         if not self.model.strip():
             raise OptionsError("model must not be empty: use a name `podscribe models` lists")
+        if self.style not in STYLE_PROMPTS:
+            raise OptionsError(
+                f"style must be one of {', '.join(STYLE_PROMPTS)}, not {self.style!r}"
+            )
         if self.device not in DEVICES:
             raise OptionsError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.beam_size is not None and not 1 <= self.beam_size <= 32:
@@ -85,6 +101,12 @@ class TranscribeOptions:
             )
         if self.model.endswith(".en") and self.language not in ("en", None):
             raise OptionsError(f"model {self.model} is English-only: language must be 'en'")
+
+    def prompt(self) -> str | None:
+        """The text given to the decoder before every window: the style's, then
+        ``initial_prompt``; None when there is neither."""
+        parts = [p.strip() for p in (STYLE_PROMPTS[self.style], self.initial_prompt) if p]
+        return " ".join(parts) or None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -9,10 +9,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from pipeline.asr.options import LoadedModel, TranscribeOptions
-from pipeline.audio.decode import read_wav_samples
-from pipeline.core.errors import TranscriptionError
-from pipeline.core.types import Chunk, ChunkTranscript, Segment
+from pipeline.audio.analysis import sounding_center, sounding_frames
+from pipeline.audio.decode import read_chunk_samples
+from pipeline.core.errors import AudioError, TranscriptionError
+from pipeline.core.types import Chunk, ChunkTranscript, Segment, Word
 
 
 def _decode_kwargs(options: TranscribeOptions, device: str) -> dict[str, Any]:
@@ -23,7 +26,8 @@ def _decode_kwargs(options: TranscribeOptions, device: str) -> dict[str, Any]:
         "logprob_threshold": options.logprob_threshold,
         "no_speech_threshold": options.no_speech_threshold,
         "condition_on_previous_text": options.condition_on_previous_text,
-        "initial_prompt": options.initial_prompt,
+        "initial_prompt": options.prompt(),
+        "carry_initial_prompt": True,  # before every window, as the batched engine does
         "language": options.language,
         "fp16": fp16 and device == "cuda",
         "verbose": None,
@@ -34,16 +38,49 @@ def _decode_kwargs(options: TranscribeOptions, device: str) -> dict[str, Any]:
 
 
 def segments_from_whisper(
-    raw_segments: Iterable[dict[str, Any]], chunk: Chunk
+    raw_segments: Iterable[dict[str, Any]],
+    chunk: Chunk,
+    context: bool = False,
+    sounding: np.ndarray | None = None,
 ) -> tuple[Segment, ...]:
-    """Wrap whisper's segment dicts, shifted from chunk time to episode time."""
+    """Wrap whisper's segment dicts, shifted from chunk time to episode time.
+
+    ``context``: the times count from the start of the chunk's WAV *with* its context
+    (``Chunk.context_before``), and only the words heard inside the chunk itself are kept, so
+    a word heard across a cut lands in exactly one chunk. Where a word is heard: the middle of
+    its sounding frames (``sounding``: ``analysis.sounding_frames`` of the WAV), else of its
+    times. Whisper stretches the word next to a pause over the pause, and the cut is in the
+    pause: by its times alone that word would fall on both sides, or on neither. A segment
+    without word timings is kept when its middle is inside.
+    """
+    offset = chunk.start_s - (chunk.context_before_s if context else 0.0)
+
+    def heard_inside(w: Word) -> bool:
+        heard = None
+        if sounding is not None:
+            heard = sounding_center(sounding, w.start - offset, w.end - offset)
+        return _inside(offset + heard if heard is not None else (w.start + w.end) / 2, chunk)
+
     out = []
     for seg in raw_segments:
+        start = offset + float(seg["start"])
+        end = offset + float(seg["end"])
         text = str(seg["text"]).strip()
+        words = _words(seg.get("words"), offset)
+        if context:
+            if words is not None:
+                inside = tuple(w for w in words if heard_inside(w))
+                if len(inside) < len(words):  # trimmed at a cut: the kept words' text, times
+                    text = "".join(w.text for w in inside).strip()
+                    if inside:
+                        start, end = inside[0].start, inside[-1].end
+                words = inside
+            elif not _inside((start + end) / 2, chunk):
+                continue
         if not text:
             continue
-        start = min(chunk.start_s + float(seg["start"]), chunk.end_s)
-        end = min(max(chunk.start_s + float(seg["end"]), start), chunk.end_s)
+        start = min(max(start, chunk.start_s), chunk.end_s)
+        end = min(max(end, start), chunk.end_s)
         out.append(
             Segment(
                 start=round(start, 3),
@@ -54,9 +91,34 @@ def segments_from_whisper(
                 no_speech_prob=float(seg.get("no_speech_prob", 0.0)),
                 compression_ratio=float(seg.get("compression_ratio", 0.0)),
                 temperature=float(seg.get("temperature", 0.0)),
+                words=words,
             )
         )
     return tuple(out)
+
+
+def has_context(chunk: Chunk) -> bool:
+    """Whether the chunk's WAV holds neighbouring audio (then words are timed and filtered)."""
+    return chunk.context_before > 0 or chunk.context_after > 0
+
+
+def _inside(time: float, chunk: Chunk) -> bool:
+    return chunk.start_s <= time < chunk.end_s
+
+
+def _words(raw: Any, offset: float) -> tuple[Word, ...] | None:
+    """Whisper's word dicts (times from the WAV's start) as Words in episode time."""
+    if raw is None:
+        return None
+    return tuple(
+        Word(
+            start=round(offset + float(w["start"]), 3),
+            end=round(offset + float(w["end"]), 3),
+            text=str(w["word"]),
+            probability=round(float(w["probability"]), 4),
+        )
+        for w in raw
+    )
 
 
 def transcribe_chunk_whisper(
@@ -67,13 +129,15 @@ def transcribe_chunk_whisper(
     import whisper
 
     try:
-        samples = read_wav_samples(chunk.path)
-    except OSError as exc:
+        samples = read_chunk_samples(chunk, context=True)
+    except (OSError, AudioError) as exc:
         raise TranscriptionError(f"cannot read chunk {chunk.index} ({chunk.path}): {exc}") from exc
     started = time.perf_counter()
     torch.manual_seed(options.seed)  # the sampled fallbacks must not depend on chunk order
     try:
-        result = whisper.transcribe(loaded.model, samples, **_decode_kwargs(options, loaded.device))
+        kwargs = _decode_kwargs(options, loaded.device)
+        context = has_context(chunk)
+        result = whisper.transcribe(loaded.model, samples, word_timestamps=context, **kwargs)
     except (RuntimeError, ValueError) as exc:
         raise TranscriptionError(
             f"Whisper failed on chunk {chunk.index} ({chunk.path.name}): {exc}"
@@ -83,7 +147,9 @@ def transcribe_chunk_whisper(
         chunk_sha256=chunk.sha256,
         start_s=chunk.start_s,
         end_s=chunk.end_s,
-        segments=segments_from_whisper(result["segments"], chunk),
+        segments=segments_from_whisper(
+            result["segments"], chunk, context, sounding_frames(samples) if context else None
+        ),
         model=loaded.info,
         options=options.to_dict() | {"resolved_device": loaded.device},
         elapsed_s=round(time.perf_counter() - started, 4),

@@ -28,11 +28,14 @@ __all__ = [
     "WindowClasses",
     "classify_windows",
     "is_silent",
+    "sounding_center",
+    "sounding_frames",
     "speech_end_s",
 ]
 
 FRAME_N = 1024  # samples per analysis frame (64 ms): resolves chord notes ~50 Hz apart
 HOP_N = 160  # 10 ms between frames
+FRAME_HOP_S = HOP_N / SAMPLE_RATE
 LAG_FRAMES = 3  # spectra compared 30 ms apart: long enough for speech to move, not a held note
 BAND_HZ = (80.0, 4000.0)  # where speech (and most music) puts its energy
 WINDOW_S = 1.0  # a window is classified as a whole...
@@ -45,6 +48,9 @@ CLASSES = ("silence", "noise", "music", "speech")
 # noise floor): Whisper is not asked, because over silence it can only invent words ("you",
 # "Thank you."). Speech peaks 40-60 dB higher; even a very quiet recording is far above it.
 SILENT_PEAK_DBFS = -60.0
+# A text span "lies over" a window's share when they overlap by more than this: Whisper's
+# times come in 20 ms steps, and a span that grazes a share by a step or two is not over it.
+OVERLAP_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,28 @@ class WindowClasses:
     def seconds(self, kind: str) -> float:
         """Seconds of the chunk in windows of this class."""
         return self.classes.count(kind) * self.hop_s
+
+    def classes_over(self, start: float, end: float) -> tuple[str, ...]:
+        """Classes of the windows whose share of the chunk (``center(k)`` ± hop/2) overlaps
+        [start, end] (episode seconds) by more than OVERLAP_S; the nearest window's for a
+        span shorter than that."""
+        if not self.classes:
+            return ()
+        half = self.hop_s / 2
+        over = tuple(
+            c
+            for k, c in enumerate(self.classes)
+            if min(end, self.center(k) + half) - max(start, self.center(k) - half) > OVERLAP_S
+        )
+        if over:
+            return over
+        mid = (start + end) / 2
+        nearest = min(range(len(self.classes)), key=lambda k: abs(self.center(k) - mid))
+        return (self.classes[nearest],)
+
+    def speech_over(self, start: float, end: float) -> bool:
+        """Whether any window under [start, end] is speech: text there may have been said."""
+        return "speech" in self.classes_over(start, end)
 
 
 def _padded(samples: np.ndarray) -> np.ndarray:
@@ -178,6 +206,27 @@ def classify_windows(
         _window_class(active[lo:hi], flatness[lo:hi], similarity[lo:hi], t) for lo, hi in windows
     ]
     return WindowClasses(start_s, tuple(classes))
+
+
+def sounding_frames(samples: np.ndarray) -> np.ndarray:
+    """Per 10 ms step of ``samples`` (frame ``i`` starts at ``i * FRAME_HOP_S``), whether its
+    frame is loud enough to hold speech (by the same rule as ``classify_windows``)."""
+    return _active(_levels(samples))
+
+
+def sounding_center(active: np.ndarray, start_s: float, end_s: float) -> float | None:
+    """The median time (seconds into the samples ``active`` came from) of the sounding frames
+    whose centres lie in [start_s, end_s]; None when none does. A word Whisper stretched over a
+    pause is centred here on where it is heard, not on the middle of the stretch."""
+    centre = FRAME_N / 2 / SAMPLE_RATE
+    lo = max(0, math.ceil((start_s - centre) / FRAME_HOP_S))
+    hi = min(len(active), math.floor((end_s - centre) / FRAME_HOP_S) + 1)
+    if hi <= lo:
+        return None
+    loud = np.flatnonzero(active[lo:hi])
+    if len(loud) == 0:
+        return None
+    return float((lo + loud[len(loud) // 2]) * FRAME_HOP_S + centre)
 
 
 def speech_end_s(samples: np.ndarray, thresholds: SoundThresholds | None = None) -> float:

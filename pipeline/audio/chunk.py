@@ -80,6 +80,17 @@ class ChunkOptions:
     silence_floor_dbfs: float = -60.0
     # Frame length for the quietest-point fallback when there is no silence, in ms.
     step_ms: int = 20
+    # Seconds of the neighbouring audio each chunk WAV also holds on either side (less at the
+    # episode's ends). The recogniser hears the words across a cut in full, and keeps only the
+    # words timed inside the chunk: a cut no longer ends a window on a clipped pause followed
+    # by padding, where Whisper invents or garbles words. Chunk plus context fit in
+    # max_chunk_s, so a chunk itself is at most max_chunk_s - 2 * context_s long.
+    context_s: float = 0.0
+
+    @property
+    def core_max_s(self) -> float:
+        """The longest a chunk can be without its context."""
+        return self.max_chunk_s - 2 * self.context_s
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -102,6 +113,11 @@ def _validate(o: ChunkOptions) -> None:
         raise OptionsError(
             f"max_chunk_s must be > 0 and <= {WHISPER_WINDOW_S} (Whisper's window), "
             f"got {o.max_chunk_s}"
+        )
+    if o.context_s < 0 or o.core_max_s < 1.0:
+        raise OptionsError(
+            f"context_s must be >= 0 and leave max_chunk_s - 2 * context_s >= 1 s, "
+            f"got context_s {o.context_s} with max_chunk_s {o.max_chunk_s}"
         )
     if not 0 <= o.min_chunk_s <= o.max_chunk_s:
         raise OptionsError(
@@ -146,8 +162,9 @@ def chunk_audio(
 
     bounds = plan_cuts(decoded, options)
     chunks_dir = out_dir / CHUNKS_DIRNAME
+    context_n = int(options.context_s * SAMPLE_RATE)
     chunks = tuple(
-        _write_chunk(decoded.path, chunks_dir, i, start, end, cut)
+        _write_chunk(decoded, chunks_dir, i, (start, end, cut), context_n)
         for i, (start, end, cut) in enumerate(bounds)
     )
     manifest = ChunkManifest(
@@ -196,7 +213,7 @@ CutFinder = Callable[[int, int, int], tuple[int, str]]
 
 def plan_cuts(decoded: DecodedAudio, options: ChunkOptions) -> list[tuple[int, int, str]]:
     """(start_sample, end_sample, cut) of each chunk, tiling [0, num_samples) exactly."""
-    max_n = int(options.max_chunk_s * decoded.sample_rate)
+    max_n = int(options.core_max_s * decoded.sample_rate)
 
     def cut_in_audio(start: int, lo: int, hi: int) -> tuple[int, str]:
         window = read_wav_pcm(decoded.path, start, min(start + max_n, decoded.num_samples))
@@ -210,14 +227,16 @@ def plan_tiling(
     total: int, options: ChunkOptions, find: CutFinder, rate: int = SAMPLE_RATE
 ) -> list[tuple[int, int, str]]:
     """(start, end, cut) of chunks tiling [0, total) samples in order, each at most
-    ``max_chunk_s`` long; ``find`` picks each cut inside the region the rules allow.
+    ``max_chunk_s - 2 * context_s`` long (with its context, ``max_chunk_s``); ``find`` picks
+    each cut inside the region the rules allow.
 
     Pure (no audio): whatever ``find`` answers is kept inside the region, so the tiling holds
     for any audio (tests drive it with made-up silence layouts).
     """
-    max_n = max(1, int(options.max_chunk_s * rate))
+    # The chunk without its context; searching and minimum lengths shrink with it.
+    max_n = max(1, int(options.core_max_s * rate))
     min_n = min(int(options.min_chunk_s * rate), max_n)
-    search_n = int(options.search_s * rate)
+    search_n = min(int(options.search_s * rate), max_n)
 
     bounds: list[tuple[int, int, str]] = []
     start = 0
@@ -329,9 +348,18 @@ def _quietest_offset(region: bytes, step_n: int) -> int:
     return last_min * step_n + step_n // 2
 
 
-def _write_chunk(wav: Path, chunks_dir: Path, index: int, start: int, end: int, cut: str) -> Chunk:
+def _write_chunk(
+    decoded: DecodedAudio,
+    chunks_dir: Path,
+    index: int,
+    bound: tuple[int, int, str],
+    context_n: int,
+) -> Chunk:
+    start, end, cut = bound
     path = chunks_dir / f"chunk-{index:04d}.wav"
-    pcm = read_wav_pcm(wav, start, end)
+    before = min(context_n, start)
+    after = min(context_n, decoded.num_samples - end)
+    pcm = read_wav_pcm(decoded.path, start - before, end + after)
     with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as w:
         w.setnchannels(CHANNELS)
         w.setsampwidth(SAMPLE_WIDTH)
@@ -344,6 +372,8 @@ def _write_chunk(wav: Path, chunks_dir: Path, index: int, start: int, end: int, 
         path=path,
         sha256=sha256_file(path),
         cut=cut,
+        context_before=before,
+        context_after=after,
     )
 
 
@@ -373,7 +403,8 @@ def _reusable_manifest(
     if not same:
         return None
     for chunk in manifest.chunks:
-        expected_size = _WAV_HEADER_BYTES + SAMPLE_WIDTH * (chunk.end_sample - chunk.start_sample)
+        n = chunk.context_before + chunk.end_sample - chunk.start_sample + chunk.context_after
+        expected_size = _WAV_HEADER_BYTES + SAMPLE_WIDTH * n
         if not chunk.path.is_file() or chunk.path.stat().st_size != expected_size:
             return None
         if sha256_file(chunk.path) != chunk.sha256:

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.core.errors import AudioError
 from pipeline.core.store import atomic_path, read_json, sha256_file, write_json_atomic
-from pipeline.core.types import SAMPLE_RATE, DecodedAudio
+from pipeline.core.types import SAMPLE_RATE, Chunk, DecodedAudio
 
 CHANNELS = 1  # Whisper takes mono
 SAMPLE_WIDTH = 2  # bytes per sample: signed 16-bit little-endian PCM
@@ -121,6 +121,15 @@ def read_wav_samples(
     """
     pcm = read_wav_pcm(path, start_sample, end_sample)
     return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / INT16_SCALE
+
+
+def read_chunk_samples(chunk: Chunk, context: bool = False) -> np.ndarray:
+    """A chunk's own samples (float32, as ``read_wav_samples``), or with ``context`` the whole
+    WAV: the chunk with the neighbouring audio it holds on either side."""
+    if context:
+        return read_wav_samples(chunk.path)
+    n = chunk.end_sample - chunk.start_sample
+    return read_wav_samples(chunk.path, chunk.context_before, chunk.context_before + n)
 
 
 def read_wav_pcm(path: Path, start_sample: int = 0, end_sample: int | None = None) -> bytes:

@@ -79,7 +79,17 @@ def transcribe(
             help="Where outputs go [default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts]."
         ),
     ] = None,
-    max_chunk_s: Annotated[float, typer.Option(help="Longest chunk, seconds (≤ 30).")] = 30.0,
+    max_chunk_s: Annotated[
+        float, typer.Option(help="Longest chunk with its context, seconds (≤ 30).")
+    ] = 30.0,
+    context_s: Annotated[
+        float,
+        typer.Option(help="Seconds of neighbouring audio heard on each side of a chunk (0: none)."),
+    ] = 0.0,
+    style: Annotated[
+        str,
+        typer.Option(help="verbatim | clean: clean asks for punctuated text without fillers."),
+    ] = "verbatim",
     beam_size: Annotated[
         int | None, typer.Option(help="Beam search width [default: greedy].")
     ] = None,
@@ -153,6 +163,7 @@ def transcribe(
         batch_size=0 if batch_size is None else batch_size,  # 0: automatic
         backend=backend,
         continue_in_window=continue_in_window,
+        style=style,
     )
     # Shorter chunks search a shorter stretch for their cut (as the flows do): the defaults
     # (5 s minimum, 10 s search) do not fit in a chunk of less than 10 s.
@@ -160,6 +171,7 @@ def transcribe(
         max_chunk_s=max_chunk_s,
         min_chunk_s=min(ChunkOptions.min_chunk_s, max_chunk_s),
         search_s=min(ChunkOptions.search_s, max_chunk_s),
+        context_s=context_s,
     )
     # A bad reference fails before any work.
     ref = read_reference(reference, limits=limits) if reference else None

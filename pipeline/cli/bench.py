@@ -55,13 +55,17 @@ def bench(
     )
     summary = result.summary()
     table = Table(title=f"{source} · {model} · {result.device} · {result.threads} threads")
-    for col in ("run", "wall s", "RTFx", "WER", "RSS MB: start → peak", "stages s"):
+    columns = ("run", "wall s", "RTFx", "WER", "near / far cut", "RSS MB: start → peak", "stages s")
+    for col in columns:
         table.add_column(col)
     for r in result.runs:
         stages = " ".join(f"{k} {v:.2f}" for k, v in r.stages.items())
         wer = "n/a" if r.wer is None else f"{r.wer:.2%}"
         rss = f"{r.start_rss_mb:.0f} → {r.peak_rss_mb:.0f}"
-        table.add_row(r.name, f"{r.wall_s:.2f}", f"{r.rtfx:.1f}", wer, rss, stages)
+        cut = r.extra.get("near_cut")
+        # Errors within ±2 s of the pipeline's cuts (the same positions for every run) / elsewhere.
+        cuts = f"{cut['near']} / {cut['far']}" if cut else ""
+        table.add_row(r.name, f"{r.wall_s:.2f}", f"{r.rtfx:.1f}", wer, cuts, rss, stages)
     (err if as_json else out).print(table)
     delta = summary["wer_delta"]
     (err if as_json else out).print(

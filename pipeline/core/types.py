@@ -46,10 +46,19 @@ class Chunk:
     index: int
     start_sample: int
     end_sample: int
-    path: Path  # 16 kHz mono WAV holding exactly these samples
+    path: Path  # 16 kHz mono WAV: these samples, with the context below on either side
     sha256: str  # of the chunk WAV file
     cut: str  # how the chunk's end was chosen: "silence", "quietest" or "end"
     sample_rate: int = SAMPLE_RATE
+    # Samples of the neighbouring audio the WAV also holds before start_sample and after
+    # end_sample: heard by the recogniser as context, never transcribed into this chunk.
+    context_before: int = 0
+    context_after: int = 0
+
+    @property
+    def context_before_s(self) -> float:
+        """Seconds of context at the start of the chunk's WAV: chunk time 0 in the file."""
+        return self.context_before / self.sample_rate
 
     @property
     def start_s(self) -> float:
@@ -85,6 +94,16 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class Word:
+    """One word of a segment, timed by aligning the decoder's attention with the audio."""
+
+    start: float  # episode seconds
+    end: float
+    text: str  # as Whisper wrote it, with its leading space and punctuation
+    probability: float
+
+
+@dataclass(frozen=True)
 class Segment:
     """A piece of transcribed text with times in episode seconds."""
 
@@ -97,6 +116,8 @@ class Segment:
     compression_ratio: float = 0.0
     temperature: float = 0.0
     speaker: str | None = None  # who says it ("SPEAKER_1", or a name); None: not diarized
+    # Its words with their times, where the engine aligned them (None: not aligned).
+    words: tuple[Word, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -276,6 +297,9 @@ def model_info_from_dict(d: dict[str, Any]) -> ModelInfo:
 
 
 def segment_from_dict(d: dict[str, Any]) -> Segment:
+    words = d.get("words")
+    if words is not None:
+        d = d | {"words": tuple(_build(Word, w) for w in words)}
     return _build(Segment, d)
 
 
@@ -320,6 +344,8 @@ def chunk_from_dict(d: dict[str, Any]) -> Chunk:
         sha256=d["sha256"],
         cut=d["cut"],
         sample_rate=d.get("sample_rate", SAMPLE_RATE),
+        context_before=d.get("context_before", 0),
+        context_after=d.get("context_after", 0),
     )
 
 

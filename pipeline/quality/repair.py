@@ -32,7 +32,7 @@ from pipeline.quality.signals import (
     QualityReport,
     QualityThresholds,
     Repair,
-    assess_chunk,
+    screen_chunk,
 )
 
 FLAG_NAMES = ("hallucination", "dropped_speech", "low_confidence")
@@ -123,7 +123,7 @@ def repair_chunk(
     t = thresholds or QualityThresholds()
     retry_options = policy.retry_options(options, flags)
     retry = transcribe_chunk(chunk, retry_options, loaded or load_model(options))
-    retry_sig, retry_flag = assess_chunk(chunk, retry, t)
+    retry, retry_sig, retry_flag = screen_chunk(chunk, retry, t)
     better = badness(retry_sig, retry_flag) < badness(signals, flags)
     record = Repair(
         chunk_index=transcript.chunk_index,
@@ -150,7 +150,8 @@ def repair_chunks(
     thresholds: QualityThresholds | None = None,
     on_retry: Callable[[Chunk, ChunkFlags], None] | None = None,
 ) -> tuple[list[ChunkTranscript], QualityReport]:
-    """Assess every chunk, retry the flagged ones once, and return the kept transcripts.
+    """Screen every chunk (``screen_chunk``: segments over no speech taken out), retry the
+    flagged ones once, and return the kept transcripts.
 
     ``options`` are the TranscribeOptions of the first pass and ``loaded`` its LoadedModel
     (loaded at the first retry when None). The report's signals and flags describe the kept
@@ -165,7 +166,7 @@ def repair_chunks(
     repairs: list[Repair] = []
     for ct in sorted(transcripts, key=lambda c: c.chunk_index):
         chunk = chunks[ct.chunk_index]
-        sig, flag = assess_chunk(chunk, ct, t)
+        ct, sig, flag = screen_chunk(chunk, ct, t)
         if wants_repair(flag, policy):
             if on_retry is not None:
                 on_retry(chunk, flag)

@@ -43,6 +43,7 @@ __all__ = [
     "TextScore",
     "WordAlignment",
     "align_words",
+    "anchor_cut_error_rates",
     "chunk_alignment",
     "cut_error_rates",
     "format_alignment",
@@ -471,6 +472,28 @@ def cut_error_rates(
     return near_cut_error_rates(
         align_words(transcript, reference_text), transcript.chunks, window_s
     )
+
+
+def anchor_cut_error_rates(
+    segments: Sequence[tuple[float, float, str]],
+    chunks: Sequence[ChunkTranscript],
+    reference_text: str,
+    window_s: float = DEFAULT_NEAR_CUT_S,
+) -> CutErrorRates:
+    """Near/far-cut error rates of another engine's segments (start, end, text in episode
+    seconds) counted against *these* chunks' cuts: the same places in the audio.
+
+    Cut positions sit in pauses, which are often where the audio itself is hardest, so a
+    pipeline's near-cut rate means something only beside an anchor's at the same positions.
+    """
+    anchor = Transcript(
+        episode_id="anchor",
+        duration_s=max([c.end_s for c in chunks] + [e for _s, e, _t in segments] + [0.0]),
+        # chunk_index -1: each word is given the chunk that holds its time
+        segments=tuple(Segment(start=s, end=e, text=t, chunk_index=-1) for s, e, t in segments),
+        chunks=tuple(chunks),
+    )
+    return cut_error_rates(anchor, reference_text, window_s)
 
 
 def _overall_counts(output: jiwer.WordOutput, ref_words: int) -> ErrorCounts:

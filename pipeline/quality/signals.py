@@ -23,15 +23,15 @@ A short jingle before speech does not fire any of them: its seconds are under th
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from pipeline.audio.analysis import SoundThresholds, WindowClasses, classify_windows
-from pipeline.audio.decode import read_wav_samples
+from pipeline.audio.decode import read_chunk_samples
 from pipeline.core.errors import OptionsError
 from pipeline.core.types import Chunk, ChunkTranscript, Segment
 from pipeline.quality.score import normalize_words
@@ -48,6 +48,8 @@ __all__ = [
     "flag_chunk",
     "quality_report_from_dict",
     "repeated_ngram",
+    "screen_chunk",
+    "screen_chunks",
     "text_compression_ratio",
 ]
 
@@ -118,6 +120,8 @@ class ChunkSignals:
     uncovered_sound_s: float  # speech + music seconds no segment covers
     uncovered_music_s: float  # the music-like part of it
     words_over_nonspeech: int  # words in segments over (mostly) no speech
+    # Segments taken out before these signals because no window under them is speech.
+    dropped_nonspeech: int = 0
 
     @property
     def duration_s(self) -> float:
@@ -310,9 +314,50 @@ def assess_chunk(
 ) -> tuple[ChunkSignals, ChunkFlags]:
     """Signals and flags of one chunk, reading its WAV."""
     t = thresholds or QualityThresholds()
-    windows = classify_windows(read_wav_samples(Path(chunk.path)), chunk.start_s, t.sound())
+    windows = classify_windows(read_chunk_samples(chunk), chunk.start_s, t.sound())
     signals = chunk_signals(transcript, windows, t)
     return signals, flag_chunk(signals, t)
+
+
+def screen_chunk(
+    chunk: Chunk, transcript: ChunkTranscript, thresholds: QualityThresholds | None = None
+) -> tuple[ChunkTranscript, ChunkSignals, ChunkFlags]:
+    """Take out the segments that lie over no speech at all (silence, noise or music under
+    every window they touch: text the model wrote over a quiet tail or a jingle, never
+    something said), then the signals and flags of what is left, reading the WAV once."""
+    t = thresholds or QualityThresholds()
+    windows = classify_windows(read_chunk_samples(chunk), chunk.start_s, t.sound())
+    kept = tuple(
+        s for s in transcript.segments if not s.text.strip() or windows.speech_over(s.start, s.end)
+    )
+    dropped = len(transcript.segments) - len(kept)
+    if dropped:
+        transcript = dataclasses.replace(transcript, segments=kept)
+    signals = dataclasses.replace(chunk_signals(transcript, windows, t), dropped_nonspeech=dropped)
+    return transcript, signals, flag_chunk(signals, t)
+
+
+def screen_chunks(
+    episode_id: str,
+    chunks: Sequence[Chunk],
+    transcripts: Sequence[ChunkTranscript],
+    thresholds: QualityThresholds | None = None,
+) -> tuple[list[ChunkTranscript], QualityReport]:
+    """``screen_chunk`` for every chunk (matched to its transcript by index): the screened
+    transcripts in chunk order and the quality report on them."""
+    t = thresholds or QualityThresholds()
+    by_index = {c.index: c for c in chunks}
+    screened = [
+        screen_chunk(by_index[ct.chunk_index], ct, t)
+        for ct in sorted(transcripts, key=lambda c: c.chunk_index)
+    ]
+    report = QualityReport(
+        episode_id=episode_id,
+        signals=tuple(s for _, s, _ in screened),
+        flags=tuple(f for _, _, f in screened),
+        thresholds=t,
+    )
+    return [ct for ct, _, _ in screened], report
 
 
 def assess_chunks(
