@@ -25,7 +25,7 @@ from pipeline.cli import bench as bench_commands
 from pipeline.cli import feeds as feed_commands
 from pipeline.cli import quality as quality_commands
 from pipeline.core.errors import PodscribeError
-from pipeline.core.types import ChunkManifest, ChunkTranscript, Transcript
+from pipeline.core.types import ChunkManifest, ChunkTranscript, Transcript, chunk_number
 from pipeline.episode import EpisodeResult
 from pipeline.settings import load_settings
 
@@ -258,10 +258,10 @@ def episode_summary(result: EpisodeResult) -> dict[str, Any]:
         "out": str(result.out_dir),
         "model": result.transcript.chunks[0].model.name if result.transcript.chunks else None,
         "run_id": result.run_id,
-        "flagged": {str(f.chunk_index): list(f.names) for f in quality.flagged()}
+        "flagged": {str(chunk_number(f.chunk_index)): list(f.names) for f in quality.flagged()}
         if quality
         else {},
-        "repaired": [r.chunk_index for r in quality.repairs if r.kept == "retry"]
+        "repaired": [chunk_number(r.chunk_index) for r in quality.repairs if r.kept == "retry"]
         if quality
         else [],
         "report": str(result.out_dir / "report.html"),
@@ -344,7 +344,7 @@ def score(
         for c in chunks:
             n = c.counts
             per.add_row(
-                str(c.chunk_index),
+                str(chunk_number(c.chunk_index)),
                 f"{c.start_s:.1f}",
                 f"{c.end_s:.1f}",
                 str(n.ref_words),

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.core.errors import PodscribeError
+from pipeline.core.types import chunk_number
 from pipeline.settings import load_settings
 
 _out = Console()
@@ -159,7 +160,7 @@ def compare(
         colour = {"better": "green", "worse": "red"}.get(c.verdict, "white")
         verdict = f"[{colour}]{c.verdict}[/{colour}]" + (" (bounds moved)" if c.moved else "")
         table.add_row(
-            str(c.index),
+            str(chunk_number(c.index)),
             f"{c.start_s:.1f}–{c.end_s:.1f}",
             _pct(c.wer_a),
             _pct(c.wer_b),
