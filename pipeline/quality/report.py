@@ -162,7 +162,8 @@ def summary_rows(data: ReportInput) -> list[tuple[str, str]]:
         rows.append(
             (
                 "flagged chunks",
-                ", ".join(f"{chunk_number(f.chunk_index)} ({', '.join(f.names)})" for f in flagged) or "none",
+                ", ".join(f"{chunk_number(f.chunk_index)} ({', '.join(f.names)})" for f in flagged)
+                or "none",
             )
         )
         rows.append(
@@ -469,7 +470,8 @@ def render_html_report(data: ReportInput) -> str:
             c = by_index[index]
             n = c.counts
             parts.append(
-                f"<h3>chunk {chunk_number(index)} · {c.start_s:.1f}–{c.end_s:.1f} s · WER {_pct(c.wer)} "
+                f"<h3>chunk {chunk_number(index)} · {c.start_s:.1f}–{c.end_s:.1f} s · "
+                f"WER {_pct(c.wer)} "
                 f"(S {n.substitutions}, D {n.deletions}, I {n.insertions} of {n.ref_words})</h3>"
             )
             parts.append(_alignment_html(chunk_alignment(alignment, index)))
@@ -541,7 +543,8 @@ def render_markdown_report(data: ReportInput) -> str:
         for index in worst_chunks(s):
             c = by_index[index]
             parts += [
-                f"### chunk {chunk_number(index)} · {c.start_s:.1f}–{c.end_s:.1f} s · WER {_pct(c.wer)}",
+                f"### chunk {chunk_number(index)} · {c.start_s:.1f}–{c.end_s:.1f} s · "
+                f"WER {_pct(c.wer)}",
                 "",
                 _md_alignment(chunk_alignment(alignment, index)),
                 "",
