@@ -40,7 +40,7 @@ def serve(
     ] = None,
     feed: Annotated[
         list[str] | None,
-        typer.Option("--feed", help="Feeds to poll [default: every feed in the catalog]."),
+        typer.Option("--feed", help="Feeds to poll (default: every feed in the catalog)."),
     ] = None,
     port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
     limit: Annotated[
@@ -66,11 +66,23 @@ def serve(
             if poll_cron
             else (f"every {poll_every:g} min" if poll_every else "on demand only")
         )
-        out.print(f"Prefect UI: [bold]{ui_url(api_url)}[/bold]  (API {api_url})")
-        out.print(
-            f"serving transcribe-episode, rerun-chunks, poll-feeds ({schedule}); Ctrl-C stops"
-        )
+        out.print(serve_banner(api_url, schedule, load_settings()), highlight=False)
         serve_deployments(poll_every or None, poll_cron, feed or None, limit)
+
+
+def serve_banner(api_url: str, schedule: str, settings: Settings) -> str:
+    """What `podscribe serve` says when it starts: where the UI is, what to export for the
+    Prefect CLI (without PREFECT_API_URL it starts a temporary server of its own and shows
+    nothing of ours), which catalog is used, and what Ctrl-C does."""
+    return (
+        f"Prefect UI: [bold]{ui_url(api_url)}[/bold]  (API {api_url})\n"
+        f"serving transcribe-episode, rerun-chunks, poll-feeds ({schedule}); at most "
+        f"{settings.episode_runs} episode runs at once ({ENV_PREFIX}EPISODE_RUNS)\n"
+        f"catalog {settings.db}, outputs {settings.transcripts_root}/ — for `podscribe feed`"
+        f" and `podscribe episodes` in another shell, and for the Prefect CLI:\n"
+        f"  export PREFECT_API_URL={api_url} {ENV_PREFIX}DB={settings.db.resolve()}\n"
+        "Ctrl-C stops serving; the deployments and their schedules stay as they are."
+    )
 
 
 def prefect_demo(settings: Settings, port: int = 4200) -> None:
@@ -114,17 +126,17 @@ def prefect_demo(settings: Settings, port: int = 4200) -> None:
 def demo(
     model: Annotated[
         str | None,
-        typer.Option(help="Whisper model name or .pt path [default: $PODSCRIBE_MODEL or tiny.en]."),
+        typer.Option(help="Whisper model name or .pt path (default: $PODSCRIBE_MODEL or tiny.en)."),
     ] = None,
     transcripts_root: Annotated[
         Path | None,
         typer.Option(
-            help="Where outputs go [default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts]."
+            help="Where outputs go (default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts)."
         ),
     ] = None,
     audio_root: Annotated[
         Path | None,
-        typer.Option(help="Where decoded audio goes [default: $PODSCRIBE_AUDIO_ROOT or audio]."),
+        typer.Option(help="Where decoded audio goes (default: $PODSCRIBE_AUDIO_ROOT or audio)."),
     ] = None,
     no_prefect: Annotated[
         bool,

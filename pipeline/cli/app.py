@@ -55,28 +55,28 @@ def transcribe(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Whisper model name or .pt path [default: $PODSCRIBE_MODEL or tiny.en]."),
+        typer.Option(help="Whisper model name or .pt path (default: $PODSCRIBE_MODEL or tiny.en)."),
     ] = None,
     device: Annotated[
         str | None,
-        typer.Option(help="auto | cpu | cuda [default: $PODSCRIBE_DEVICE or auto]."),
+        typer.Option(help="auto | cpu | cuda (default: $PODSCRIBE_DEVICE or auto)."),
     ] = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Output folder [default: transcripts/<id>].")
+        Path | None, typer.Option("--out", help="Output folder (default: transcripts/<id>).")
     ] = None,
     episode_id: Annotated[
-        str | None, typer.Option(help="Episode id [default: from the source name].")
+        str | None, typer.Option(help="Episode id (default: from the source name).")
     ] = None,
     audio_root: Annotated[
         Path | None,
         typer.Option(
-            help="Where decoded audio and chunks go [default: $PODSCRIBE_AUDIO_ROOT or audio]."
+            help="Where decoded audio and chunks go (default: $PODSCRIBE_AUDIO_ROOT or audio)."
         ),
     ] = None,
     transcripts_root: Annotated[
         Path | None,
         typer.Option(
-            help="Where outputs go [default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts]."
+            help="Where outputs go (default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts)."
         ),
     ] = None,
     max_chunk_s: Annotated[
@@ -91,13 +91,13 @@ def transcribe(
         typer.Option(help="verbatim | clean: clean asks for punctuated text without fillers."),
     ] = "verbatim",
     beam_size: Annotated[
-        int | None, typer.Option(help="Beam search width [default: greedy].")
+        int | None, typer.Option(help="Beam search width (default: greedy).")
     ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(
             help="Chunk windows decoded together (1: one at a time) "
-            "[default: 8 on CPU, from free memory on a GPU]."
+            "(default: 8 on CPU, from free memory on a GPU)."
         ),
     ] = None,
     backend: Annotated[

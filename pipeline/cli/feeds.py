@@ -28,7 +28,7 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         help="The catalog of feeds and episodes: a SQLite file or a postgresql:// URL "
-        "[default: $PODSCRIBE_DB, else transcripts/podscribe.db: the one `podscribe serve` uses].",
+        "(default: $PODSCRIBE_DB, else transcripts/podscribe.db: the one `podscribe serve` uses).",
         show_default=False,
     ),
 ]

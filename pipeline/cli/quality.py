@@ -44,7 +44,7 @@ def report(
     transcripts_root: Annotated[
         Path | None,
         typer.Option(
-            help="Where outputs are. [default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts]"
+            help="Where outputs are. (default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts)"
         ),
     ] = None,
     open_: Annotated[
@@ -74,7 +74,7 @@ def history(
     transcripts_root: Annotated[
         Path | None,
         typer.Option(
-            help="Where history.jsonl is. [default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts]"
+            help="Where history.jsonl is. (default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts)"
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
@@ -129,7 +129,7 @@ def compare(
     transcripts_root: Annotated[
         Path | None,
         typer.Option(
-            help="Where history.jsonl is. [default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts]"
+            help="Where history.jsonl is. (default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts)"
         ),
     ] = None,
     show_all: Annotated[bool, typer.Option("--all", help="List unchanged chunks too.")] = False,
