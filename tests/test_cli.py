@@ -58,9 +58,7 @@ def test_every_command_has_help(args: list[str], tmp_path: Path) -> None:
         (["episodes", "--help"], "(default: $PODSCRIBE_DB, else"),
     ],
 )
-def test_help_shows_the_defaults_it_documents(
-    args: list[str], shown: str, tmp_path: Path
-) -> None:
+def test_help_shows_the_defaults_it_documents(args: list[str], shown: str, tmp_path: Path) -> None:
     # Typer renders help as rich markup, where "[default: ...]" is a tag that vanished
     # ("Feeds to poll ."): the defaults are written in parentheses.
     done = podscribe(*args, cwd=tmp_path)
