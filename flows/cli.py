@@ -66,7 +66,7 @@ def serve(
             if poll_cron
             else (f"every {poll_every:g} min" if poll_every else "on demand only")
         )
-        out.print(serve_banner(api_url, schedule, load_settings()), highlight=False)
+        out.print(serve_banner(api_url, schedule, load_settings()), highlight=False, soft_wrap=True)
         serve_deployments(poll_every or None, poll_cron, feed or None, limit)
 
 

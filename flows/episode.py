@@ -31,7 +31,7 @@ from prefect.artifacts import (
 from prefect.exceptions import FailedRun
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run, task_run
-from prefect.states import Completed, State
+from prefect.states import Completed, Failed, State
 
 from flows.device import Reservation, device_slot, ensure_device_limit, reserve_device_slots
 from flows.forms import (
@@ -146,12 +146,13 @@ def transcribe_one_chunk(
     """Verify the chunk WAV against its manifest hash, then transcribe it on a device slot.
 
     A PodscribeError (a changed chunk, a Whisper failure) ends the task run Failed with its
-    message, logged once as one line: the flow reports it in its own final state.
+    one line as the state message, not logged here and without a traceback: the flow logs
+    the failed chunks once, in one line, as its own final state.
     """
     try:
         return _transcribe_one_chunk(chunk, options, episode_id)
     except PodscribeError as exc:
-        return cast(ChunkTranscript, failed_once(exc))
+        return cast(ChunkTranscript, Failed(message=one_line(exc)))
 
 
 def _transcribe_one_chunk(

@@ -48,7 +48,7 @@ EpisodeId = Annotated[
     str | None,
     Field(
         title="Episode id",
-        description="Folder name of the outputs (transcripts/<id>/, audio/<id>/). "
+        description="Folder name of the outputs (`transcripts/ID/`, `audio/ID/`). "
         "Empty: made from the source's name. Same id again: the episode is re-transcribed "
         "and its outputs replaced.",
     ),

@@ -49,7 +49,8 @@ def outcome_message(summary: Mapping[str, Any]) -> str:
     """The headline of a finished run: "WER 6.8% · 41 chunks · 2 flagged, 1 repaired"."""
     wer = "not scored" if summary.get("wer") is None else f"WER {pct(summary['wer'])}"
     flagged, repaired = len(summary.get("flagged", ())), len(summary.get("repaired", ()))
-    return f"{wer} · {summary['chunks']} chunks · {flagged} flagged, {repaired} repaired"
+    chunks = f"{summary['chunks']} chunk{'' if summary['chunks'] == 1 else 's'}"
+    return f"{wer} · {chunks} · {flagged} flagged, {repaired} repaired"
 
 
 def one_line(exc: BaseException) -> str:
