@@ -16,9 +16,9 @@ from flows.settings import load_settings
 TRANSCRIBE_DESCRIPTION = """\
 Transcribe one episode with Whisper and score it. The audio is fetched, decoded once and cut \
 inside silences into chunks of at most 30 s; each chunk is one task ("chunk 2/41 · title"). \
-Writes transcripts/<episode id>/: transcript .txt .srt .vtt .json, score.json and report.html; \
-publishes the artifacts quality-<id> (the report), chunks-<id> (a row per chunk) and \
-progress-<id>. The run ends with "WER 6.8% · 41 chunks · 2 flagged, 1 repaired". \
+Writes `transcripts/EPISODE_ID/`: transcript .txt .srt .vtt .json, score.json and report.html; \
+publishes the artifacts `quality-ID` (the report), `chunks-ID` (a row per chunk) and \
+`progress-ID`. The run ends with "WER 6.8% · 41 chunks · 2 flagged, 1 repaired". \
 Re-run part of it: Retry a failed run (finished chunks are kept), or run rerun-chunks with \
 the chunk numbers the task names show."""
 
@@ -26,7 +26,7 @@ RERUN_DESCRIPTION = """\
 Transcribe some chunks of an already transcribed episode again (e.g. with another model) and \
 rebuild its transcript, score and report from the new and the kept chunks. Give the episode \
 by title or id and the chunks by the numbers of their task names ("chunk 2/41" is 2). \
-Replaces the files in transcripts/<episode id>/ and adds a version to its artifacts."""
+Replaces the files in `transcripts/EPISODE_ID/` and adds a version to its artifacts."""
 
 POLL_DESCRIPTION = """\
 Read podcast feeds, record their episodes in the catalog (PODSCRIBE_DB) and start one \

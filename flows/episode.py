@@ -56,6 +56,7 @@ from flows.report import (
     one_line,
     outcome_message,
     outputs_markdown,
+    quiet_failed_state_logs,
 )
 from flows.runners import SettingsTaskRunner
 from flows.settings import Settings, load_settings, result_storage
@@ -99,6 +100,10 @@ UNANNOUNCED_WAIT_S = 1.0
 RESERVE_WAIT_S = 2.0
 # The progress artifact is updated at most this often (each update is an API call).
 PROGRESS_EVERY_S = 2.0
+
+# Chunk tasks end Failed with their one line as state message (no traceback): keep Prefect
+# from logging that state a second time with an empty traceback.
+quiet_failed_state_logs()
 
 # --- tasks: one line of pipeline each ----------------------------------------------------------
 

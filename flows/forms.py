@@ -128,8 +128,8 @@ EpisodeKey = Annotated[
     str,
     Field(
         title="Episode",
-        description="The episode to re-run, by its title (as in the run name "
-        "'transcribe <title>') or its id. It must have been transcribed before.",
+        description="The episode to re-run: its title, as its run name shows it "
+        "(transcribe TITLE), or its id. It must have been transcribed before.",
     ),
 ]
 ChunkNumbers = Annotated[

@@ -7,12 +7,14 @@ here. Chunks are shown by number, counted from 1 as the task names count them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
+from prefect.exceptions import FailedRun
 from prefect.states import Failed, State
 
 from pipeline.core.store import slugify
@@ -57,6 +59,40 @@ def one_line(exc: BaseException) -> str:
     """An error's message as one line (the first), at most 500 characters."""
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:500]
+
+
+class _QuietExpectedFailures(logging.Filter):
+    """Drops what Prefect logs a second time, with a traceback that says nothing, when a run
+    or task *returns* a Failed state (podscribe's expected failures, already logged once as
+    one line and kept as the state message):
+
+    - a task: "Task run failed with state: Failed(...)" with an empty traceback
+      ("NoneType: None"), beside its own "Finished in state Failed('…')";
+    - a deployment's flow run: "Engine execution exited with unexpected exception" with the
+      traceback of the FailedRun that the engine raises for the Failed state it was given.
+
+    A run or task that *raises* keeps its traceback (a bug should show where it is).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith("Task run failed with state:"):
+            return False
+        if message.startswith("Engine execution exited with unexpected exception"):
+            kind = record.exc_info[0] if record.exc_info else None
+            return not (kind is not None and issubclass(kind, FailedRun))
+        return True
+
+
+_QUIET = _QuietExpectedFailures()
+
+
+def quiet_failed_state_logs() -> None:
+    """Install the filter above on Prefect's flow-run and task-run loggers (once)."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if _QUIET not in logger.filters:
+            logger.addFilter(_QUIET)
 
 
 def failed_once(exc: BaseException) -> State[Any]:

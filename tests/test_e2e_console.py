@@ -235,7 +235,7 @@ def test_run_forms_show_descriptions_and_choices(served: dict[str, Any], page: A
     page.goto(f"{served['ui']}/deployments/deployment/{rerun.id}/run")
     page.get_by_text("Chunks", exact=True).wait_for(timeout=60_000)
     assert page.get_by_text("by the numbers the task names show").first.is_visible()
-    assert page.get_by_text("by its title (as in the run name").first.is_visible()
+    assert page.get_by_text("its title, as its run name shows it").first.is_visible()
     _shot(page, "ui-rerun-form.png")
 
 
