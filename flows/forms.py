@@ -74,8 +74,8 @@ Model = Annotated[
     KnownModel | str,
     Field(
         title="Whisper model",
-        description="The Whisper model that transcribes: a name (podscribe never downloads "
-        "weights) or a path to an openai-whisper .pt file.",
+        description="The Whisper model that transcribes: a name, or a path to an "
+        "openai-whisper .pt file or a CTranslate2 model folder.",
     ),
 ]
 DeviceChoice = Annotated[
@@ -198,7 +198,8 @@ def form_schema(flow: Any) -> Any:
                 branch["title"] = "a .pt path or another name"
         model["description"] = (
             f"{model.get('description', '')} On this machine now: {', '.join(here) or 'none'}; "
-            "the other names need their weights first (`podscribe models` says how)."
+            "another standard name is downloaded once, before the episode, from "
+            "PODSCRIBE_WEIGHTS_BASE_URL (`podscribe models pull NAME` does it ahead)."
         ).strip()
     return schema
 

@@ -23,7 +23,7 @@ FLOWS = [transcribe_episode, rerun_chunks, poll_feeds]
 
 
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.name)
-def test_every_parameter_has_a_title_and_a_description(flow) -> None:  # noqa: ANN001
+def test_every_parameter_has_a_title_and_a_description(flow) -> None:
     props = form_schema(flow).properties
     assert props
     for name, prop in props.items():
