@@ -180,6 +180,14 @@ def _logs(client: Any, run_id: Any) -> list[Any]:
     )
 
 
+def _settled_logs(client: Any, run_id: Any) -> list[Any]:
+    """The run's logs once its error line has arrived (logs reach the API after the state),
+    read again a little later so that a second error line would be there too."""
+    _wait("an error log", lambda: [x for x in _logs(client, run_id) if x.level >= 40], 60)
+    time.sleep(3.0)
+    return _logs(client, run_id)
+
+
 def _episode_runs(client: Any) -> list[Any]:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
@@ -351,7 +359,7 @@ def test_failed_chunk_is_rerun_by_the_number_the_ui_shows(
         assert shown == total
         # the run's one line names the chunk by the same number
         assert f"first chunk {shown}: chunk {shown} of {episode_id} changed" in failed.message
-        logs = _wait("logs", lambda: _logs(client, failing.id), 30)
+        logs = _settled_logs(client, failing.id)
         # logged once by the run, one line; besides it only Prefect's own one-line
         # "Finished in state Failed('chunk n of …')" of the failed task, no traceback
         ours = [log.message for log in logs if log.level >= 40]
@@ -399,7 +407,7 @@ def test_unknown_model_fails_before_any_download_with_one_line(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
         )
         assert tasks == []  # no prepare, no chunk task started
-        logs = _wait("logs", lambda: _logs(client, run.id), 30)
+        logs = _settled_logs(client, run.id)
         assert [log.message for log in logs if log.level >= 40] == [state.message]
         assert not any("Traceback" in log.message for log in logs)
     page.goto(f"{served['ui']}/runs/flow-run/{run.id}")
