@@ -70,6 +70,11 @@ def serve(
         serve_deployments(poll_every or None, poll_cron, feed or None, limit)
 
 
+def _absolute(db: Path | str) -> str:
+    """The catalog as another shell's PODSCRIBE_DB: a path made absolute, a URL as it is."""
+    return str(db.resolve()) if isinstance(db, Path) else db
+
+
 def serve_banner(api_url: str, schedule: str, settings: Settings) -> str:
     """What `podscribe serve` says when it starts: where the UI is, what to export for the
     Prefect CLI (without PREFECT_API_URL it starts a temporary server of its own and shows
@@ -82,7 +87,7 @@ def serve_banner(api_url: str, schedule: str, settings: Settings) -> str:
         f"{settings.episode_runs} episode runs at once ({ENV_PREFIX}EPISODE_RUNS)\n"
         f"catalog {settings.db}, outputs {settings.transcripts_root}/ — for `podscribe feed`"
         f" and `podscribe episodes` in another shell, and for the Prefect CLI:\n"
-        f"  export PREFECT_API_URL={api_url} {ENV_PREFIX}DB={settings.db.resolve()}\n"
+        f"  export PREFECT_API_URL={api_url} {ENV_PREFIX}DB={_absolute(settings.db)}\n"
         "Ctrl-C stops serving; the deployments and their schedules stay as they are."
     )
 

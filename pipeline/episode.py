@@ -327,7 +327,9 @@ class EpisodeRef:
     title: str
 
 
-def find_episode(given: str, transcripts_root: Path, db: Path | None = None) -> EpisodeRef:
+def find_episode(
+    given: str, transcripts_root: Path, db: catalog.CatalogLocation | None = None
+) -> EpisodeRef:
     """The transcribed episode a user means by ``given``: its id, or its title (as recorded in
     run.json, or in the feed catalog ``db``), case and surrounding spaces ignored.
 
@@ -341,7 +343,7 @@ def find_episode(given: str, transcripts_root: Path, db: Path | None = None) -> 
             titles[run.parent.name] = str(read_json(run).get("title") or "")
         except (OSError, ValueError):
             continue
-    if db is not None and Path(db).is_file():
+    if db is not None and catalog.catalog_exists(db):
         for row in catalog.list_episodes(db):
             if row.episode_id in titles and not titles[row.episode_id]:
                 titles[row.episode_id] = row.title

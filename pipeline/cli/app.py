@@ -122,7 +122,7 @@ def transcribe(
         float | None,
         typer.Option(
             help="Refuse episodes longer than this many seconds "
-            "[default: PODSCRIBE_MAX_EPISODE_S, 36000]."
+            "(default: PODSCRIBE_MAX_EPISODE_S, 36000)."
         ),
     ] = None,
     rttm: Annotated[

@@ -56,7 +56,7 @@ def feed_add(
     timeout_s: Annotated[
         float | None,
         typer.Option(
-            help="Seconds of silence from the server [default: PODSCRIBE_READ_TIMEOUT_S]."
+            help="Seconds of silence from the server (default: PODSCRIBE_READ_TIMEOUT_S)."
         ),
     ] = None,
 ) -> None:
