@@ -58,6 +58,7 @@ LONGFORM = [
 ]
 TAIL_S = 0.5  # near-silence after the last sentence
 
+
 def ffmpeg(*args: str) -> None:
     exe = imageio_ffmpeg.get_ffmpeg_exe()
     subprocess.run([exe, "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
