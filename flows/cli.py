@@ -40,7 +40,7 @@ def serve(
     ] = None,
     feed: Annotated[
         list[str] | None,
-        typer.Option("--feed", help="Feeds to poll [default: every feed in the catalog]."),
+        typer.Option("--feed", help="Feeds to poll (default: every feed in the catalog)."),
     ] = None,
     port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
     limit: Annotated[
@@ -58,7 +58,7 @@ def serve(
     load_settings()  # a bad PODSCRIBE_* value fails here, not in the first flow run
     _offline()
     from flows.deploy import serve_deployments
-    from flows.server import local_server, ui_url
+    from flows.server import local_server
 
     with local_server(port=port) as api_url:
         schedule = (
@@ -66,11 +66,30 @@ def serve(
             if poll_cron
             else (f"every {poll_every:g} min" if poll_every else "on demand only")
         )
-        out.print(f"Prefect UI: [bold]{ui_url(api_url)}[/bold]  (API {api_url})")
-        out.print(
-            f"serving transcribe-episode, rerun-chunks, poll-feeds ({schedule}); Ctrl-C stops"
-        )
+        out.print(serve_banner(api_url, schedule, load_settings()), highlight=False, soft_wrap=True)
         serve_deployments(poll_every or None, poll_cron, feed or None, limit)
+
+
+def _absolute(db: Path | str) -> str:
+    """The catalog as another shell's PODSCRIBE_DB: a path made absolute, a URL as it is."""
+    return str(db.resolve()) if isinstance(db, Path) else db
+
+
+def serve_banner(api_url: str, schedule: str, settings: Settings) -> str:
+    """What `podscribe serve` says when it starts: where the UI is, what to export for the
+    Prefect CLI (without PREFECT_API_URL it starts a temporary server of its own and shows
+    nothing of ours), which catalog is used, and what Ctrl-C does."""
+    from flows.server import ui_url
+
+    return (
+        f"Prefect UI: [bold]{ui_url(api_url)}[/bold]  (API {api_url})\n"
+        f"serving transcribe-episode, rerun-chunks, poll-feeds ({schedule}); at most "
+        f"{settings.episode_runs} episode runs at once ({ENV_PREFIX}EPISODE_RUNS)\n"
+        f"catalog {settings.db}, outputs {settings.transcripts_root}/ — for `podscribe feed`"
+        f" and `podscribe episodes` in another shell, and for the Prefect CLI:\n"
+        f"  export PREFECT_API_URL={api_url} {ENV_PREFIX}DB={_absolute(settings.db)}\n"
+        "Ctrl-C stops serving; the deployments and their schedules stay as they are."
+    )
 
 
 def prefect_demo(settings: Settings, port: int = 4200) -> None:
@@ -93,6 +112,7 @@ def prefect_demo(settings: Settings, port: int = 4200) -> None:
         summary = poll_feeds(feeds=[feed_url], model=settings.model)
         feed_id = next(f.feed_id for f in catalog.list_feeds(settings.db) if f.url == feed_url)
         rows = catalog.list_episodes(settings.db, feed_id=feed_id)
+        runs = _latest_runs([f"transcribe {row.title}" for row in rows])
     table = Table(title="podscribe demo (Prefect)")
     for col in ("episode", "state", "WER", "this run", "outputs"):
         table.add_column(col)
@@ -103,28 +123,63 @@ def prefect_demo(settings: Settings, port: int = 4200) -> None:
             row.title, row.state, wer, how, str(settings.transcripts_root / row.episode_id)
         )
     out.print(table)
-    out.print(
-        f"Flow runs and quality reports (Artifacts): {ui_url(api_url)}/runs — "
-        f"the UI is up while a server runs (`podscribe serve` starts one)."
-    )
-    out.print(f"Transcripts (.txt .srt .vtt .json), score.json: {settings.transcripts_root}/")
+    out.print(demo_epilogue(ui_url(api_url), rows, runs, settings), highlight=False)
+
+
+def _latest_runs(names: list[str]) -> dict[str, str]:
+    """The id of the latest flow run of each name (run name -> id)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=names)),
+            sort=FlowRunSort.START_TIME_DESC,
+        )
+    latest: dict[str, str] = {}
+    for run in found:
+        latest.setdefault(run.name, str(run.id))
+    return latest
+
+
+def demo_epilogue(ui: str, rows: list, runs: dict[str, str], settings: Settings) -> str:
+    """Where the demo's runs and reports are: in the UI (once a server runs on the same
+    Prefect database: `podscribe serve`) and on disk."""
+    from flows.report import quality_key
+
+    lines = [
+        "Where to look, in the Prefect UI (run `podscribe serve`, then open these):",
+        f"  all runs: {ui}/runs — each run's state message holds its WER",
+    ]
+    for row in rows:
+        run_id = runs.get(f"transcribe {row.title}")
+        if run_id:
+            lines.append(f"  {row.title}: {ui}/runs/flow-run/{run_id}")
+    keys = ", ".join(quality_key(row.episode_id) for row in rows)
+    lines += [
+        f"  quality reports: {ui}/artifacts (keys {keys})",
+        f"On disk: {settings.transcripts_root}/<episode id>/report.html (open in a browser), "
+        "transcript .txt .srt .vtt .json, score.json",
+    ]
+    return "\n".join(lines)
 
 
 @app.command()
 def demo(
     model: Annotated[
         str | None,
-        typer.Option(help="Whisper model name or .pt path [default: $PODSCRIBE_MODEL or tiny.en]."),
+        typer.Option(help="Whisper model name or .pt path (default: $PODSCRIBE_MODEL or tiny.en)."),
     ] = None,
     transcripts_root: Annotated[
         Path | None,
         typer.Option(
-            help="Where outputs go [default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts]."
+            help="Where outputs go (default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts)."
         ),
     ] = None,
     audio_root: Annotated[
         Path | None,
-        typer.Option(help="Where decoded audio goes [default: $PODSCRIBE_AUDIO_ROOT or audio]."),
+        typer.Option(help="Where decoded audio goes (default: $PODSCRIBE_AUDIO_ROOT or audio)."),
     ] = None,
     no_prefect: Annotated[
         bool,

@@ -10,7 +10,29 @@ from prefect import serve
 from flows.device import ensure_device_limit
 from flows.episode import rerun_chunks, transcribe_episode
 from flows.feeds import poll_feeds
+from flows.forms import with_form
 from flows.settings import load_settings
+
+TRANSCRIBE_DESCRIPTION = """\
+Transcribe one episode with Whisper and score it. The audio is fetched, decoded once and cut \
+inside silences into chunks of at most 30 s; each chunk is one task ("chunk 2/41 · title"). \
+Writes `transcripts/EPISODE_ID/`: transcript .txt .srt .vtt .json, score.json and report.html; \
+publishes the artifacts `quality-ID` (the report), `chunks-ID` (a row per chunk) and \
+`progress-ID`. The run ends with "WER 6.8% · 41 chunks · 2 flagged, 1 repaired". \
+Re-run part of it: Retry a failed run (finished chunks are kept), or run rerun-chunks with \
+the chunk numbers the task names show."""
+
+RERUN_DESCRIPTION = """\
+Transcribe some chunks of an already transcribed episode again (e.g. with another model) and \
+rebuild its transcript, score and report from the new and the kept chunks. Give the episode \
+by title or id and the chunks by the numbers of their task names ("chunk 2/41" is 2). \
+Replaces the files in `transcripts/EPISODE_ID/` and adds a version to its artifacts."""
+
+POLL_DESCRIPTION = """\
+Read podcast feeds, record their episodes in the catalog (PODSCRIBE_DB) and start one \
+transcribe-episode run per new episode, named after its title; an episode is started once. \
+At most PODSCRIBE_EPISODE_RUNS episode runs go at once; the others wait their turn. \
+A failed feed or episode does not stop the others (`podscribe episodes` lists their states)."""
 
 
 def build_deployments(
@@ -19,20 +41,43 @@ def build_deployments(
     feeds: list[str] | None = None,
 ) -> list[Any]:
     """transcribe-episode, rerun-chunks and poll-feeds (on an interval or a cron schedule;
-    neither: only on demand)."""
+    neither: only on demand), each with its run form and description; the episode
+    deployments at most ``episode_runs`` runs at once."""
+    settings = load_settings()
     schedule: dict[str, Any] = {}
     if poll_cron:
         schedule["cron"] = poll_cron
     elif poll_every_min:
         schedule["interval"] = timedelta(minutes=poll_every_min)
+    limit = settings.episode_runs
     return [
-        transcribe_episode.to_deployment(name="transcribe-episode", tags=["podscribe"]),
-        rerun_chunks.to_deployment(name="rerun-chunks", tags=["podscribe"]),
-        poll_feeds.to_deployment(
-            name="poll-feeds",
-            tags=["podscribe"],
-            parameters={"feeds": feeds} if feeds else {},
-            **schedule,
+        with_form(
+            transcribe_episode.to_deployment(
+                name="transcribe-episode",
+                tags=["podscribe"],
+                description=TRANSCRIBE_DESCRIPTION,
+                concurrency_limit=limit,
+            ),
+            transcribe_episode,
+        ),
+        with_form(
+            rerun_chunks.to_deployment(
+                name="rerun-chunks",
+                tags=["podscribe"],
+                description=RERUN_DESCRIPTION,
+                concurrency_limit=limit,
+            ),
+            rerun_chunks,
+        ),
+        with_form(
+            poll_feeds.to_deployment(
+                name="poll-feeds",
+                tags=["podscribe"],
+                description=POLL_DESCRIPTION,
+                parameters={"feeds": feeds} if feeds else {},
+                **schedule,
+            ),
+            poll_feeds,
         ),
     ]
 
@@ -43,10 +88,16 @@ def serve_deployments(
     feeds: list[str] | None = None,
     limit: int | None = None,
 ) -> None:
-    """Create the device limit if missing, then serve the deployments until interrupted."""
+    """Create the device limit if missing, then serve the deployments until interrupted.
+
+    On Ctrl-C the deployments stay as they are: Prefect's serve() pauses their schedules on
+    exit by default, which would leave poll-feeds paused after a restart of `podscribe serve`
+    (or of a second server process) until someone resumes it in the UI.
+    """
     ensure_device_limit(load_settings().device_slots)
     serve(
         *build_deployments(poll_every_min, poll_cron, feeds),
         limit=limit,
         print_starting_message=False,
+        pause_on_shutdown=False,
     )

@@ -28,31 +28,66 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.exceptions import FailedRun
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run, task_run
+from prefect.states import Completed, Failed, State
 
 from flows.device import Reservation, device_slot, ensure_device_limit, reserve_device_slots
-from flows.report import chunk_rows, outputs_markdown, quality_key
+from flows.forms import (
+    BeamSize,
+    ChunkNumbers,
+    DeviceChoice,
+    EpisodeId,
+    EpisodeKey,
+    Feed,
+    MaxChunk,
+    Model,
+    ReferenceText,
+    Repair,
+    RerunReference,
+    Source,
+    Title,
+)
+from flows.report import (
+    artifact_keys,
+    chunk_rows,
+    failed_once,
+    one_line,
+    outcome_message,
+    outputs_markdown,
+    quiet_failed_state_logs,
+)
 from flows.runners import SettingsTaskRunner
 from flows.settings import Settings, load_settings, result_storage
 from pipeline.asr.cache import STORE_DIRNAME, ChunkResultStore
 from pipeline.asr.loading import load_model
 from pipeline.asr.microbatch import MicroBatcher, shared_batcher
 from pipeline.asr.options import TranscribeOptions
-from pipeline.asr.weights import ensure_model
 from pipeline.audio.chunk import MANIFEST_NAME, ChunkOptions, load_manifest, verify_chunk
 from pipeline.core.errors import FeedError, OptionsError, PodscribeError, TranscriptionError
 from pipeline.core.store import episode_dir, read_json
 from pipeline.core.transcript import load_transcript
-from pipeline.core.types import Chunk, ChunkManifest, ChunkTranscript
-from pipeline.episode import finish_episode, prepare_episode
+from pipeline.core.types import (
+    Chunk,
+    ChunkManifest,
+    ChunkTranscript,
+    chunk_index_of,
+    chunk_number,
+)
+from pipeline.episode import check_options, find_episode, finish_episode, prepare_episode
 from pipeline.quality.repair import RepairOutcome, RepairPolicy, repair_chunk, wants_repair
-from pipeline.quality.report import load_report_input, preload_plotting, render_markdown_report
+from pipeline.quality.report import (
+    REPORT_NAME,
+    load_report_input,
+    preload_plotting,
+    render_markdown_report,
+)
 from pipeline.quality.signals import ChunkFlags, ChunkSignals, QualityReport, screen_chunks
 from pipeline.settings import fetch_limits, retry_policy, weights_source
 from pipeline.sources import catalog
 from pipeline.sources.net import FetchLimits
-from pipeline.sources.reference import Reference, read_reference
+from pipeline.sources.reference import Reference, is_url, read_reference
 
 # run_chunks announces its chunks to the flow process's micro-batcher, which waits for them
 # (as long as they come within ANNOUNCE_S) instead of guessing. A Dask worker process hears no
@@ -65,6 +100,10 @@ UNANNOUNCED_WAIT_S = 1.0
 RESERVE_WAIT_S = 2.0
 # The progress artifact is updated at most this often (each update is an API call).
 PROGRESS_EVERY_S = 2.0
+
+# Chunk tasks end Failed with their one line as state message (no traceback): keep Prefect
+# from logging that state a second time with an empty traceback.
+quiet_failed_state_logs()
 
 # --- tasks: one line of pipeline each ----------------------------------------------------------
 
@@ -102,15 +141,28 @@ def load_reference(source: str | None, limits: FetchLimits) -> Reference | None:
 
 def _chunk_run_name() -> str:
     p = task_run.parameters
-    return f"chunk {p['chunk'].index + 1}/{p['total']} · {p['title']}"
+    return f"chunk {p['chunk'].number}/{p['total']} · {p['title']}"
 
 
 @task(task_run_name=_chunk_run_name, persist_result=True)
 def transcribe_one_chunk(
     chunk: Chunk, options: dict[str, Any], episode_id: str, total: int, title: str
 ) -> ChunkTranscript:
-    """Verify the chunk WAV against its manifest hash, then take its transcript from the
-    chunk store (a run cut short made it) or transcribe it on a device slot and store it."""
+    """Verify the chunk WAV against its manifest hash, then transcribe it on a device slot.
+
+    A PodscribeError (a changed chunk, a Whisper failure) ends the task run Failed with its
+    one line as the state message, not logged here and without a traceback: the flow logs
+    the failed chunks once, in one line, as its own final state.
+    """
+    try:
+        return _transcribe_one_chunk(chunk, options, episode_id)
+    except PodscribeError as exc:
+        return cast(ChunkTranscript, Failed(message=one_line(exc)))
+
+
+def _transcribe_one_chunk(
+    chunk: Chunk, options: dict[str, Any], episode_id: str
+) -> ChunkTranscript:
     batcher = shared_batcher(UNANNOUNCED_WAIT_S)
     transcribe_options = TranscribeOptions(**options)
     store = ChunkResultStore(load_settings().audio_root / STORE_DIRNAME)
@@ -125,9 +177,9 @@ def transcribe_one_chunk(
             raise
         if stored is not None:
             batcher.abandon(chunk, transcribe_options)
-            get_run_logger().info("chunk %d of %s reused from the store", chunk.index, episode_id)
+            get_run_logger().info("chunk %d of %s reused from the store", chunk.number, episode_id)
             return stored
-        get_run_logger().info("transcribing chunk %d of %s", chunk.index, episode_id)
+        get_run_logger().info("transcribing chunk %d of %s", chunk.number, episode_id)
         result = batcher.submit(chunk, transcribe_options).result()
         store.put(result, chunk, transcribe_options, loaded)
         return result
@@ -144,7 +196,7 @@ def check_chunks(
 
 def _repair_run_name() -> str:
     p = task_run.parameters
-    return f"repair chunk {p['chunk'].index + 1}/{p['total']} · {p['title']}"
+    return f"repair chunk {p['chunk'].number}/{p['total']} · {p['title']}"
 
 
 @task(task_run_name=_repair_run_name)
@@ -159,7 +211,7 @@ def repair_one_chunk(
 ) -> RepairOutcome:
     """Transcribe a flagged chunk once more (beam 5, fallback ladder) on a device slot and
     keep the better result by the reference-free signals."""
-    get_run_logger().info("repairing chunk %d: %s", chunk.index, "; ".join(flags.reasons))
+    get_run_logger().info("repairing chunk %d: %s", chunk.number, "; ".join(flags.reasons))
     with device_slot(slot_key(chunk)):
         return repair_chunk(chunk, transcript, signals, flags, TranscribeOptions(**options))
 
@@ -173,6 +225,7 @@ def finish(
     feed: str | None,
     elapsed_s: float,
     quality: QualityReport | None = None,
+    title: str | None = None,
 ) -> tuple[Any, Any, dict[str, Path]]:
     """Merge the chunk transcripts, score, write the outputs and report atomically."""
     return finish_episode(
@@ -184,6 +237,7 @@ def finish(
         feed=feed,
         elapsed_s=elapsed_s,
         run_id=str(flow_run.id),
+        title=title,
     )
 
 
@@ -225,10 +279,10 @@ class Progress:
     """The run's progress artifact; updates go through ``Background``, the latest value only
     (a burst of finished chunks is one API call, and the flow never waits for one)."""
 
-    def __init__(self, background: Background, description: str) -> None:
+    def __init__(self, background: Background, key: str, description: str) -> None:
         self._background = background
         # called from sync code, async_dispatch runs it and returns the id
-        self._id = cast(UUID, create_progress_artifact(0.0, description=description))
+        self._id = cast(UUID, create_progress_artifact(0.0, key=key, description=description))
         self._lock = threading.Lock()
         self._latest: float | None = None
 
@@ -262,7 +316,11 @@ def run_chunks(
     slots = ensure_device_limit(settings.device_slots)
     chunk_task = transcribe_one_chunk.with_options(result_storage=result_storage(settings))
     total = len(manifest.chunks)
-    progress = Progress(background, f"chunks of {title} transcribed")
+    progress = Progress(
+        background,
+        artifact_keys(manifest.episode_id).progress,
+        f"chunks of {title} transcribed ({len(chunks)} to do)",
+    )
     batcher = shared_batcher(UNANNOUNCED_WAIT_S)
     local = settings.task_runner == "threads"  # the tasks run in this process
     ahead: list[Chunk] = []
@@ -309,8 +367,10 @@ def _collect(
         try:
             done[index] = future.result()
             statuses[index] = str(future.state.name).lower()  # "completed" or "cached"
+        except FailedRun as exc:  # the task logged its one line; its message is the error
+            statuses[index], errors[index] = "failed", one_line(exc)
         except Exception as exc:  # noqa: BLE001 - any failure of a chunk is reported as such
-            statuses[index], errors[index] = "failed", f"{type(exc).__name__}: {exc}"
+            statuses[index], errors[index] = "failed", f"{type(exc).__name__}: {one_line(exc)}"
         if statuses[index] == "cached":  # taken from its persisted result: it used no slot
             batcher.withdraw(1)
             reservation.cancel(1)
@@ -359,7 +419,7 @@ def repair_flagged(
             outcome = future.result()
         except Exception as exc:  # noqa: BLE001 - the first pass stands
             get_run_logger().warning(
-                "repair of chunk %d failed, kept as it was: %s", ct.chunk_index, exc
+                "repair of chunk %d failed, kept as it was: %s", chunk_number(ct.chunk_index), exc
             )
             continue
         kept[pos], signals[pos], flags[pos] = outcome.transcript, outcome.signals, outcome.flags
@@ -396,17 +456,18 @@ def complete_episode(
     """Publish the chunk table; raise if chunks failed, else repair flagged chunks, finish and
     publish the report."""
     manifest, title = run.manifest, run.title
-    key = quality_key(manifest.episode_id)
+    keys = artifact_keys(manifest.episode_id)
+    total = len(manifest.chunks)
     if errors:
         create_table_artifact(
-            chunk_rows(manifest, statuses, None),
-            key=f"chunks-{key[8:]}",
-            description=f"chunks of {title}",
+            chunk_rows(manifest, statuses, None, errors),
+            key=keys.chunks,
+            description=f"chunks of {title}: {len(errors)} of {total} failed",
         )
-        lines = "; ".join(f"chunk {i}: {msg}" for i, msg in sorted(errors.items()))
+        first = min(errors)
         raise TranscriptionError(
-            f"{len(errors)} of {len(manifest.chunks)} chunks of {manifest.episode_id} failed "
-            f"({lines}); fix the cause and Retry this run: finished chunks are kept"
+            f"{len(errors)} of {total} chunks failed, first chunk {chunk_number(first)}: "
+            f"{errors[first]} — fix the cause and Retry this run: finished chunks are kept"
         )
     transcripts = sorted([*kept, *new.values()], key=lambda c: c.chunk_index)
     transcripts, quality = repair_flagged(
@@ -415,27 +476,35 @@ def complete_episode(
     out_dir = run.settings.transcripts_root / manifest.episode_id
     elapsed_s = time.perf_counter() - run.started
     _, score, files = finish(
-        manifest, transcripts, reference, out_dir, run.feed, elapsed_s, quality
+        manifest, transcripts, reference, out_dir, run.feed, elapsed_s, quality, title
     )
+    summary = {
+        "episode_id": manifest.episode_id,
+        "title": title,
+        "wer": score.wer if score else None,
+        "chunks": total,
+        # chunk numbers as the task names show them (from 1)
+        "transcribed": sorted(chunk_number(i) for i, s in statuses.items() if s == "completed"),
+        "flagged": sorted(chunk_number(f.chunk_index) for f in quality.flagged()),
+        "repaired": sorted(
+            chunk_number(r.chunk_index) for r in quality.repairs if r.kept == "retry"
+        ),
+        "out_dir": str(out_dir),
+        "report": str(files.get(REPORT_NAME, out_dir / REPORT_NAME)),
+    }
+    headline = outcome_message(summary)
     run.background.submit(
         create_table_artifact,
-        chunk_rows(manifest, statuses, score),
-        key=f"chunks-{key[8:]}",
-        description=f"chunks of {title}",
+        chunk_rows(manifest, statuses, score, errors),
+        key=keys.chunks,
+        description=f"chunks of {title}: {headline}",
     )
     create_markdown_artifact(
         render_report(out_dir) + outputs_markdown(files),
-        key=key,
-        description=f"quality report of {title}",
+        key=keys.quality,
+        description=f"quality report of {title}: {headline}",
     )
-    return {
-        "episode_id": manifest.episode_id,
-        "wer": score.wer if score else None,
-        "chunks": len(manifest.chunks),
-        "transcribed": sorted(i for i, s in statuses.items() if s == "completed"),
-        "repaired": sorted(r.chunk_index for r in quality.repairs if r.kept == "retry"),
-        "out_dir": str(out_dir),
-    }
+    return summary
 
 
 def record_state(
@@ -460,9 +529,46 @@ def record_flow_run(settings: Settings, episode_id: str | None) -> None:
         catalog.record_flow_run(settings.db, episode_id, str(flow_run.id))
 
 
+def check_inputs(
+    options: TranscribeOptions, reference: str | None, settings: Settings, limits: FetchLimits
+) -> Reference | None:
+    """Model, device and reference, checked before the episode is downloaded or decoded (a
+    standard model name not on this machine is downloaded once, here).
+
+    A reference file that is missing or unreadable is the user's typo: it fails the run. A
+    reference URL that cannot be fetched (a feed's transcript link) only leaves the episode
+    unscored, logged as a warning.
+    """
+    check_options(options, weights_source(settings))
+    if not reference:
+        return None
+    if is_url(reference):
+        return load_reference(reference, limits)
+    return read_reference(reference, limits=limits)
+
+
+# --- the flows: their parameters (flows/forms.py) are what the UI's run forms show ----------
+
+
 def _episode_run_name() -> str:
     p = flow_run.parameters
     return f"transcribe {p.get('title') or p.get('episode_id') or p['source']}"
+
+
+def _ended(
+    settings: Settings, episode_id: str | None, summary: dict[str, Any]
+) -> State[dict[str, Any]]:
+    """The run's final state: Completed with the headline numbers as its message."""
+    record_state(settings, episode_id, "done", wer=summary["wer"])
+    return Completed(message=outcome_message(summary), data=summary)
+
+
+def _failed(settings: Settings, episode_id: str | None, exc: PodscribeError) -> State[Any]:
+    """The run's final state after an expected failure: its one line, logged once, no
+    traceback (the catalog records the same line)."""
+    state = failed_once(exc)
+    record_state(settings, episode_id, "failed", error=state.message)
+    return state
 
 
 @flow(
@@ -471,18 +577,22 @@ def _episode_run_name() -> str:
     task_runner=SettingsTaskRunner(),
 )
 def transcribe_episode(
-    source: str,
-    episode_id: str | None = None,
-    reference: str | None = None,
-    title: str | None = None,
-    model: str = "tiny.en",
-    device: str = "auto",
-    max_chunk_s: float = 30.0,
-    beam_size: int | None = None,
-    feed: str | None = None,
-    repair: bool = True,
-) -> dict[str, Any]:
-    """Transcribe one episode chunk by chunk, score it against ``reference`` and report."""
+    source: Source,
+    episode_id: EpisodeId = None,
+    reference: ReferenceText = None,
+    title: Title = None,
+    model: Model = "tiny.en",
+    device: DeviceChoice = "auto",
+    max_chunk_s: MaxChunk = 30.0,
+    beam_size: BeamSize = None,
+    feed: Feed = None,
+    repair: Repair = True,
+) -> State[dict[str, Any]]:
+    """Transcribe one episode chunk by chunk, score it against ``reference`` and report.
+
+    Ends Completed with "WER 6.8% · 41 chunks · 2 flagged, 1 repaired" as its message, or
+    Failed with the first podscribe error in one line.
+    """
     started = time.perf_counter()
     settings = load_settings()
     record_flow_run(settings, episode_id)
@@ -495,7 +605,7 @@ def transcribe_episode(
             search_s=min(10.0, max_chunk_s),
         )
         limits = fetch_limits(settings)
-        ensure_model(model, weights_source(settings))  # a standard name is downloaded once
+        ref = check_inputs(options, reference, settings, limits)
         manifest = prepare(
             source,
             episode_id,
@@ -514,70 +624,93 @@ def transcribe_episode(
             started,
             feed,
         )
-        ref = load_reference(reference, limits)
         new, statuses, errors = run_chunks(
             manifest, list(manifest.chunks), options, run.title, settings, background
         )
         summary = complete_episode(run, new, [], statuses, errors, ref)
+    except PodscribeError as exc:
+        return _failed(settings, episode_id, exc)
     except Exception as exc:
-        record_state(settings, episode_id, "failed", error=str(exc).splitlines()[0][:500])
+        record_state(settings, episode_id, "failed", error=one_line(exc))
         raise
     finally:
         background.close()
-    record_state(settings, manifest.episode_id, "done", wer=summary["wer"])
-    return summary
+    return _ended(settings, manifest.episode_id, summary)
+
+
+def _rerun_run_name() -> str:
+    p = flow_run.parameters
+    numbers = ", ".join(str(n) for n in p.get("chunk_numbers") or [])
+    try:
+        settings = load_settings()
+        title = find_episode(p["episode"], settings.transcripts_root, settings.db).title
+    except PodscribeError:  # the flow body reports it; the name keeps what was typed
+        title = p["episode"]
+    return f"rerun chunks {numbers} of {title}"
 
 
 @flow(
     name="rerun-chunks",
-    flow_run_name="rerun chunks {chunk_indices} of {episode_id}",
+    flow_run_name=_rerun_run_name,
     task_runner=SettingsTaskRunner(),
 )
 def rerun_chunks(
-    episode_id: str,
-    chunk_indices: list[int],
-    model: str = "tiny.en",
-    device: str = "auto",
-    reference: str | None = None,
-    repair: bool = True,
-) -> dict[str, Any]:
+    episode: EpisodeKey,
+    chunk_numbers: ChunkNumbers,
+    model: Model = "tiny.en",
+    device: DeviceChoice = "auto",
+    reference: RerunReference = None,
+    repair: Repair = True,
+) -> State[dict[str, Any]]:
     """Transcribe some chunks of a finished episode again (e.g. with another model) and
     rebuild its transcript, score and report from the new and the kept chunks."""
     started = time.perf_counter()
     settings = load_settings()
-    manifest = load_manifest(episode_dir(settings.audio_root, episode_id) / MANIFEST_NAME)
-    out_dir = episode_dir(settings.transcripts_root, episode_id)
-    old = load_transcript(out_dir / "transcript.json")
-    wanted = set(chunk_indices)
-    unknown = wanted - {c.index for c in manifest.chunks}
-    if unknown or not wanted:
-        raise OptionsError(
-            f"chunk indices {sorted(unknown) or '[]'} are not chunks of "
-            f"{episode_id} (0..{len(manifest.chunks) - 1})"
-        )
-    cut = {c.index: c.sha256 for c in manifest.chunks}
-    kept = [c for c in old.chunks if c.chunk_index not in wanted]
-    if any(cut.get(c.chunk_index) != c.chunk_sha256 for c in kept):
-        raise TranscriptionError(
-            f"{out_dir}/transcript.json was made from another cut of "
-            f"{episode_id}: transcribe the whole episode again"
-        )
-    options = TranscribeOptions(model=model, device=device)
-    ref = load_reference(reference or _scored_reference(out_dir), fetch_limits(settings))
-    chunks = [c for c in manifest.chunks if c.index in wanted]
+    episode_id: str | None = None
     background = Background()
-    run = EpisodeRun(
-        manifest, episode_id, options, RepairPolicy(enabled=repair), settings, background, started
-    )
     try:
+        found = find_episode(episode, settings.transcripts_root, settings.db)
+        episode_id = found.episode_id
+        manifest = load_manifest(episode_dir(settings.audio_root, episode_id) / MANIFEST_NAME)
+        out_dir = episode_dir(settings.transcripts_root, episode_id)
+        old = load_transcript(out_dir / "transcript.json")
+        wanted = chosen_chunks(manifest, chunk_numbers)
+        cut = {c.index: c.sha256 for c in manifest.chunks}
+        kept = [c for c in old.chunks if c.chunk_index not in wanted]
+        if any(cut.get(c.chunk_index) != c.chunk_sha256 for c in kept):
+            raise TranscriptionError(
+                f"{out_dir}/transcript.json was made from another cut of "
+                f"{episode_id}: transcribe the whole episode again"
+            )
+        options = TranscribeOptions(model=model, device=device)
+        ref = check_inputs(
+            options, reference or _scored_reference(out_dir), settings, fetch_limits(settings)
+        )
+        chunks = [c for c in manifest.chunks if c.index in wanted]
+        policy = RepairPolicy(enabled=repair)
+        run = EpisodeRun(manifest, found.title, options, policy, settings, background, started)
         new, statuses, errors = run_chunks(
-            manifest, chunks, options, episode_id, settings, background
+            manifest, chunks, options, found.title, settings, background
         )
         summary = complete_episode(run, new, kept, statuses, errors, ref)
+    except PodscribeError as exc:
+        return _failed(settings, episode_id, exc)
     finally:
         background.close()
-    record_state(settings, episode_id, "done", wer=summary["wer"])
-    return summary
+    return _ended(settings, episode_id, summary)
+
+
+def chosen_chunks(manifest: ChunkManifest, numbers: list[int]) -> set[int]:
+    """The 0-based indices of the chunks a user chose by number (from 1); OptionsError naming
+    the valid range when a number is not a chunk of the episode."""
+    total = len(manifest.chunks)
+    wrong = sorted(n for n in set(numbers) if not 1 <= n <= total)
+    if wrong or not numbers:
+        raise OptionsError(
+            f"chunk numbers {wrong or '[]'} are not chunks of {manifest.episode_id}: "
+            f"it has chunks 1..{total} (the numbers in the task names 'chunk n/{total}')"
+        )
+    return {chunk_index_of(n) for n in numbers}
 
 
 def _scored_reference(out_dir: Path) -> str | None:

@@ -13,7 +13,7 @@ PODSCRIBE_RUNNING_TIMEOUT_S and its flow run is unknown to Prefect or was never 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Annotated, Any, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
@@ -22,8 +22,10 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import deployment
+from pydantic import Field
 
 from flows.episode import transcribe_episode
+from flows.forms import DeviceChoice, Model
 from flows.settings import Settings, load_settings
 from pipeline.settings import fetch_limits, retry_policy
 from pipeline.sources import catalog
@@ -78,6 +80,8 @@ def start_episode(
                     parameters=params,
                     timeout=0,
                     idempotency_key=f"{row.episode_id}-{row.claim_id}",
+                    # named now, not when it starts: queued runs read as episodes in the UI
+                    flow_run_name=f"transcribe {row.title or row.episode_id}",
                 ),
             )
         except ObjectNotFound:
@@ -153,12 +157,31 @@ def recover_stuck(settings: Settings) -> list[str]:
     return recovered
 
 
+ViaDeployment = Annotated[
+    bool | None,
+    Field(
+        title="Start episodes as deployment runs",
+        description="Start each episode as a run of the transcribe-episode deployment (it "
+        "then queues, at most PODSCRIBE_EPISODE_RUNS at once) rather than inside this run. "
+        "Empty: when this poll itself runs from a deployment.",
+    ),
+]
+FeedUrls = Annotated[
+    list[str] | None,
+    Field(
+        title="Feed URLs",
+        description="RSS/Atom feed URLs to read. Empty: every feed in the catalog "
+        "(`podscribe feed add URL` adds one).",
+    ),
+]
+
+
 @flow(name="poll-feeds", flow_run_name="poll feeds")
 def poll_feeds(
-    feeds: list[str] | None = None,
-    model: str = "tiny.en",
-    device: str = "auto",
-    via_deployment: bool | None = None,
+    feeds: FeedUrls = None,
+    model: Model = "tiny.en",
+    device: DeviceChoice = "auto",
+    via_deployment: ViaDeployment = None,
 ) -> dict[str, list[str]]:
     """Read each feed (default: every feed in the catalog) and transcribe its due episodes:
     new ones, and failed ones whose retry is due. ``via_deployment``: start them as runs of

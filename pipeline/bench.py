@@ -26,6 +26,7 @@ from typing import Any
 
 from pipeline.asr.options import BACKENDS, TranscribeOptions
 from pipeline.core.errors import OptionsError
+from pipeline.core.types import chunk_number
 from pipeline.sources.reference import Reference
 
 BASELINE_DEFAULT = "whisper-transcribe-default"
@@ -290,7 +291,7 @@ def run_pipeline(
     if result.score is not None and result.score.cuts is not None:
         extra["near_cut"] = _cut_summary(result.score.cuts)
     if quality is not None:  # chunks the quality checks sent back for a second transcription
-        extra["retried_chunks"] = [r.chunk_index for r in quality.repairs]
+        extra["retried_chunks"] = [chunk_number(r.chunk_index) for r in quality.repairs]
     batch_size = batch_size or options.batch_size
     desc = (
         f"podscribe pipeline ({options.model}, batch_size={batch_size}): decode, "

@@ -16,6 +16,12 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 DEMO_DIR = Path(__file__).resolve().parent / "data" / "demo"
+# Titles of episode-1..3 (real speech; provenance in data/demo/NOTICE.md).
+DEMO_TITLES = (
+    "Ask not: John F. Kennedy, 1961",
+    "Sense and Sensibility, chapter 1 (LibriVox)",
+    "The art of printing (LJ Speech)",
+)
 DEMO_FEED_PORT = 8765  # fixed, so the feed URL (and so the episode ids) stay the same per run
 _PODCAST_NS = "https://podcastindex.org/namespace/1.0"
 
@@ -25,13 +31,19 @@ def demo_episodes() -> list[Path]:
     return sorted(DEMO_DIR.glob("episode-*.mp3"))
 
 
+def demo_title(n: int) -> str:
+    """The title of demo episode ``n`` (from 1)."""
+    return DEMO_TITLES[n - 1] if 1 <= n <= len(DEMO_TITLES) else f"Demo episode {n}"
+
+
 def demo_feed_xml(base_url: str) -> bytes:
     """An RSS 2.0 feed of the demo episodes whose files live under ``base_url``."""
     items = []
     for n, audio in enumerate(demo_episodes(), start=1):
         audio_url, text_url = f"{base_url}/{audio.name}", f"{base_url}/{audio.stem}.txt"
         items.append(
-            f'<item><title>Demo episode {n}</title><guid isPermaLink="false">podscribe-demo-'
+            f"<item><title>{escape(demo_title(n))}</title>"
+            f'<guid isPermaLink="false">podscribe-demo-'
             f"{audio.stem}</guid><pubDate>Mon, 0{n} Jun 2025 10:00:00 GMT</pubDate>"
             f'<enclosure url={quoteattr(audio_url)} type="audio/mpeg" '
             f'length="{audio.stat().st_size}"/><podcast:transcript url={quoteattr(text_url)} '

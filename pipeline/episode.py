@@ -10,17 +10,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.asr.options import TranscribeOptions
+from pipeline.asr.options import TranscribeOptions, resolve_device
 from pipeline.audio.chunk import ChunkOptions, chunk_audio
 from pipeline.audio.decode import decode_audio
+from pipeline.core.errors import OptionsError
 from pipeline.core.store import (
     DEFAULT_AUDIO_ROOT,
     DEFAULT_TRANSCRIPTS_ROOT,
     atomic_files,
     episode_dir,
     json_bytes,
+    read_json,
 )
 from pipeline.core.transcript import merge_transcripts, render_transcript
 from pipeline.core.types import (
@@ -47,9 +49,13 @@ from pipeline.quality.report import (
 from pipeline.quality.score import score_transcript
 from pipeline.quality.signals import QualityReport, screen_chunks
 from pipeline.quality.speakers import add_speaker_scores
+from pipeline.sources import catalog
 from pipeline.sources.fetch import episode_id_for, fetch_source
 from pipeline.sources.net import FetchLimits
 from pipeline.sources.reference import Reference
+
+if TYPE_CHECKING:
+    from pipeline.asr.weights import WeightsSource
 
 # Distinct from any downloaded file name, so decoding never targets its own input.
 DECODED_NAME = "decoded-16k-mono.wav"
@@ -131,13 +137,15 @@ def finish_episode(
     history_path: Path | None = None,
     run_id: str | None = None,
     rttm: Sequence[SpeakerSpan] | None = None,
+    title: str | None = None,
 ) -> tuple[Transcript, Score | None, dict[str, Path]]:
     """Merge, score, flag, write the outputs and report atomically, and record the run.
 
     ``quality`` comes from the repair step when it ran; otherwise the chunks are screened
-    and assessed here. ``elapsed_s`` (wall time so far) gives the report its RTFx. The run
-    is appended to ``history_path`` (default: ``history.jsonl`` beside ``out_dir``) after
-    every file is written.
+    and assessed here. ``elapsed_s`` (wall time so far) gives the report its RTFx; ``title``
+    is recorded in run.json so the episode can be found by it. The run is appended to
+    ``history_path`` (default: ``history.jsonl`` beside ``out_dir``) after every file is
+    written.
     """
     out_dir = Path(out_dir)
     if quality is None:  # not screened by the repair step: segments over no speech go here
@@ -166,7 +174,8 @@ def finish_episode(
     if reference is not None:
         contents[REFERENCE_NAME] = reference.text.encode("utf-8")
     run = {"run_id": run_id, "episode_id": transcript.episode_id, "elapsed_s": elapsed_s}
-    contents[RUN_NAME] = json_bytes(run | {"feed": feed})
+    # the title: what users call the episode (rerun-chunks finds it by this)
+    contents[RUN_NAME] = json_bytes(run | {"feed": feed, "title": title})
     contents[REPORT_NAME] = report_html.encode("utf-8")
     # All files or none: a full disk midway leaves the earlier run's set whole.
     with atomic_files() as stage:
@@ -230,11 +239,10 @@ def run_episode(
     from pipeline.asr.cache import STORE_DIRNAME, ChunkResultStore
     from pipeline.asr.loading import load_model
     from pipeline.asr.transcribe import transcribe_chunks
-    from pipeline.asr.weights import resolve_model
 
     started = time.perf_counter()
     options = transcribe_options or TranscribeOptions()
-    resolve_model(options.model)  # an unknown model fails before any audio work (no torch yet)
+    check_options(options)  # an unknown model fails before any audio work
     manifest = prepare_episode(
         source, episode_id, audio_root, chunk_options, fetch_limits, max_duration_s
     )
@@ -293,4 +301,63 @@ def run_episode(
         quality=quality,
         run_id=run_id,
         chunks_reused=len(reused),
+    )
+
+
+def check_options(options: TranscribeOptions, weights: WeightsSource | None = None) -> None:
+    """Fail now, before the episode is downloaded or decoded, when the model or the device
+    cannot be used. The model is resolved offline; with ``weights``, a standard name that is
+    not on this machine is downloaded from there once (an unknown name fails at once). An
+    explicit ``cuda`` is checked against torch (``auto`` always works)."""
+    from pipeline.asr.weights import ensure_model, resolve_model
+
+    if weights is None:
+        resolve_model(options.model)
+    else:
+        ensure_model(options.model, weights)
+    if options.device == "cuda":
+        resolve_device(options.device)
+
+
+@dataclass(frozen=True)
+class EpisodeRef:
+    """An episode that has been transcribed: its id (folder name) and the title users know."""
+
+    episode_id: str
+    title: str
+
+
+def find_episode(
+    given: str, transcripts_root: Path, db: catalog.CatalogLocation | None = None
+) -> EpisodeRef:
+    """The transcribed episode a user means by ``given``: its id, or its title (as recorded in
+    run.json, or in the feed catalog ``db``), case and surrounding spaces ignored.
+
+    OptionsError when nothing or more than one episode matches, naming some that exist.
+    """
+    root = Path(transcripts_root)
+    key = given.strip()
+    titles: dict[str, str] = {}  # episode id -> title, for every transcribed episode
+    for run in sorted(root.glob("*/run.json")):
+        try:
+            titles[run.parent.name] = str(read_json(run).get("title") or "")
+        except (OSError, ValueError):
+            continue
+    if db is not None and catalog.catalog_exists(db):
+        for row in catalog.list_episodes(db):
+            if row.episode_id in titles and not titles[row.episode_id]:
+                titles[row.episode_id] = row.title
+    if key in titles:
+        return EpisodeRef(key, titles[key] or key)
+    matches = [i for i, t in titles.items() if t and t.casefold() == key.casefold()]
+    if len(matches) == 1:
+        return EpisodeRef(matches[0], titles[matches[0]])
+    if matches:
+        raise OptionsError(
+            f"{len(matches)} episodes are titled {key!r} ({', '.join(matches)}): give the id"
+        )
+    known = ", ".join(repr(t or i) for i, t in list(titles.items())[:8])
+    raise OptionsError(
+        f"no transcribed episode has the id or title {key!r} in {root}"
+        + (f"; some that do: {known}" if known else ": transcribe it first")
     )

@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     # Worker processes of the LocalCluster a "dask" flow run starts (each loads the model).
     dask_workers: int = Field(default=2, ge=1)
 
+    # --- how many episodes run at once --------------------------------------------------
+    # The concurrency limit of the served transcribe-episode and rerun-chunks deployments:
+    # the first poll of a back catalogue creates a run per episode at once; beyond this many
+    # they wait (AwaitingConcurrencySlot) instead of each loading a model and cutting audio.
+    episode_runs: int = Field(
+        default=2, ge=1, description="Most episode flow runs at once (per deployment)."
+    )
+
     # --- limits on what comes from the network (feeds, downloads, references) ------------
     # Each is a field of pipeline.sources.net.FetchLimits of the same name (fetch_limits()).
     connect_timeout_s: float = Field(10.0, gt=0, description="Seconds to open a connection.")

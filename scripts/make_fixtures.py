@@ -1,19 +1,19 @@
-"""Make the small real audio fixtures the tests and the demo use (espeak-ng + ffmpeg).
+"""Make the small audio fixtures the tests use (espeak-ng + ffmpeg); the demo episodes are
+real speech, made by scripts/make_demo.py.
 
 Run from the repository root: ``python scripts/make_fixtures.py``. The outputs are committed, so
-tests and the demo never need espeak-ng; this script documents exactly how they were made.
+tests never need espeak-ng; this script documents exactly how they were made.
 
 Outputs:
 - tests/fixtures/speech.ogg + speech.txt: ~6 s, one voice, two sentences.
 - tests/fixtures/episode.mp3 + episode.txt: ~48 s, two voices, sentences separated by
   silences of different lengths, opened by a 2 s tone (a "jingle"): several 30 s chunks.
-- pipeline/data/demo/episode-<n>.mp3 + episode-<n>.txt: the bundled demo episodes.
 - tests/fixtures/longform.mp3 + longform.txt: ~20 s, a long sentence (to be cut in the middle)
   and a short one, 0.25 s apart as in long recordings rebuilt from sentence clips, then 0.5 s
   of near-silence (faint noise at about -60 dBFS): a chunk's quiet tail.
 
 ``python scripts/make_fixtures.py longform`` makes only the named outputs (speech, episode,
-demo, longform); no name: all of them.
+longform); no name: all of them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import imageio_ffmpeg
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
-DEMO = ROOT / "pipeline" / "data" / "demo"
 RATE = 16000
 
 SPEECH = [
@@ -58,29 +57,6 @@ LONGFORM = [
     ("en-gb", "Thank you all for coming tonight.", 0.0),
 ]
 TAIL_S = 0.5  # near-silence after the last sentence
-
-DEMO_EPISODES = [
-    [
-        ("en-us", "Hello and welcome to the podscribe demo. This is episode one.", 0.8),
-        (
-            "en-gb",
-            "In this episode we explain how a transcript is checked against a reference.",
-            1.0,
-        ),
-        ("en-us", "Every word the model gets wrong is counted, chunk by chunk.", 0.7),
-        ("en-gb", "Thank you for listening, and see you next time.", 0.0),
-    ],
-    [
-        ("en-gb", "Welcome back to the podscribe demo. This is episode two.", 0.9),
-        ("en-us", "Today we talk about silence, and why we cut audio where nobody speaks.", 1.1),
-        ("en-gb", "A cut in the middle of a word can make the model lose that word.", 0.6),
-        ("en-us", "That is why chunks end inside the longest pause near thirty seconds.", 0.0),
-    ],
-    [
-        ("en-us", "This is the third demo episode, the one that arrives later in the feed.", 0.8),
-        ("en-gb", "New episodes are found on a schedule and transcribed exactly once.", 0.0),
-    ],
-]
 
 
 def ffmpeg(*args: str) -> None:
@@ -178,18 +154,13 @@ def build_longform(out: Path) -> str:
 
 def main(names: list[str]) -> None:
     FIXTURES.mkdir(parents=True, exist_ok=True)
-    DEMO.mkdir(parents=True, exist_ok=True)
-    wanted = set(names) or {"speech", "episode", "demo", "longform"}
+    wanted = set(names) or {"speech", "episode", "longform"}
     if "speech" in wanted:
         speech = build([(v, t, 0.3) for v, t in SPEECH], FIXTURES / "speech.ogg")
         (FIXTURES / "speech.txt").write_text(speech)
     if "episode" in wanted:
         episode = build(EPISODE, FIXTURES / "episode.mp3", jingle_s=2.0)
         (FIXTURES / "episode.txt").write_text(episode)
-    if "demo" in wanted:
-        for n, parts in enumerate(DEMO_EPISODES, start=1):
-            text = build(parts, DEMO / f"episode-{n}.mp3", jingle_s=1.5)
-            (DEMO / f"episode-{n}.txt").write_text(text)
     if "longform" in wanted:
         (FIXTURES / "longform.txt").write_text(build_longform(FIXTURES / "longform.mp3"))
 

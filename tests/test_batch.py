@@ -373,7 +373,7 @@ def test_micro_batcher_reports_a_bad_chunk_to_its_caller_only(
     with MicroBatcher() as batcher:
         bad = batcher.submit(missing, options)
         good = batcher.submit(episode_chunks[-1], options)
-        with pytest.raises(Exception, match="chunk 99"):
+        with pytest.raises(Exception, match="chunk 100"):
             bad.result(timeout=600)
         assert "fox" in good.result(timeout=600).text.lower()
 

@@ -49,6 +49,23 @@ def test_every_command_has_help(args: list[str], tmp_path: Path) -> None:
     assert "Usage" in done.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["serve", "--help"], "Feeds to poll (default: every feed in the catalog)."),
+        (["transcribe", "--help"], "Beam search width (default: greedy)."),
+        (["demo", "--help"], "(default: $PODSCRIBE_MODEL or tiny.en)."),
+        (["episodes", "--help"], "(default: $PODSCRIBE_DB, else"),
+    ],
+)
+def test_help_shows_the_defaults_it_documents(args: list[str], shown: str, tmp_path: Path) -> None:
+    # Typer renders help as rich markup, where "[default: ...]" is a tag that vanished
+    # ("Feeds to poll ."): the defaults are written in parentheses.
+    done = podscribe(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert shown in " ".join(done.stdout.split()), done.stdout
+
+
 @pytest.mark.slow
 def test_transcribe_episode_end_to_end(tmp_path: Path, fixtures_dir: Path) -> None:
     done = podscribe(

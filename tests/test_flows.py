@@ -59,7 +59,8 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
     # A first attempt hands its first batch to the batcher before the chunk tasks start;
     # each of those tasks then claims its chunk's result instead of queueing it again.
     assert shared_batcher().claimed_ahead - claimed == min(summary["chunks"], 8)
-    assert summary["transcribed"] == list(range(summary["chunks"]))
+    # chunks by the numbers users see (the task names "chunk n/N" count from 1)
+    assert summary["transcribed"] == list(range(1, summary["chunks"] + 1))
     assert summary["wer"] is not None and summary["wer"] < 0.3
     # The progress artifact rises to 100% (at most once per finished chunk on the way).
     assert progress[-1] == 100.0 and progress == sorted(progress)
@@ -87,9 +88,13 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
 
     from flows.episode import rerun_chunks
 
-    again = rerun_chunks(episode_id="Fixture_Episode.1", chunk_indices=[1])
-    assert again["transcribed"] == [1] and again["chunks"] == summary["chunks"]
+    # by title, and the last chunk by the number its task name shows ("chunk N/N")
+    last = summary["chunks"]
+    again = rerun_chunks(episode="fixture EPISODE", chunk_numbers=[last])
+    assert again["transcribed"] == [last] and again["chunks"] == last
+    assert again["episode_id"] == "Fixture_Episode.1"
     assert again["wer"] == pytest.approx(summary["wer"], abs=0.05)
+    assert _runs_named(f"rerun chunks {last} of Fixture episode") == 1
 
 
 def test_background_calls_run_in_order_before_close_and_failures_do_not_fail_the_run(
@@ -197,7 +202,9 @@ def test_dask_task_runner_with_two_local_workers(flow_env: Path, fixtures_dir: P
         reference=str(fixtures_dir / "speech.txt"),
         max_chunk_s=4.0,
     )
-    assert summary["chunks"] >= 2 and summary["transcribed"] == list(range(summary["chunks"]))
+    assert summary["chunks"] >= 2 and summary["transcribed"] == list(
+        range(1, summary["chunks"] + 1)
+    )
     assert summary["wer"] is not None and summary["wer"] < 0.8  # 4 s chunks: little context
 
 

@@ -105,6 +105,17 @@ def test_markdown_report_content() -> None:
     assert "prefect" not in md.lower()
 
 
+def test_reports_number_chunks_from_one_as_the_ui_does() -> None:
+    # chunk index 0 (two errors, the worst) is "chunk 1" wherever a user reads it, as in the
+    # task name "chunk 1/3"; the chunk index 2 (last) is chunk 3, and there is no chunk 0.
+    t = _synthetic()
+    data = ReportInput(t, score_transcript(t, REFERENCE), None, REFERENCE)
+    md, page = render_markdown_report(data), render_html_report(data)
+    assert "### chunk 1 · 0.0–10.0 s" in md and "### chunk 3 · 20.0–30.0 s" in md
+    assert "<h3>chunk 1 · 0.0–10.0 s" in page and "<h3>chunk 3 · 20.0–30.0 s" in page
+    assert "chunk 0 " not in md and "chunk 0 " not in page
+
+
 # --- finish_episode on real chunked audio ---------------------------------------------------------
 
 

@@ -22,8 +22,8 @@ def test_verify_chunk_passes_intact_and_names_changed_chunk(
     assert verify_chunk(first, "ep-1") is first
     original = first.path.read_bytes()
     first.path.write_bytes(original[:-10] + b"\x01" * 10)  # same size, other samples
-    with pytest.raises(ChunkError, match=r"chunk 0 of ep-1 changed since it was cut \(sha256"):
+    with pytest.raises(ChunkError, match=r"chunk 1 of ep-1 changed since it was cut \(sha256"):
         verify_chunk(first, "ep-1")
     first.path.unlink()
-    with pytest.raises(ChunkError, match="chunk 0 of ep-1 cannot be read"):
+    with pytest.raises(ChunkError, match="chunk 1 of ep-1 cannot be read"):
         verify_chunk(first, "ep-1")

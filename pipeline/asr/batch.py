@@ -471,7 +471,7 @@ class BatchTranscriber:
             samples = read_chunk_samples(chunk, context=True)
         except (OSError, AudioError) as exc:
             raise TranscriptionError(
-                f"cannot read chunk {chunk.index} ({chunk.path}): {exc}"
+                f"cannot read chunk {chunk.number} ({chunk.path}): {exc}"
             ) from exc
         device = self.loaded.device
         # As whisper.transcribe: 30 s of zeros after the audio, so every window slices cleanly.

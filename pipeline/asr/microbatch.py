@@ -280,7 +280,7 @@ class MicroBatcher:
                 assert state.future is not None
                 state.future.set_exception(
                     TranscriptionError(
-                        f"Whisper failed on chunk {state.chunk.index} ({state.chunk.path.name}): "
+                        f"Whisper failed on chunk {state.chunk.number} ({state.chunk.path.name}): "
                         f"{exc}"
                     )
                 )

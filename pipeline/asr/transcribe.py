@@ -31,7 +31,7 @@ def silent_chunk_transcript(
     try:
         samples = read_wav_samples(chunk.path)
     except (OSError, AudioError) as exc:
-        raise TranscriptionError(f"cannot read chunk {chunk.index} ({chunk.path}): {exc}") from exc
+        raise TranscriptionError(f"cannot read chunk {chunk.number} ({chunk.path}): {exc}") from exc
     if not is_silent(samples):
         return None
     return ChunkTranscript(

@@ -131,7 +131,7 @@ def transcribe_chunk_whisper(
     try:
         samples = read_chunk_samples(chunk, context=True)
     except (OSError, AudioError) as exc:
-        raise TranscriptionError(f"cannot read chunk {chunk.index} ({chunk.path}): {exc}") from exc
+        raise TranscriptionError(f"cannot read chunk {chunk.number} ({chunk.path}): {exc}") from exc
     started = time.perf_counter()
     torch.manual_seed(options.seed)  # the sampled fallbacks must not depend on chunk order
     try:
@@ -140,7 +140,7 @@ def transcribe_chunk_whisper(
         result = whisper.transcribe(loaded.model, samples, word_timestamps=context, **kwargs)
     except (RuntimeError, ValueError) as exc:
         raise TranscriptionError(
-            f"Whisper failed on chunk {chunk.index} ({chunk.path.name}): {exc}"
+            f"Whisper failed on chunk {chunk.number} ({chunk.path.name}): {exc}"
         ) from exc
     return ChunkTranscript(
         chunk_index=chunk.index,

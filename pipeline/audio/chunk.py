@@ -194,12 +194,12 @@ def verify_chunk(chunk: Chunk, episode_id: str = "") -> Chunk:
         actual = sha256_file(chunk.path)
     except OSError as exc:
         raise ChunkError(
-            f"chunk {chunk.index}{where} cannot be read ({chunk.path}): {exc}; "
+            f"chunk {chunk.number}{where} cannot be read ({chunk.path}): {exc}; "
             "cut the episode again (re-run it)"
         ) from exc
     if actual != chunk.sha256:
         raise ChunkError(
-            f"chunk {chunk.index}{where} changed since it was cut (sha256 mismatch): "
+            f"chunk {chunk.number}{where} changed since it was cut (sha256 mismatch): "
             f"{chunk.path} has {actual[:12]}, the manifest says {chunk.sha256[:12]}; "
             "cut the episode again (re-run it) or restore the file"
         )

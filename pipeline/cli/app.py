@@ -25,7 +25,7 @@ from pipeline.cli import bench as bench_commands
 from pipeline.cli import feeds as feed_commands
 from pipeline.cli import quality as quality_commands
 from pipeline.core.errors import PodscribeError
-from pipeline.core.types import ChunkManifest, ChunkTranscript, Transcript
+from pipeline.core.types import ChunkManifest, ChunkTranscript, Transcript, chunk_number
 from pipeline.episode import EpisodeResult
 from pipeline.settings import load_settings
 
@@ -55,28 +55,28 @@ def transcribe(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Whisper model name or .pt path [default: $PODSCRIBE_MODEL or tiny.en]."),
+        typer.Option(help="Whisper model name or .pt path (default: $PODSCRIBE_MODEL or tiny.en)."),
     ] = None,
     device: Annotated[
         str | None,
-        typer.Option(help="auto | cpu | cuda [default: $PODSCRIBE_DEVICE or auto]."),
+        typer.Option(help="auto | cpu | cuda (default: $PODSCRIBE_DEVICE or auto)."),
     ] = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Output folder [default: transcripts/<id>].")
+        Path | None, typer.Option("--out", help="Output folder (default: transcripts/<id>).")
     ] = None,
     episode_id: Annotated[
-        str | None, typer.Option(help="Episode id [default: from the source name].")
+        str | None, typer.Option(help="Episode id (default: from the source name).")
     ] = None,
     audio_root: Annotated[
         Path | None,
         typer.Option(
-            help="Where decoded audio and chunks go [default: $PODSCRIBE_AUDIO_ROOT or audio]."
+            help="Where decoded audio and chunks go (default: $PODSCRIBE_AUDIO_ROOT or audio)."
         ),
     ] = None,
     transcripts_root: Annotated[
         Path | None,
         typer.Option(
-            help="Where outputs go [default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts]."
+            help="Where outputs go (default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts)."
         ),
     ] = None,
     max_chunk_s: Annotated[
@@ -91,13 +91,13 @@ def transcribe(
         typer.Option(help="verbatim | clean: clean asks for punctuated text without fillers."),
     ] = "verbatim",
     beam_size: Annotated[
-        int | None, typer.Option(help="Beam search width [default: greedy].")
+        int | None, typer.Option(help="Beam search width (default: greedy).")
     ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(
             help="Chunk windows decoded together (1: one at a time) "
-            "[default: 8 on CPU, from free memory on a GPU]."
+            "(default: 8 on CPU, from free memory on a GPU)."
         ),
     ] = None,
     backend: Annotated[
@@ -122,7 +122,7 @@ def transcribe(
         float | None,
         typer.Option(
             help="Refuse episodes longer than this many seconds "
-            "[default: PODSCRIBE_MAX_EPISODE_S, 36000]."
+            "(default: PODSCRIBE_MAX_EPISODE_S, 36000)."
         ),
     ] = None,
     rttm: Annotated[
@@ -258,10 +258,10 @@ def episode_summary(result: EpisodeResult) -> dict[str, Any]:
         "out": str(result.out_dir),
         "model": result.transcript.chunks[0].model.name if result.transcript.chunks else None,
         "run_id": result.run_id,
-        "flagged": {str(f.chunk_index): list(f.names) for f in quality.flagged()}
+        "flagged": {str(chunk_number(f.chunk_index)): list(f.names) for f in quality.flagged()}
         if quality
         else {},
-        "repaired": [r.chunk_index for r in quality.repairs if r.kept == "retry"]
+        "repaired": [chunk_number(r.chunk_index) for r in quality.repairs if r.kept == "retry"]
         if quality
         else [],
         "report": str(result.out_dir / "report.html"),
@@ -344,7 +344,7 @@ def score(
         for c in chunks:
             n = c.counts
             per.add_row(
-                str(c.chunk_index),
+                str(chunk_number(c.chunk_index)),
                 f"{c.start_s:.1f}",
                 f"{c.end_s:.1f}",
                 str(n.ref_words),

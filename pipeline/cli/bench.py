@@ -23,7 +23,7 @@ def bench(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     batch_size: Annotated[
         int | None,
-        typer.Option(help="Chunk windows per batch [default: 8 on CPU, from free GPU memory]."),
+        typer.Option(help="Chunk windows per batch (default: 8 on CPU, from free GPU memory)."),
     ] = None,
     repeat: Annotated[
         int, typer.Option(help="Run everything this many times, interleaved; report medians.")

@@ -28,7 +28,7 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         help="The catalog of feeds and episodes: a SQLite file or a postgresql:// URL "
-        "[default: $PODSCRIBE_DB, else transcripts/podscribe.db: the one `podscribe serve` uses].",
+        "(default: $PODSCRIBE_DB, else transcripts/podscribe.db: the one `podscribe serve` uses).",
         show_default=False,
     ),
 ]
@@ -56,7 +56,7 @@ def feed_add(
     timeout_s: Annotated[
         float | None,
         typer.Option(
-            help="Seconds of silence from the server [default: PODSCRIBE_READ_TIMEOUT_S]."
+            help="Seconds of silence from the server (default: PODSCRIBE_READ_TIMEOUT_S)."
         ),
     ] = None,
 ) -> None:

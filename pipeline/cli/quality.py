@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.core.errors import PodscribeError
+from pipeline.core.types import chunk_number
 from pipeline.settings import load_settings
 
 _out = Console()
@@ -43,7 +44,7 @@ def report(
     transcripts_root: Annotated[
         Path | None,
         typer.Option(
-            help="Where outputs are. [default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts]"
+            help="Where outputs are. (default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts)"
         ),
     ] = None,
     open_: Annotated[
@@ -73,7 +74,7 @@ def history(
     transcripts_root: Annotated[
         Path | None,
         typer.Option(
-            help="Where history.jsonl is. [default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts]"
+            help="Where history.jsonl is. (default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts)"
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
@@ -128,7 +129,7 @@ def compare(
     transcripts_root: Annotated[
         Path | None,
         typer.Option(
-            help="Where history.jsonl is. [default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts]"
+            help="Where history.jsonl is. (default: $PODSCRIBE_TRANSCRIPTS_ROOT, else transcripts)"
         ),
     ] = None,
     show_all: Annotated[bool, typer.Option("--all", help="List unchanged chunks too.")] = False,
@@ -159,7 +160,7 @@ def compare(
         colour = {"better": "green", "worse": "red"}.get(c.verdict, "white")
         verdict = f"[{colour}]{c.verdict}[/{colour}]" + (" (bounds moved)" if c.moved else "")
         table.add_row(
-            str(c.index),
+            str(chunk_number(c.index)),
             f"{c.start_s:.1f}–{c.end_s:.1f}",
             _pct(c.wer_a),
             _pct(c.wer_b),

@@ -14,6 +14,7 @@ from pipeline.core.types import (
     ChunkTranscript,
     Segment,
     Transcript,
+    chunk_number,
     to_dict,
     transcript_from_dict,
 )
@@ -38,7 +39,8 @@ def merge_transcripts(
     ordered = sorted(chunks, key=lambda c: c.chunk_index)
     indices = [c.chunk_index for c in ordered]
     if len(set(indices)) != len(indices):
-        raise TranscriptionError(f"episode {episode_id}: a chunk was transcribed twice: {indices}")
+        numbers = [chunk_number(i) for i in indices]
+        raise TranscriptionError(f"episode {episode_id}: a chunk was transcribed twice: {numbers}")
     segments = tuple(seg for c in ordered for seg in c.segments)
     return Transcript(
         episode_id=episode_id,

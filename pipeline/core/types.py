@@ -14,6 +14,20 @@ from typing import Any
 SAMPLE_RATE = 16_000  # Hz: what Whisper expects, and what every decoded episode is
 
 
+# Chunks are numbered two ways: ``index`` counts from 0 inside the library and in the files
+# podscribe writes (manifest.json, transcript.json); everything a user reads or types (task
+# names, logs, tables, reports, errors, rerun-chunks' chunk numbers) counts from 1, as the
+# Prefect UI's task names "chunk 2/3" always did. Convert with these two, at the edges only.
+def chunk_number(index: int) -> int:
+    """The number a user sees for the chunk at 0-based ``index``: ``index + 1``."""
+    return index + 1
+
+
+def chunk_index_of(number: int) -> int:
+    """The 0-based index of the chunk a user calls ``number`` (counted from 1)."""
+    return number - 1
+
+
 @dataclass(frozen=True)
 class SourceAudio:
     """An episode's original audio file on local disk (downloaded or given)."""
@@ -71,6 +85,11 @@ class Chunk:
     @property
     def duration_s(self) -> float:
         return (self.end_sample - self.start_sample) / self.sample_rate
+
+    @property
+    def number(self) -> int:
+        """The chunk's number as users see it (from 1); ``index`` counts from 0."""
+        return chunk_number(self.index)
 
 
 @dataclass(frozen=True)

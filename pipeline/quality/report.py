@@ -24,7 +24,7 @@ from typing import Any
 
 from pipeline.core.errors import PodscribeError
 from pipeline.core.store import read_json, write_text_atomic
-from pipeline.core.types import Score, Transcript, score_from_dict
+from pipeline.core.types import Score, Transcript, chunk_number, score_from_dict
 from pipeline.quality.score import (
     AlignedWord,
     WordAlignment,
@@ -162,13 +162,16 @@ def summary_rows(data: ReportInput) -> list[tuple[str, str]]:
         rows.append(
             (
                 "flagged chunks",
-                ", ".join(f"{f.chunk_index} ({', '.join(f.names)})" for f in flagged) or "none",
+                ", ".join(f"{chunk_number(f.chunk_index)} ({', '.join(f.names)})" for f in flagged)
+                or "none",
             )
         )
         rows.append(
             (
                 "repaired chunks",
-                ", ".join(f"{r.chunk_index} (kept {r.kept})" for r in data.quality.repairs)
+                ", ".join(
+                    f"{chunk_number(r.chunk_index)} (kept {r.kept})" for r in data.quality.repairs
+                )
                 or "none",
             )
         )
@@ -379,7 +382,7 @@ def _chunks_section(data: ReportInput) -> str:
         c = wer.get(s.chunk_index)
         rows.append(
             [
-                f"{s.chunk_index}",
+                f"{chunk_number(s.chunk_index)}",
                 f"{s.start_s:.1f}–{s.end_s:.1f}",
                 "–" if c is None or c.wer is None else f"{c.wer:.1%}",
                 *_signal_cells(s),
@@ -407,7 +410,7 @@ def _repairs_section(q: QualityReport | None) -> str:
         )
         rows.append(
             [
-                f"{r.chunk_index}",
+                f"{chunk_number(r.chunk_index)}",
                 _flag_badges(r.flags_before),
                 f"<b>{_esc(r.kept)}</b>",
                 _flag_badges(r.flags_after) or "none",
@@ -467,7 +470,8 @@ def render_html_report(data: ReportInput) -> str:
             c = by_index[index]
             n = c.counts
             parts.append(
-                f"<h3>chunk {index} · {c.start_s:.1f}–{c.end_s:.1f} s · WER {_pct(c.wer)} "
+                f"<h3>chunk {chunk_number(index)} · {c.start_s:.1f}–{c.end_s:.1f} s · "
+                f"WER {_pct(c.wer)} "
                 f"(S {n.substitutions}, D {n.deletions}, I {n.insertions} of {n.ref_words})</h3>"
             )
             parts.append(_alignment_html(chunk_alignment(alignment, index)))
@@ -539,7 +543,8 @@ def render_markdown_report(data: ReportInput) -> str:
         for index in worst_chunks(s):
             c = by_index[index]
             parts += [
-                f"### chunk {index} · {c.start_s:.1f}–{c.end_s:.1f} s · WER {_pct(c.wer)}",
+                f"### chunk {chunk_number(index)} · {c.start_s:.1f}–{c.end_s:.1f} s · "
+                f"WER {_pct(c.wer)}",
                 "",
                 _md_alignment(chunk_alignment(alignment, index)),
                 "",
@@ -561,7 +566,7 @@ def render_markdown_report(data: ReportInput) -> str:
             w = wer.get(sig.chunk_index)
             rows.append(
                 [
-                    str(sig.chunk_index),
+                    str(chunk_number(sig.chunk_index)),
                     f"{sig.start_s:.1f}–{sig.end_s:.1f}",
                     "–" if w is None else f"{w:.1%}",
                     str(sig.words),
@@ -599,7 +604,7 @@ def render_markdown_report(data: ReportInput) -> str:
                     ["chunk", "flags before", "kept", "flags after", "words"],
                     [
                         (
-                            str(r.chunk_index),
+                            str(chunk_number(r.chunk_index)),
                             ", ".join(r.flags_before),
                             r.kept,
                             ", ".join(r.flags_after) or "none",

@@ -128,6 +128,11 @@ def _is_url(source: str) -> bool:
     return urlparse(source).scheme in ("http", "https")
 
 
+def is_url(source: str) -> bool:
+    """Whether a reference source is an http(s) URL (else it is a file path)."""
+    return _is_url(source)
+
+
 def _read_file(path: Path, max_bytes: int) -> bytes:
     try:
         if not path.exists():
