@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from conftest import LocalHTTPServer, Reply
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+SHOTS = Path(tempfile.gettempdir()) / "podscribe-e2e-screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -153,9 +155,14 @@ def page(served: dict[str, Any]) -> Iterator[Any]:
 
 
 def _shot(page: Any, name: str) -> Path:
-    DOCS.mkdir(exist_ok=True)
-    path = DOCS / name
+    """A screenshot of what the test sees: into docs/ (README's pictures) when
+    PODSCRIBE_SCREENSHOTS=docs, else into a temporary folder, so a test run leaves the
+    checkout as it was."""
+    folder = DOCS if os.environ.get("PODSCRIBE_SCREENSHOTS") == "docs" else SHOTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     page.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000  # a page was drawn, not an empty frame
     return path
 
 
