@@ -1,0 +1,1 @@
+"""Shared foundation: frozen values (types), the error hierarchy, atomic storage, transcript files."""
