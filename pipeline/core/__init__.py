@@ -1,1 +1,2 @@
-"""Shared foundation: frozen values (types), the error hierarchy, atomic storage, transcript files."""
+"""Shared foundation: frozen values (types), the error hierarchy, atomic storage and
+transcript files."""
