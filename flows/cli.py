@@ -16,6 +16,7 @@ from rich.table import Table
 
 from pipeline.cli.app import app, plain_demo
 from pipeline.cli.app import main as run_app
+from pipeline.cli.options import AudioRootOption, ModelOption, TranscriptsRootOption
 from pipeline.settings import ENV_PREFIX, Settings, load_settings
 
 out = Console()
@@ -167,20 +168,9 @@ def demo_epilogue(ui: str, rows: list, runs: dict[str, str], settings: Settings)
 
 @app.command()
 def demo(
-    model: Annotated[
-        str | None,
-        typer.Option(help="Whisper model name or .pt path (default: $PODSCRIBE_MODEL or tiny.en)."),
-    ] = None,
-    transcripts_root: Annotated[
-        Path | None,
-        typer.Option(
-            help="Where outputs go (default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts)."
-        ),
-    ] = None,
-    audio_root: Annotated[
-        Path | None,
-        typer.Option(help="Where decoded audio goes (default: $PODSCRIBE_AUDIO_ROOT or audio)."),
-    ] = None,
+    model: ModelOption = None,
+    transcripts_root: TranscriptsRootOption = None,
+    audio_root: AudioRootOption = None,
     no_prefect: Annotated[
         bool,
         typer.Option(

@@ -18,6 +18,18 @@ from pg_cluster import PostgresCluster, find_bindir
 from pipeline.audio.decode import find_ffmpeg
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
+# Debian's chromium, driven by Playwright (never `playwright install`: no download here), with the
+# flags that keep it from calling out (../shared/NOTES.md).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 # Every test server is on 127.0.0.1, a loopback address podscribe refuses by default. Tests that
 # go through the CLI or the flows (which build their limits from the settings) need the

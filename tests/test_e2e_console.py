@@ -30,22 +30,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from conftest import LocalHTTPServer, Reply
+from conftest import CHROMIUM, CHROMIUM_FLAGS, LocalHTTPServer, Reply
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 SHOTS = Path(tempfile.gettempdir()) / "podscribe-e2e-screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TRANSCRIBE = "transcribe-episode/transcribe-episode"
 RERUN = "rerun-chunks/rerun-chunks"
 POLL = "poll-feeds/poll-feeds"

@@ -23,21 +23,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from conftest import CHROMIUM, CHROMIUM_FLAGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 EPISODE = "e2e-episode"
 CORRUPT = (0, 2)
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LOG_LINE = re.compile(rf"transcribing chunk (\d+) of {EPISODE}")
 
 

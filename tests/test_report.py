@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM, CHROMIUM_FLAGS
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
@@ -208,17 +209,6 @@ def test_report_command_rebuilds_without_opening(episode, tmp_path) -> None:
 
 # --- the page in a real browser -------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.mark.e2e
 def test_report_plot_renders_in_headless_chromium(tmp_path) -> None:
@@ -236,7 +226,7 @@ def test_report_plot_renders_in_headless_chromium(tmp_path) -> None:
     )
     blocked: list[str] = []
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
 

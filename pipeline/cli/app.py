@@ -24,6 +24,7 @@ from rich.table import Table
 from pipeline.cli import bench as bench_commands
 from pipeline.cli import feeds as feed_commands
 from pipeline.cli import quality as quality_commands
+from pipeline.cli.options import AudioRootOption, ModelOption, TranscriptsRootOption
 from pipeline.core.errors import PodscribeError
 from pipeline.core.types import ChunkManifest, ChunkTranscript, Transcript, chunk_number
 from pipeline.episode import EpisodeResult
@@ -53,10 +54,7 @@ def transcribe(
     reference: Annotated[
         str | None, typer.Option(help="Reference text to score against: a file or URL.")
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(help="Whisper model name or .pt path (default: $PODSCRIBE_MODEL or tiny.en)."),
-    ] = None,
+    model: ModelOption = None,
     device: Annotated[
         str | None,
         typer.Option(help="auto | cpu | cuda (default: $PODSCRIBE_DEVICE or auto)."),
@@ -67,18 +65,8 @@ def transcribe(
     episode_id: Annotated[
         str | None, typer.Option(help="Episode id (default: from the source name).")
     ] = None,
-    audio_root: Annotated[
-        Path | None,
-        typer.Option(
-            help="Where decoded audio and chunks go (default: $PODSCRIBE_AUDIO_ROOT or audio)."
-        ),
-    ] = None,
-    transcripts_root: Annotated[
-        Path | None,
-        typer.Option(
-            help="Where outputs go (default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts)."
-        ),
-    ] = None,
+    audio_root: AudioRootOption = None,
+    transcripts_root: TranscriptsRootOption = None,
     max_chunk_s: Annotated[
         float, typer.Option(help="Longest chunk with its context, seconds (≤ 30).")
     ] = 30.0,

@@ -1,0 +1,23 @@
+"""Command-line options several commands share; each falls back to its PODSCRIBE_* setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(help="Whisper model name or .pt path (default: $PODSCRIBE_MODEL or tiny.en)."),
+]
+AudioRootOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where decoded audio and chunks go (default: $PODSCRIBE_AUDIO_ROOT or audio)."
+    ),
+]
+TranscriptsRootOption = Annotated[
+    Path | None,
+    typer.Option(help="Where outputs go (default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts)."),
+]
