@@ -20,6 +20,24 @@ from pipeline.audio.decode import find_ffmpeg
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
 # Debian's chromium, driven by Playwright (never `playwright install`: no download here), with the
 # flags that keep it from calling out (../shared/NOTES.md).
+
+
+def serve_env(api_url: str, work: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `podscribe serve` subprocess against ``api_url`` that writes
+    everything under ``work`` (results, audio, transcripts, catalog), offline."""
+    return os.environ | {
+        "PREFECT_API_URL": api_url,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PODSCRIBE_RESULTS_DIR": str(work / "results"),
+        "PODSCRIBE_AUDIO_ROOT": str(work / "audio"),
+        "PODSCRIBE_TRANSCRIPTS_ROOT": str(work / "transcripts"),
+        "PODSCRIBE_DB": str(work / "catalog.db"),
+        **extra,
+    }
+
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--no-sandbox",

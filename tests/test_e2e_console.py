@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from conftest import CHROMIUM, CHROMIUM_FLAGS, LocalHTTPServer, Reply
+from conftest import CHROMIUM, CHROMIUM_FLAGS, LocalHTTPServer, Reply, serve_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,17 +75,7 @@ def api(work: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def served(api: str, work: Path) -> Iterator[dict[str, Any]]:
     """`podscribe serve` against that server, one episode run at a time, a yearly poll."""
-    env = os.environ | {
-        "PREFECT_API_URL": api,
-        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PODSCRIBE_RESULTS_DIR": str(work / "results"),
-        "PODSCRIBE_AUDIO_ROOT": str(work / "audio"),
-        "PODSCRIBE_TRANSCRIPTS_ROOT": str(work / "transcripts"),
-        "PODSCRIBE_DB": str(work / "catalog.db"),
-        "PODSCRIBE_EPISODE_RUNS": "1",
-    }
+    env = serve_env(api, work, PODSCRIBE_EPISODE_RUNS="1")
     log = work / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(

@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import CHROMIUM, CHROMIUM_FLAGS
+from conftest import CHROMIUM, CHROMIUM_FLAGS, serve_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,16 +48,7 @@ def prefect_ui_server(tmp_path: Path) -> Iterator[str]:
 def served(prefect_ui_server: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """`podscribe serve` against that server, writing under tmp_path."""
     prefect_api = prefect_ui_server
-    env = os.environ | {
-        "PREFECT_API_URL": prefect_api,
-        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PODSCRIBE_RESULTS_DIR": str(tmp_path / "results"),
-        "PODSCRIBE_AUDIO_ROOT": str(tmp_path / "audio"),
-        "PODSCRIBE_TRANSCRIPTS_ROOT": str(tmp_path / "transcripts"),
-        "PODSCRIBE_DB": str(tmp_path / "catalog.db"),
-    }
+    env = serve_env(prefect_api, tmp_path)
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
