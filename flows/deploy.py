@@ -5,7 +5,8 @@ other machines."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import deploy, serve
 from prefect.client.orchestration import get_client
@@ -138,12 +139,16 @@ def deploy_to_pool(
                 WorkPoolCreate(name=pool, type="process", base_job_template=template)
             )
     ensure_device_limit(load_settings().device_slots)
-    ids = deploy(
-        *build_deployments(poll_every_min, poll_cron, feeds, EntrypointType.MODULE_PATH),
-        work_pool_name=pool,
-        build=False,
-        push=False,
-        print_next_steps_message=False,
-        ignore_warnings=True,
+    # deploy() returns a coroutine only when called from async code.
+    ids = cast(
+        list[UUID],
+        deploy(
+            *build_deployments(poll_every_min, poll_cron, feeds, EntrypointType.MODULE_PATH),
+            work_pool_name=pool,
+            build=False,
+            push=False,
+            print_next_steps_message=False,
+            ignore_warnings=True,
+        ),
     )
     return [str(i) for i in ids]
