@@ -22,7 +22,10 @@ from typing import TypeVar
 
 import httpx
 
+from pipeline.sources import catalog
+
 ROOT = Path(__file__).resolve().parent.parent
+PODSCRIBE = Path(sys.executable).with_name("podscribe")  # the installed command (setup.sh)
 SERVER_START_S = 180  # a fresh server migrates Prefect's schema into PostgreSQL first
 OFFLINE = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 # What tests add to the stack's settings, and why; docker-compose.yml has none of these.
@@ -71,6 +74,21 @@ def child_env(settings: dict[str, str], **extra: str) -> dict[str, str]:
     if "PREFECT_API_URL" not in settings:
         env.pop("PREFECT_API_URL", None)
     return env
+
+
+def run_ok(args: list[str], env: dict[str, str], cwd: Path, timeout_s: float = 180) -> str:
+    """Run a command to completion; its stdout, or a failure with its output."""
+    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
+    assert done.returncode == 0, f"{args}: {done.stdout[-2000:]} {done.stderr[-2000:]}"
+    return done.stdout
+
+
+def final_episodes(db: str, n: int) -> list[catalog.EpisodeRow] | None:
+    """The catalog's episodes once there are ``n`` and none is new or running, else None."""
+    rows = catalog.list_episodes(db)
+    if len(rows) == n and all(r.state in ("done", "failed") for r in rows):
+        return rows
+    return None
 
 
 def free_port() -> int:

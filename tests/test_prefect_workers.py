@@ -4,8 +4,8 @@ Each worker is a `prefect worker start` process with its own working directory, 
 own Prefect profile and model cache), temp dir and audio root; the two share nothing but the
 Prefect server, the catalog (PODSCRIBE_DB) and the transcripts and results roots, which stand
 for a filesystem mounted on every machine (a setting: any root both see). The deployments go
-to a process work pool with `podscribe deploy`, two polls of two feeds run at once (one on
-each worker), and the feeds' episodes are split between the workers, each transcribed once.
+to a process work pool with `podscribe deploy`, two polls of two feeds run at once (usually
+one on each worker), and the feeds' episodes are split between the workers, each transcribed once.
 
 What this cannot show: separate hosts (both workers share a kernel, a network namespace and
 the checkout's code), a real network filesystem's semantics, or GPUs.
@@ -27,13 +27,21 @@ import psycopg
 import pytest
 from conftest import LocalHTTPServer, Reply
 from feedgen import Item, rss
-from stack import PrefectServer, child_env, podscribe_settings, stop, wait_for
+from stack import (
+    PODSCRIBE,
+    PrefectServer,
+    child_env,
+    final_episodes,
+    podscribe_settings,
+    run_ok,
+    stop,
+    wait_for,
+)
 
 from pipeline.sources import catalog
 
 pytestmark = [pytest.mark.multimachine, pytest.mark.slow, pytest.mark.timeout(900)]
 
-PODSCRIBE = Path(sys.executable).with_name("podscribe")  # the installed command (setup.sh)
 POOL = "podscribe-machines"
 FEEDS = {
     "Feed A": ["the quick brown fox jumps over the lazy dog", "a stitch in time saves nine"],
@@ -95,12 +103,6 @@ def _serve_feeds(http: LocalHTTPServer, work: Path) -> dict[str, str]:
     return urls
 
 
-def _run(args: list[str], env: dict[str, str], cwd: Path) -> str:
-    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, f"{args}: {done.stdout[-2000:]} {done.stderr[-2000:]}"
-    return done.stdout
-
-
 def _online_workers(api: str) -> set[str] | None:
     reply = httpx.post(f"{api}/work_pools/{POOL}/workers/filter", json={}, timeout=10)
     if reply.status_code != 200:
@@ -115,13 +117,6 @@ def _runs_started(worker_log: str) -> list[str]:
     return [i for i in submitted if i not in aborted]
 
 
-def _all_final(db: str, n: int) -> list[catalog.EpisodeRow] | None:
-    rows = catalog.list_episodes(db)
-    if len(rows) == n and all(r.state in ("done", "failed") for r in rows):
-        return rows
-    return None
-
-
 def test_two_workers_split_two_feeds_and_transcribe_each_episode_once(
     prefect_on_postgres: PrefectServer,
     postgres_url: str,
@@ -133,7 +128,7 @@ def test_two_workers_split_two_feeds_and_transcribe_each_episode_once(
     feeds = _serve_feeds(http_server, tmp_path)
     # The machine that deploys (the Prefect server's, say) is a third one.
     admin = Machine("admin", tmp_path / "admin")
-    _run(
+    run_ok(
         [str(PODSCRIBE), "deploy", "--pool", POOL, "--poll-every", "0"],
         admin.env(server, db, shared),
         admin.root,
@@ -159,17 +154,18 @@ def test_two_workers_split_two_feeds_and_transcribe_each_episode_once(
             lambda: _online_workers(server.api) == {m.name for m in machines},
             120,
         )
-        # Two polls of both feeds at once: one on each worker (each takes one run at a time).
+        # Two polls of both feeds at once, usually one on each worker (each takes one run at a
+        # time); both claim the same episodes, and each episode is started once.
         params = json.dumps({"feeds": list(feeds.values())})
         for _ in range(2):
-            _run(
+            run_ok(
                 [sys.executable, "-m", "prefect", "deployment", "run", "poll-feeds/poll-feeds"]
                 + ["--params", params],
                 admin.env(server, db, shared),
                 admin.root,
             )
         n = sum(len(texts) for texts in FEEDS.values())
-        rows = wait_for("every episode done or failed", lambda: _all_final(db, n), 600, 3)
+        rows = wait_for("every episode done or failed", lambda: final_episodes(db, n), 600, 3)
     finally:
         for w in workers:
             stop(w)
@@ -206,9 +202,9 @@ def test_two_workers_split_two_feeds_and_transcribe_each_episode_once(
     # Every output and one history, in the shared root, seen from either worker's machine.
     for m in machines:
         env = m.env(server, db, shared)
-        history = json.loads(_run([str(PODSCRIBE), "history", "--json"], env, m.root))
+        history = json.loads(run_ok([str(PODSCRIBE), "history", "--json"], env, m.root))
         assert sorted(h["episode_id"] for h in history) == sorted(r.episode_id for r in rows)
-        listed = json.loads(_run([str(PODSCRIBE), "episodes", "--json"], env, m.root))
+        listed = json.loads(run_ok([str(PODSCRIBE), "episodes", "--json"], env, m.root))
         assert {(e["episode_id"], e["state"]) for e in listed} == {
             (r.episode_id, "done") for r in rows
         }

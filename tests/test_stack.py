@@ -14,20 +14,21 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from stack import PrefectServer, child_env, podscribe_settings, stop, wait_for
+from stack import (
+    PODSCRIBE,
+    PrefectServer,
+    child_env,
+    final_episodes,
+    podscribe_settings,
+    run_ok,
+    stop,
+    wait_for,
+)
 
 from pipeline.demo import DEMO_TITLES, serve_demo_feed
 from pipeline.sources import catalog
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(900)]
-
-PODSCRIBE = Path(sys.executable).with_name("podscribe")  # the installed command (setup.sh)
-
-
-def _run(args: list[str], env: dict[str, str], cwd: Path) -> str:
-    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"{args}: {done.stdout[-2000:]} {done.stderr[-2000:]}"
-    return done.stdout
 
 
 def test_podscribe_serve_polls_the_demo_feed_on_postgres_end_to_end(
@@ -57,7 +58,7 @@ def test_podscribe_serve_polls_the_demo_feed_on_postgres_end_to_end(
                 "poll-feeds deployment served",
                 lambda: (
                     "poll-feeds"
-                    in _run([sys.executable, "-m", "prefect", "deployment", "ls"], env, work)
+                    in run_ok([sys.executable, "-m", "prefect", "deployment", "ls"], env, work)
                     or serve.poll() is not None
                 ),
                 120,
@@ -65,14 +66,14 @@ def test_podscribe_serve_polls_the_demo_feed_on_postgres_end_to_end(
             )
             assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             # One poll, started the way a user (or the schedule) starts it: a deployment run.
-            _run(
+            run_ok(
                 [sys.executable, "-m", "prefect", "deployment", "run", "poll-feeds/poll-feeds"],
                 env,
                 work,
             )
             rows = wait_for(
                 "the demo feed's episodes done",
-                lambda: _all_final(postgres_url, len(DEMO_TITLES)),
+                lambda: final_episodes(postgres_url, len(DEMO_TITLES)),
                 480,
                 every_s=3,
             )
@@ -113,10 +114,3 @@ def test_podscribe_serve_polls_the_demo_feed_on_postgres_end_to_end(
         )
     assert "Traceback" not in log_text, log_text[-3000:]
     catalog.close_catalog(postgres_url)
-
-
-def _all_final(db: str, n: int) -> list[catalog.EpisodeRow] | None:
-    rows = catalog.list_episodes(db)
-    if len(rows) == n and all(r.state in ("done", "failed") for r in rows):
-        return rows
-    return None
