@@ -71,6 +71,44 @@ def serve(
         serve_deployments(poll_every or None, poll_cron, feed or None, limit)
 
 
+@app.command()
+def deploy(
+    pool: Annotated[
+        str, typer.Option(help="Work pool to send the deployments to (created if missing).")
+    ] = "podscribe",
+    poll_every: Annotated[
+        float, typer.Option(help="Minutes between scheduled feed polls (0: no interval schedule).")
+    ] = 60.0,
+    poll_cron: Annotated[
+        str | None, typer.Option(help="Cron schedule for feed polls instead of the interval.")
+    ] = None,
+    feed: Annotated[
+        list[str] | None,
+        typer.Option("--feed", help="Feeds to poll (default: every feed in the catalog)."),
+    ] = None,
+) -> None:
+    """Send transcribe-episode, rerun-chunks and poll-feeds to a work pool on the Prefect
+    server at PREFECT_API_URL; workers on any machine run them: `prefect worker start --pool
+    POOL`. Each worker machine needs podscribe installed and the same PODSCRIBE_DB and
+    PODSCRIBE_TRANSCRIPTS_ROOT / PODSCRIBE_RESULTS_DIR (shared storage); see README."""
+    load_settings()
+    _offline()
+    if not os.environ.get("PREFECT_API_URL"):
+        err.print(
+            "podscribe deploy: set PREFECT_API_URL to the Prefect server the workers use, "
+            "e.g. export PREFECT_API_URL=http://prefect.example.org:4200/api"
+        )
+        raise typer.Exit(2)
+    from flows.deploy import deploy_to_pool
+
+    ids = deploy_to_pool(pool, poll_every or None, poll_cron, feed or None)
+    out.print(
+        f"{len(ids)} deployments in work pool {pool!r}; start workers with: "
+        f"prefect worker start --pool {pool}",
+        highlight=False,
+    )
+
+
 def _absolute(db: Path | str) -> str:
     """The catalog as another shell's PODSCRIBE_DB: a path made absolute, a URL as it is."""
     return str(db.resolve()) if isinstance(db, Path) else db

@@ -1,11 +1,19 @@
-"""The deployments `podscribe serve` (and docker-compose) serve, with poll-feeds' schedule."""
+"""The deployments `podscribe serve` (and docker-compose) serve, with poll-feeds' schedule, and
+the same deployments sent to a work pool (`podscribe deploy --pool`), whose workers may run on
+other machines."""
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
-from prefect import serve
+from prefect import deploy, serve
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectNotFound
+from prefect.types.entrypoint import EntrypointType
+from prefect.workers.process import ProcessWorker
 
 from flows.device import ensure_device_limit
 from flows.episode import rerun_chunks, transcribe_episode
@@ -39,10 +47,12 @@ def build_deployments(
     poll_every_min: float | None = 60.0,
     poll_cron: str | None = None,
     feeds: list[str] | None = None,
+    entrypoint_type: EntrypointType = EntrypointType.FILE_PATH,
 ) -> list[Any]:
     """transcribe-episode, rerun-chunks and poll-feeds (on an interval or a cron schedule;
     neither: only on demand), each with its run form and description; the episode
-    deployments at most ``episode_runs`` runs at once."""
+    deployments at most ``episode_runs`` runs at once. ``entrypoint_type``: how a process
+    that runs them finds the flows (MODULE_PATH: by importing the installed package)."""
     settings = load_settings()
     schedule: dict[str, Any] = {}
     if poll_cron:
@@ -57,6 +67,7 @@ def build_deployments(
                 tags=["podscribe"],
                 description=TRANSCRIBE_DESCRIPTION,
                 concurrency_limit=limit,
+                entrypoint_type=entrypoint_type,
             ),
             transcribe_episode,
         ),
@@ -66,6 +77,7 @@ def build_deployments(
                 tags=["podscribe"],
                 description=RERUN_DESCRIPTION,
                 concurrency_limit=limit,
+                entrypoint_type=entrypoint_type,
             ),
             rerun_chunks,
         ),
@@ -75,6 +87,7 @@ def build_deployments(
                 tags=["podscribe"],
                 description=POLL_DESCRIPTION,
                 parameters={"feeds": feeds} if feeds else {},
+                entrypoint_type=entrypoint_type,
                 **schedule,
             ),
             poll_feeds,
@@ -101,3 +114,41 @@ def serve_deployments(
         print_starting_message=False,
         pause_on_shutdown=False,
     )
+
+
+def deploy_to_pool(
+    pool: str,
+    poll_every_min: float | None = 60.0,
+    poll_cron: str | None = None,
+    feeds: list[str] | None = None,
+) -> list[str]:
+    """Send the three deployments to work pool ``pool`` (created as a process pool when
+    missing) and create the device limit if missing; returns the deployments' ids.
+
+    Their entrypoints are module paths (``flows.episode.transcribe_episode``): a worker
+    imports the flows from the podscribe installed on its own machine, in its own working
+    directory, rather than from a folder that would have to exist at the same path on every
+    machine. Workers then run them: ``prefect worker start --pool POOL``.
+    """
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            template = ProcessWorker.get_default_base_job_template()
+            client.create_work_pool(
+                WorkPoolCreate(name=pool, type="process", base_job_template=template)
+            )
+    ensure_device_limit(load_settings().device_slots)
+    # deploy() returns a coroutine only when called from async code.
+    ids = cast(
+        list[UUID],
+        deploy(
+            *build_deployments(poll_every_min, poll_cron, feeds, EntrypointType.MODULE_PATH),
+            work_pool_name=pool,
+            build=False,
+            push=False,
+            print_next_steps_message=False,
+            ignore_warnings=True,
+        ),
+    )
+    return [str(i) for i in ids]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from pg_cluster import PostgresCluster, find_bindir
+from stack import PrefectServer, prefect_server
 
 from pipeline.audio.decode import find_ffmpeg
 
@@ -211,3 +212,12 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 def postgres_url(postgres_cluster: PostgresCluster) -> str:
     """The URL of a new, empty database on the session's PostgreSQL cluster."""
     return postgres_cluster.new_database()
+
+
+@pytest.fixture
+def prefect_on_postgres(
+    postgres_cluster: PostgresCluster, tmp_path: Path
+) -> Iterator[PrefectServer]:
+    """`prefect server start` with its state in a new database on the cluster."""
+    with prefect_server(postgres_cluster.new_database(), tmp_path / "prefect-server") as server:
+        yield server

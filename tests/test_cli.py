@@ -41,6 +41,7 @@ def closed_port() -> int:
         ["score", "--help"],
         ["models", "--help"],
         ["demo", "--help"],
+        ["deploy", "--help"],
     ],
 )
 def test_every_command_has_help(args: list[str], tmp_path: Path) -> None:
@@ -282,3 +283,18 @@ def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "PODSCRIBE_DEVICE" in done.stderr
+
+
+def test_deploy_without_a_server_says_which_variable_to_set(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "deploy", "--pool", "gpu"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "set PREFECT_API_URL" in done.stderr

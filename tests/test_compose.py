@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from stack import podscribe_settings, server_settings
 
 from pipeline.sources import catalog
 
@@ -83,3 +84,34 @@ def test_compose_keeps_prefect_and_the_catalog_on_its_postgres() -> None:
         services["postgres"]["volumes"]
     )
     assert "CREATE DATABASE podscribe" in init.read_text()
+
+
+def test_compose_sets_the_settings_the_stack_test_runs_with(tmp_path: Path) -> None:
+    """The same names as test_stack.py's processes get, with values of the same shape."""
+    services = _compose()["services"]
+    server = services["prefect-server"]["environment"]
+    tested_server = server_settings("postgresql://u@127.0.0.1:5432/prefect")
+    # The UI's address for browsers: only the compose stack serves the UI.
+    assert set(server) == set(tested_server) | {"PREFECT_UI_API_URL"}
+    podscribe = services["podscribe"]["environment"]
+    tested = podscribe_settings(
+        "http://127.0.0.1:4200/api",
+        "postgresql://u@127.0.0.1:5432/podscribe",
+        audio=tmp_path / "audio",
+        transcripts=tmp_path / "transcripts",
+        results=tmp_path / "results",
+    )
+    assert set(podscribe) == set(tested)
+    for name, value in tested.items():
+        ours = str(podscribe[name])
+        if name.endswith(("_ROOT", "_DIR")):
+            # absolute paths, each on one of the service's volumes
+            mounts = [v.split(":")[1] for v in services["podscribe"]["volumes"]]
+            assert ours.startswith("/") and ours in mounts, (name, ours)
+        elif "://" in value:
+            assert ours.split("://")[0] == value.split("://")[0], (name, ours)
+        else:
+            assert ours == value, (name, ours)
+    for name in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK"):
+        assert str(server[name]) == tested_server[name]
+    assert server["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
