@@ -26,7 +26,7 @@ import functools
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import ChecksumError, StorageError
@@ -76,8 +76,8 @@ class Storage:
 
     def path(self, key: str) -> str:
         """The filesystem path of ``key``; a key that would leave the root is refused."""
-        parts = PurePosixPath(key).parts
-        if not key or key.startswith("/") or any(p in ("..", ".") for p in parts):
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in ("..", ".", "") for p in parts):
             raise StorageError(f"storage key {key!r} is not a relative path under the root")
         return f"{self._fs_and_root[1]}/{key}"
 
