@@ -242,4 +242,3 @@ def s3_root(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
     for name, value in s3_env(moto_server.endpoint).items():
         monkeypatch.setenv(name, value)
     return f"s3://{moto_server.new_bucket()}/podscribe"
-

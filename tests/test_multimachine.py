@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from s3_server import MotoServer, _free_port, s3_env
+from s3_server import MotoServer, free_port, s3_env
 
 pytestmark = [pytest.mark.multimachine, pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def dask_cluster(
     process that runs the tasks); yields (address, {worker address: pid}, worker dirs)."""
     from distributed import Client
 
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     procs: list[subprocess.Popen[bytes]] = []
     logs = tmp_path / "dask-logs"

@@ -66,7 +66,9 @@ def test_missing_object_is_one_clear_error(storage: Storage, tmp_path: Path) -> 
     assert not (tmp_path / "x.wav").exists()
 
 
-@pytest.mark.parametrize("key", ["", "/etc/passwd", "../escape", "a/../../b", "a/./b", "a/..", "a//b"])
+@pytest.mark.parametrize(
+    "key", ["", "/etc/passwd", "../escape", "a/../../b", "a/./b", "a/..", "a//b"]
+)
 def test_keys_cannot_leave_the_root(tmp_path: Path, key: str) -> None:
     with pytest.raises(StorageError, match="not a relative path under the root"):
         Storage(str(tmp_path)).put_bytes(key, b"x")
@@ -105,3 +107,23 @@ def test_unknown_scheme_is_one_clear_error() -> None:
     with pytest.raises(StorageError, match="cannot open storage nosuch://x"):
         Storage("nosuch://x").exists("a")
     assert is_url("s3://b/p") and is_url("file:///tmp") and not is_url("/srv/podscribe")
+
+
+def test_serve_refuses_a_storage_root_it_cannot_open(tmp_path: Path) -> None:
+    """`podscribe serve --storage-url` checks the root before any server or flow starts."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "serve", "--storage-url", "nosuch://bucket/x"],
+        cwd=tmp_path,
+        env=os.environ | {"PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "cannot open storage nosuch://bucket/x" in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "results").exists()

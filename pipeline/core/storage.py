@@ -180,6 +180,12 @@ class Storage:
             ) from exc
 
 
+def check_storage(storage: Storage) -> None:
+    """Fail now, in one line, when the root cannot be listed (a typo, no credentials, the
+    filesystem's package missing), rather than in the first chunk task on another machine."""
+    storage.list("transcripts")
+
+
 def _protocols(fs: Any) -> set[str]:
     protocol = fs.protocol
     return {protocol} if isinstance(protocol, str) else set(protocol)
