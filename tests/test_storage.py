@@ -127,3 +127,36 @@ def test_serve_refuses_a_storage_root_it_cannot_open(tmp_path: Path) -> None:
     assert "cannot open storage nosuch://bucket/x" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_published_chunks_are_fetched_verified_by_a_worker(
+    storage: Storage, tmp_path: Path, fixtures_dir: Path
+) -> None:
+    """The cutting machine publishes; a worker fetches into its own folder, checked; a chunk
+    damaged in storage is a ChunkError naming the chunk, and publishing again repairs it."""
+    from pipeline.audio.chunk import ChunkOptions, load_manifest
+    from pipeline.audio.remote import chunk_key, fetch_chunk, manifest_key, publish_chunks
+    from pipeline.core.errors import ChunkError
+    from pipeline.episode import prepare_episode
+
+    options = ChunkOptions(max_chunk_s=5.0, min_chunk_s=2.0, search_s=3.0)
+    manifest = prepare_episode(str(fixtures_dir / "speech.ogg"), "st-1", tmp_path / "a", options)
+    assert len(manifest.chunks) >= 2
+    assert publish_chunks(storage, manifest) == len(manifest.chunks)
+    stored = tmp_path / "stored-manifest.json"
+    stored.write_bytes(storage.get_bytes(manifest_key("st-1")))
+    assert load_manifest(stored) == manifest
+
+    worker = tmp_path / "worker"
+    first = manifest.chunks[0]
+    local = fetch_chunk(storage, "st-1", first, worker)
+    assert local.path == worker / first.path.name and local.sha256 == first.sha256
+    assert local.path.read_bytes() == first.path.read_bytes()
+
+    second = manifest.chunks[1]
+    storage.put_bytes(chunk_key("st-1", second), second.path.read_bytes()[:-2] + b"\0\1")
+    with pytest.raises(ChunkError, match=r"chunk 2 of st-1 changed since it was cut: .*sha256"):
+        fetch_chunk(storage, "st-1", second, worker)
+    assert not (worker / second.path.name).exists()
+    publish_chunks(storage, manifest)
+    assert fetch_chunk(storage, "st-1", second, worker).path.is_file()

@@ -33,17 +33,13 @@ def manifest_key(episode_id: str) -> str:
 
 def publish_chunks(storage: Storage, manifest: ChunkManifest) -> int:
     """Put the chunk WAVs of ``manifest`` (then the manifest) under the storage root; returns
-    how many chunks were uploaded. A chunk already stored is kept: its key is its file name
-    and a worker checks its sha256 anyway, so a stale one fails loudly instead of lying."""
-    uploaded = 0
+    how many chunks were put. Every chunk is put again, even when one is stored already: a
+    stored copy that was damaged would otherwise fail every worker until removed by hand."""
     for chunk in manifest.chunks:
-        key = chunk_key(manifest.episode_id, chunk)
-        if not storage.exists(key) or storage.fs.size(storage.path(key)) != _size(chunk.path):
-            storage.put_file(key, chunk.path)
-            uploaded += 1
+        storage.put_file(chunk_key(manifest.episode_id, chunk), chunk.path)
     # the manifest last: whoever sees it can fetch every chunk it lists
     storage.put_bytes(manifest_key(manifest.episode_id), json_bytes(manifest_to_dict(manifest)))
-    return uploaded
+    return len(manifest.chunks)
 
 
 def fetch_chunk(storage: Storage, episode_id: str, chunk: Chunk, dest_dir: Path) -> Chunk:
@@ -59,6 +55,3 @@ def fetch_chunk(storage: Storage, episode_id: str, chunk: Chunk, dest_dir: Path)
         ) from exc
     return dataclasses.replace(chunk, path=dest)
 
-
-def _size(path: Path) -> int:
-    return Path(path).stat().st_size
