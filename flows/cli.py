@@ -16,7 +16,13 @@ from rich.table import Table
 
 from pipeline.cli.app import app, plain_demo
 from pipeline.cli.app import main as run_app
-from pipeline.cli.options import AudioRootOption, ModelOption, TranscriptsRootOption
+from pipeline.cli.options import (
+    AudioRootOption,
+    ModelOption,
+    StorageUrlOption,
+    TranscriptsRootOption,
+)
+from pipeline.core.storage import Storage, check_storage
 from pipeline.settings import ENV_PREFIX, Settings, load_settings
 
 out = Console()
@@ -47,16 +53,24 @@ def serve(
     limit: Annotated[
         int | None, typer.Option(help="Most flow runs at once in this process.")
     ] = None,
+    storage_url: StorageUrlOption = None,
 ) -> None:
     """Serve the transcribe-episode, rerun-chunks and poll-feeds deployments.
 
     Starts a local Prefect server (SQLite, analytics off) unless PREFECT_API_URL is set.
     Environment: PODSCRIBE_RESULTS_DIR (persisted chunk results, default ./results),
     PODSCRIBE_AUDIO_ROOT, PODSCRIBE_TRANSCRIPTS_ROOT, PODSCRIBE_DB, PODSCRIBE_TASK_RUNNER
-    (threads|dask), PODSCRIBE_WORKERS, PODSCRIBE_DASK_ADDRESS, PODSCRIBE_DEVICE_SLOTS: read by
-    each flow run as it starts (pipeline/settings.py).
+    (threads|dask), PODSCRIBE_WORKERS, PODSCRIBE_DASK_ADDRESS, PODSCRIBE_DEVICE_SLOTS,
+    PODSCRIBE_STORAGE_URL (--storage-url): read by each flow run as it starts
+    (pipeline/settings.py).
     """
-    load_settings()  # a bad PODSCRIBE_* value fails here, not in the first flow run
+    settings = load_settings()  # a bad PODSCRIBE_* value fails here, not in the first flow run
+    if storage_url:
+        # The served flow runs read their settings from the environment as each starts.
+        os.environ[f"{ENV_PREFIX}STORAGE_URL"] = storage_url
+        settings = load_settings()
+    if settings.storage_url:
+        check_storage(Storage(settings.storage_url))
     _offline()
     from flows.deploy import serve_deployments
     from flows.server import local_server

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -60,12 +61,14 @@ from flows.report import (
 )
 from flows.runners import SettingsTaskRunner
 from flows.settings import Settings, load_settings, result_storage
-from pipeline.asr.cache import STORE_DIRNAME, ChunkResultStore
+from pipeline.asr.cache import STORE_DIRNAME, ChunkResultStore, StoredChunkResults
 from pipeline.asr.loading import load_model
 from pipeline.asr.microbatch import MicroBatcher, shared_batcher
 from pipeline.asr.options import TranscribeOptions
 from pipeline.audio.chunk import MANIFEST_NAME, ChunkOptions, load_manifest, verify_chunk
+from pipeline.audio.remote import fetch_chunk, publish_chunks
 from pipeline.core.errors import FeedError, OptionsError, PodscribeError, TranscriptionError
+from pipeline.core.storage import Storage
 from pipeline.core.store import episode_dir, read_json
 from pipeline.core.transcript import load_transcript
 from pipeline.core.types import (
@@ -123,6 +126,13 @@ def prepare(
     )
 
 
+@task(task_run_name="publish chunks of {title}")
+def publish(manifest: ChunkManifest, storage_url: str, title: str) -> int:
+    """Put the chunk WAVs and the manifest under the shared storage root, for workers that
+    share nothing else with this machine; returns how many chunks were uploaded."""
+    return publish_chunks(Storage(storage_url), manifest)
+
+
 def slot_key(chunk: Chunk) -> tuple[str, str]:
     """The key of the device slot run_chunks may take for a chunk ahead of its task."""
     return str(chunk.path), chunk.sha256
@@ -146,31 +156,55 @@ def _chunk_run_name() -> str:
 
 @task(task_run_name=_chunk_run_name, persist_result=True)
 def transcribe_one_chunk(
-    chunk: Chunk, options: dict[str, Any], episode_id: str, total: int, title: str
+    chunk: Chunk,
+    options: dict[str, Any],
+    episode_id: str,
+    total: int,
+    title: str,
+    storage_url: str | None = None,
 ) -> ChunkTranscript:
     """Verify the chunk WAV against its manifest hash, then transcribe it on a device slot.
+
+    With a shared ``storage_url`` the task reads its chunk from there into a temp folder of
+    its own (checksum-verified) and keeps its result there: it needs nothing from the disk of
+    the machine that cut the episode.
 
     A PodscribeError (a changed chunk, a Whisper failure) ends the task run Failed with its
     one line as the state message, not logged here and without a traceback: the flow logs
     the failed chunks once, in one line, as its own final state.
     """
     try:
-        return _transcribe_one_chunk(chunk, options, episode_id)
+        if storage_url is None:
+            store = ChunkResultStore(load_settings().audio_root / STORE_DIRNAME)
+            return _transcribe_one_chunk(chunk, options, episode_id, store, verify_chunk)
+        storage = Storage(storage_url)
+        with tempfile.TemporaryDirectory(prefix="podscribe-chunk-") as tmp:
+
+            def fetch(c: Chunk, eid: str) -> Chunk:
+                return fetch_chunk(storage, eid, c, Path(tmp))
+
+            return _transcribe_one_chunk(
+                chunk, options, episode_id, StoredChunkResults(storage), fetch
+            )
     except PodscribeError as exc:
         return cast(ChunkTranscript, Failed(message=one_line(exc)))
 
 
 def _transcribe_one_chunk(
-    chunk: Chunk, options: dict[str, Any], episode_id: str
+    chunk: Chunk,
+    options: dict[str, Any],
+    episode_id: str,
+    store: ChunkResultStore | StoredChunkResults,
+    ready: Callable[[Chunk, str], Chunk],
 ) -> ChunkTranscript:
+    """Transcribe ``chunk`` once ``ready`` has checked it (and, from storage, fetched it)."""
     batcher = shared_batcher(UNANNOUNCED_WAIT_S)
     transcribe_options = TranscribeOptions(**options)
-    store = ChunkResultStore(load_settings().audio_root / STORE_DIRNAME)
     with device_slot(slot_key(chunk)):
         try:
-            verify_chunk(chunk, episode_id)
+            local = ready(chunk, episode_id)
             loaded = load_model(transcribe_options)  # once per process; the batcher's too
-            stored = store.get(chunk, transcribe_options, loaded)
+            stored = store.get(local, transcribe_options, loaded)
         except Exception:
             # run_chunks announced it or queued it ahead: the batcher must not wait for it
             batcher.abandon(chunk, transcribe_options)
@@ -180,8 +214,8 @@ def _transcribe_one_chunk(
             get_run_logger().info("chunk %d of %s reused from the store", chunk.number, episode_id)
             return stored
         get_run_logger().info("transcribing chunk %d of %s", chunk.number, episode_id)
-        result = batcher.submit(chunk, transcribe_options).result()
-        store.put(result, chunk, transcribe_options, loaded)
+        result = batcher.submit(local, transcribe_options).result()
+        store.put(result, local, transcribe_options, loaded)
         return result
 
 
@@ -226,8 +260,10 @@ def finish(
     elapsed_s: float,
     quality: QualityReport | None = None,
     title: str | None = None,
+    storage_url: str | None = None,
 ) -> tuple[Any, Any, dict[str, Path]]:
-    """Merge the chunk transcripts, score, write the outputs and report atomically."""
+    """Merge the chunk transcripts, score, write the outputs and report atomically (and put
+    them, with the history record, under the shared storage root when there is one)."""
     return finish_episode(
         manifest,
         transcripts,
@@ -238,6 +274,7 @@ def finish(
         elapsed_s=elapsed_s,
         run_id=str(flow_run.id),
         title=title,
+        storage=Storage(storage_url) if storage_url else None,
     )
 
 
@@ -322,7 +359,9 @@ def run_chunks(
         f"chunks of {title} transcribed ({len(chunks)} to do)",
     )
     batcher = shared_batcher(UNANNOUNCED_WAIT_S)
-    local = settings.task_runner == "threads"  # the tasks run in this process
+    # The tasks run in this process and read the chunks cut here. With a shared storage root
+    # they fetch their chunks into folders of their own: nothing is handed to them ahead.
+    local = settings.task_runner == "threads" and not settings.storage_url
     ahead: list[Chunk] = []
     with reserve_device_slots(len(chunks) if local else 0) as reservation:
         # Acquiring is quick while the API server is quiet, slow once a dozen task runs start:
@@ -340,7 +379,9 @@ def run_chunks(
                 batcher.submit_ahead(ahead, options)
             batcher.expect(min(len(chunks), slots) - len(ahead), within_s=ANNOUNCE_S)
         futures = {
-            chunk_task.submit(chunk, options.to_dict(), manifest.episode_id, total, title): chunk
+            chunk_task.submit(
+                chunk, options.to_dict(), manifest.episode_id, total, title, settings.storage_url
+            ): chunk
             for chunk in chunks
         }
         try:
@@ -476,7 +517,15 @@ def complete_episode(
     out_dir = run.settings.transcripts_root / manifest.episode_id
     elapsed_s = time.perf_counter() - run.started
     _, score, files = finish(
-        manifest, transcripts, reference, out_dir, run.feed, elapsed_s, quality, title
+        manifest,
+        transcripts,
+        reference,
+        out_dir,
+        run.feed,
+        elapsed_s,
+        quality,
+        title,
+        run.settings.storage_url,
     )
     summary = {
         "episode_id": manifest.episode_id,
@@ -614,6 +663,8 @@ def transcribe_episode(
             limits,
             settings.max_episode_s,
         )
+        if settings.storage_url:
+            publish(manifest, settings.storage_url, title or manifest.episode_id)
         run = EpisodeRun(
             manifest,
             title or manifest.episode_id,
@@ -687,6 +738,8 @@ def rerun_chunks(
             options, reference or _scored_reference(out_dir), settings, fetch_limits(settings)
         )
         chunks = [c for c in manifest.chunks if c.index in wanted]
+        if settings.storage_url:
+            publish(manifest, settings.storage_url, found.title)
         policy = RepairPolicy(enabled=repair)
         run = EpisodeRun(manifest, found.title, options, policy, settings, background, started)
         new, statuses, errors = run_chunks(

@@ -16,10 +16,12 @@ from pipeline.asr.options import TranscribeOptions, resolve_device
 from pipeline.audio.chunk import ChunkOptions, chunk_audio
 from pipeline.audio.decode import decode_audio
 from pipeline.core.errors import OptionsError
+from pipeline.core.storage import Storage
 from pipeline.core.store import (
     DEFAULT_AUDIO_ROOT,
     DEFAULT_TRANSCRIPTS_ROOT,
     atomic_files,
+    check_episode_id,
     episode_dir,
     json_bytes,
     read_json,
@@ -34,7 +36,14 @@ from pipeline.core.types import (
     to_dict,
 )
 from pipeline.core.version import code_version
-from pipeline.quality.history import HISTORY_NAME, append_record, make_record, new_run_id
+from pipeline.quality.history import (
+    HISTORY_NAME,
+    RunRecord,
+    append_record,
+    make_record,
+    new_run_id,
+    put_record,
+)
 from pipeline.quality.repair import RepairPolicy, repair_chunks
 from pipeline.quality.report import (
     QUALITY_NAME,
@@ -57,6 +66,7 @@ from pipeline.sources.reference import Reference
 if TYPE_CHECKING:
     from pipeline.asr.weights import WeightsSource
 
+TRANSCRIPTS_PREFIX = "transcripts"  # the storage root's counterpart of the transcripts root
 # Distinct from any downloaded file name, so decoding never targets its own input.
 DECODED_NAME = "decoded-16k-mono.wav"
 
@@ -138,8 +148,12 @@ def finish_episode(
     run_id: str | None = None,
     rttm: Sequence[SpeakerSpan] | None = None,
     title: str | None = None,
+    storage: Storage | None = None,
 ) -> tuple[Transcript, Score | None, dict[str, Path]]:
     """Merge, score, flag, write the outputs and report atomically, and record the run.
+
+    With a shared ``storage`` root, the files and the history record are also put there
+    (``publish_outputs``), once they are written here.
 
     ``quality`` comes from the repair step when it ran; otherwise the chunks are screened
     and assessed here. ``elapsed_s`` (wall time so far) gives the report its RTFx; ``title``
@@ -191,7 +205,19 @@ def finish_episode(
         run_id=run_id,
     )
     append_record(history_path or out_dir.parent / HISTORY_NAME, record)
+    if storage is not None:
+        publish_outputs(storage, transcript.episode_id, files, record)
     return transcript, score, files
+
+
+def publish_outputs(
+    storage: Storage, episode_id: str, files: dict[str, Path], record: RunRecord
+) -> list[str]:
+    """Put an episode's output files under ``transcripts/<episode_id>/`` of the storage root,
+    then its history record (one object of its own); returns the keys written."""
+    prefix = f"{TRANSCRIPTS_PREFIX}/{check_episode_id(episode_id)}"
+    keys = [storage.put_file(f"{prefix}/{name}", path) for name, path in sorted(files.items())]
+    return [*keys, put_record(storage, record)]
 
 
 def score_data(

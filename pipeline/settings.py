@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     # Persisted chunk results of the flows: a Retry reads finished chunks from here. In
     # docker-compose this must be a volume shared by everything that runs flows.
     results_dir: Path = Field(Path("results"), description="Persisted Prefect task results.")
+    # Unset: everything stays under the local roots above (one machine). Set to a folder or
+    # an fsspec URL (s3://bucket/podscribe, gs://..., file:///mnt/shared), the flows put
+    # chunks, chunk results, Prefect results, outputs and history there too, and chunk tasks
+    # read and write only there: Dask workers on other machines need nothing else. The local
+    # roots stay each machine's working copy. Credentials: fsspec's usual environment.
+    storage_url: str | None = Field(
+        None,
+        description="Shared storage root for several machines: a folder or an fsspec URL.",
+    )
 
     # --- how episodes are transcribed by default -----------------------------------------
     model: str = Field("tiny.en", description="Whisper model name or .pt path.")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from pg_cluster import PostgresCluster, find_bindir
+from s3_server import MotoServer, s3_env
 from stack import PrefectServer, prefect_server
 
 from pipeline.audio.decode import find_ffmpeg
@@ -221,3 +222,23 @@ def prefect_on_postgres(
     """`prefect server start` with its state in a new database on the cluster."""
     with prefect_server(postgres_cluster.new_database(), tmp_path / "prefect-server") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """moto's S3-compatible server on 127.0.0.1 for the whole session (the dev extra has it)."""
+    server = MotoServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_root(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An ``s3://`` storage root in a fresh bucket of the test's S3 server; this process's
+    environment points boto/s3fs at that server and nowhere else."""
+    for name, value in s3_env(moto_server.endpoint).items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{moto_server.new_bucket()}/podscribe"

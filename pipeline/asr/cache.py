@@ -13,12 +13,16 @@ foreign or damaged is ignored (and removed) and the chunk is transcribed again.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.asr.options import LoadedModel, TranscribeOptions
-from pipeline.core.store import read_json, sha256_text, write_json_atomic
+from pipeline.core.errors import StorageError
+from pipeline.core.storage import Storage
+from pipeline.core.store import json_bytes, read_json, sha256_text, write_json_atomic
 from pipeline.core.types import Chunk, ChunkTranscript, chunk_transcript_from_dict, to_dict
 from pipeline.core.version import code_version
 
@@ -50,6 +54,29 @@ def _digest(transcript: dict[str, Any]) -> str:
     return sha256_text(json.dumps(transcript, sort_keys=True, ensure_ascii=False))
 
 
+def make_entry(key: str, result: ChunkTranscript, **made_by: Any) -> dict[str, Any]:
+    """A store entry: the key, the transcript and its digest (and, when given, where it was
+    made: a worker's host and process, which the digest does not cover)."""
+    transcript = to_dict(result)
+    entry = {"key": key, "digest": _digest(transcript), "transcript": transcript}
+    return entry | ({"made_by": made_by} if made_by else {})
+
+
+def _trusted_result(entry: Any, key: str, chunk: Chunk) -> ChunkTranscript | None:
+    """The entry's transcript when it answers exactly ``key`` for ``chunk``, else None."""
+    try:
+        transcript = entry["transcript"]
+        trusted = (
+            entry.get("key") == key
+            and entry.get("digest") == _digest(transcript)
+            and transcript.get("chunk_sha256") == chunk.sha256
+            and transcript.get("chunk_index") == chunk.index
+        )
+        return chunk_transcript_from_dict(transcript) if trusted else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 @dataclass(frozen=True)
 class ChunkResultStore:
     """A folder of finished chunk transcripts, one JSON file per key."""
@@ -69,16 +96,8 @@ class ChunkResultStore:
         if not path.is_file():
             return None
         try:
-            entry = read_json(path)
-            transcript = entry["transcript"]
-            trusted = (
-                entry.get("key") == key
-                and entry.get("digest") == _digest(transcript)
-                and transcript.get("chunk_sha256") == chunk.sha256
-                and transcript.get("chunk_index") == chunk.index
-            )
-            result = chunk_transcript_from_dict(transcript) if trusted else None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            result = _trusted_result(read_json(path), key, chunk)
+        except (OSError, ValueError):
             result = None
         if result is None:
             path.unlink(missing_ok=True)  # damaged or foreign: never read it again
@@ -89,10 +108,51 @@ class ChunkResultStore:
     ) -> Path:
         """Store a finished chunk transcript atomically; returns the entry's path."""
         key = chunk_result_key(chunk, options, loaded)
-        transcript = to_dict(result)
-        entry = {"key": key, "digest": _digest(transcript), "transcript": transcript}
-        return write_json_atomic(self.path_for(key), entry)
+        return write_json_atomic(self.path_for(key), make_entry(key, result))
 
     def count(self) -> int:
         """How many entries the store holds (whatever their key)."""
         return sum(1 for _ in Path(self.root).glob("??/*.json"))
+
+
+@dataclass(frozen=True)
+class StoredChunkResults:
+    """The same entries under a shared storage root (``audio/.chunk-results/`` there), for
+    chunk tasks on machines that share nothing but that root. Each entry also records which
+    host and process made it."""
+
+    storage: Storage
+    prefix: str = f"audio/{STORE_DIRNAME}"
+
+    def key_for(self, key: str) -> str:
+        """The storage key of the entry of ``key`` (fanned out as on disk)."""
+        return f"{self.prefix}/{key[:2]}/{key}.json"
+
+    def get(
+        self, chunk: Chunk, options: TranscribeOptions, loaded: LoadedModel
+    ) -> ChunkTranscript | None:
+        """The stored transcript of ``chunk`` made this way, or None (never a doubtful one)."""
+        key = chunk_result_key(chunk, options, loaded)
+        where = self.key_for(key)
+        if not self.storage.exists(where):
+            return None
+        try:
+            result = _trusted_result(json.loads(self.storage.get_bytes(where)), key, chunk)
+        except (StorageError, ValueError):
+            result = None
+        if result is None:
+            self.storage.delete(where)  # damaged or foreign: never read it again
+        return result
+
+    def put(
+        self, result: ChunkTranscript, chunk: Chunk, options: TranscribeOptions, loaded: LoadedModel
+    ) -> str:
+        """Store a finished chunk transcript (one atomic put); returns its storage key."""
+        key = chunk_result_key(chunk, options, loaded)
+        entry = make_entry(key, result, host=socket.gethostname(), pid=os.getpid())
+        return self.storage.put_bytes(self.key_for(key), json_bytes(entry))
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every entry stored (whatever its key), e.g. to see where chunks were transcribed."""
+        keys = [k for k in self.storage.list(self.prefix) if k.endswith(".json")]
+        return [json.loads(self.storage.get_bytes(k)) for k in keys]

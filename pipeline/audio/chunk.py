@@ -170,7 +170,7 @@ def chunk_audio(
     manifest = ChunkManifest(
         episode_id=episode_id, audio=decoded, chunks=chunks, options=options.to_dict()
     )
-    write_json_atomic(manifest_path, _manifest_to_dict(manifest))
+    write_json_atomic(manifest_path, manifest_to_dict(manifest))
     _remove_stale_chunks(chunks_dir, chunks)
     return manifest
 
@@ -377,7 +377,8 @@ def _write_chunk(
     )
 
 
-def _manifest_to_dict(manifest: ChunkManifest) -> dict[str, Any]:
+def manifest_to_dict(manifest: ChunkManifest) -> dict[str, Any]:
+    """The manifest as manifest.json holds it."""
     data = to_dict(manifest)
     for chunk, entry in zip(manifest.chunks, data["chunks"], strict=True):
         # Seconds too, for people reading the file; the samples are what code uses.

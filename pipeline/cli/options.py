@@ -21,3 +21,11 @@ TranscriptsRootOption = Annotated[
     Path | None,
     typer.Option(help="Where outputs go (default: $PODSCRIBE_TRANSCRIPTS_ROOT or transcripts)."),
 ]
+StorageUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Shared storage root for workers on other machines: a folder or an fsspec URL "
+        "(s3://bucket/podscribe, gs://..., file:///mnt/shared) (default: $PODSCRIBE_STORAGE_URL;"
+        " unset: local roots only)."
+    ),
+]

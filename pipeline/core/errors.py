@@ -23,6 +23,10 @@ class StorageError(PodscribeError):
     """A file could not be written (the disk is full, a quota is reached, it is read-only)."""
 
 
+class ChecksumError(StorageError):
+    """A stored object does not hold what its recorded sha256 says (changed or damaged)."""
+
+
 class AudioError(PodscribeError):
     """ffmpeg could not decode the audio, or the audio is empty."""
 

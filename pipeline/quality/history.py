@@ -7,6 +7,12 @@ episode's WER moved across runs and models and `podscribe compare` which chunks 
 Appends are safe across processes: each record is one ``write`` of one line under an exclusive
 ``flock`` on the file, so concurrent runs never interleave or tear lines. Readers skip a line
 they cannot parse (a file edited by hand) instead of failing the whole history.
+
+On a shared storage root (``PODSCRIBE_STORAGE_URL``) the history is one object per run under
+``transcripts/history/`` instead: object stores have no append and no lock that every fsspec
+filesystem offers, so a read-modify-write of one shared file would lose the record of one of
+two machines finishing at once. One object per record, named by its time and run id, is
+written by one atomic put and never rewritten; ``read_stored_history`` lists them in order.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import PodscribeError
+from pipeline.core.storage import Storage
 from pipeline.core.store import DISK_ERRNOS, disk_error
 from pipeline.core.types import Score, Transcript
 
 HISTORY_NAME = "history.jsonl"
+HISTORY_PREFIX = "transcripts/history"  # on a storage root: one object per record
 SCHEMA = 1  # bump when a record's meaning changes
 
 
@@ -166,6 +174,34 @@ def append_record(path: Path, record: RunRecord) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+def record_key(record: RunRecord) -> str:
+    """The storage key of one record: its time first, so keys list in the order of runs."""
+    stamp = "".join(c for c in record.recorded_at if c.isalnum())
+    return f"{HISTORY_PREFIX}/{stamp}-{slug_of(record.run_id)}.json"
+
+
+def slug_of(text: str) -> str:
+    """``text`` with only letters, digits, '-' and '_' (safe in a key)."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)[:80]
+
+
+def put_record(storage: Storage, record: RunRecord) -> str:
+    """Store one record as its own object (one atomic put); returns its key."""
+    data = (json.dumps(record.to_json(), ensure_ascii=False) + "\n").encode("utf-8")
+    return storage.put_bytes(record_key(record), data)
+
+
+def read_stored_history(storage: Storage) -> list[RunRecord]:
+    """All records on a storage root, oldest first; unparsable objects are skipped."""
+    records = []
+    for key in storage.list(HISTORY_PREFIX):
+        try:
+            records.append(RunRecord.from_json(json.loads(storage.get_bytes(key))))
+        except (ValueError, TypeError, KeyError):
+            continue
+    return records
 
 
 def read_history(path: Path) -> list[RunRecord]:
