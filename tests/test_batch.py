@@ -233,6 +233,28 @@ def test_real_decoding_matches_whisper_decode(episode_chunks: list[Chunk]) -> No
     assert all(len(r.tokens) > 5 for r in theirs)
 
 
+@pytest.mark.slow
+def test_beam_search_decodes_a_batch_as_each_window_alone(episode_chunks: list[Chunk]) -> None:
+    # whisper.decode's beams work for one window at a time (its features are not repeated
+    # per beam, and its beam decoder keeps the cache of another inference): a batch of
+    # windows must give each window's own beam result.
+    import whisper
+
+    loaded = load_model(TranscribeOptions())
+    mels = torch.stack(
+        [
+            whisper.pad_or_trim(whisper.log_mel_spectrogram(read_wav_samples(c.path)), 3000)
+            for c in episode_chunks[:3]
+        ]
+    )
+    options = DecodingOptions(language="en", fp16=False, beam_size=5)
+    alone = [whisper.decode(loaded.model, mel, options) for mel in mels]
+    together = decode_batch(loaded.model, mels, options)
+    assert [r.tokens for r in together] == [r.tokens for r in alone]
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert all(len(r.tokens) > 5 for r in alone)
+
+
 def _gap_chunk(tmp_path: Path, fixtures_dir: Path) -> Chunk:
     """Speech, 8 s of silence, speech again (fixture seconds 10-20 and 20-30)."""
     episode = read_wav_samples(decode_audio(fixtures_dir / "episode.mp3", tmp_path / "e.wav").path)

@@ -247,6 +247,8 @@ class BatchDecodingTask(DecodingTask):
         # None: on cuda.
         self.static = static
         self.inference = BatchInference(model, len(self.initial_tokens))
+        if hasattr(self.decoder, "inference"):  # beams reorder the cache of this inference
+            self.decoder.inference = self.inference
         self.logit_filters: list[LogitFilter] = [_vectorised(f) for f in self.logit_filters]
         self.continuation: ContinueInWindow | None = None
         if continue_before is not None and not options.without_timestamps:
@@ -257,6 +259,20 @@ class BatchDecodingTask(DecodingTask):
                 continue_before,
             )
             self.logit_filters.append(self.continuation)  # after the timestamp rules
+
+    def _get_audio_features(self, mel: torch.Tensor) -> torch.Tensor:
+        features = super()._get_audio_features(mel)
+        if self.n_group > 1:
+            # Whisper repeats the tokens of each window for its beams but not the window's
+            # features (a batch of one broadcasts; a batch of n fails in cross-attention), and
+            # takes every n_group-th row of them afterwards: repeated here, both line up.
+            features = features.repeat_interleave(self.n_group, dim=0)
+        return features
+
+    def _detect_language(self, audio_features: torch.Tensor, tokens: torch.Tensor) -> Any:
+        languages, probs = super()._detect_language(audio_features, tokens)
+        # One per window, not per beam row (the language is given: batches need one).
+        return languages[:: self.n_group], probs
 
     def _main_loop(self, audio_features: torch.Tensor, tokens: torch.Tensor) -> Any:
         if not isinstance(self.decoder, GreedyDecoder):
