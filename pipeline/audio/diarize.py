@@ -189,7 +189,10 @@ def _model_files() -> dict[str, Path]:
     import importlib.util
 
     files = {}
-    for package, name in (("silero_vad", "data/silero_vad_16k_sequence.onnx"), ("resemblyzer", "pretrained.pt")):
+    for package, name in (
+        ("silero_vad", "data/silero_vad_16k_sequence.onnx"),
+        ("resemblyzer", "pretrained.pt"),
+    ):
         spec = importlib.util.find_spec(package)
         if spec is None or spec.origin is None:
             raise AudioError(
@@ -250,15 +253,17 @@ N_FFT = 400  # 25 ms
 HOP = 160  # 10 ms
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+def _hz_to_mel(f: float | np.ndarray) -> np.ndarray:
     """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
     f = np.asarray(f, dtype=np.float64)
     mel = f / (200.0 / 3)
     log_part = f >= 1000.0
-    return np.where(log_part, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27), mel)
+    return np.where(
+        log_part, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27), mel
+    )
 
 
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+def _mel_to_hz(m: float | np.ndarray) -> np.ndarray:
     m = np.asarray(m, dtype=np.float64)
     return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27) * (m - 15.0)), m * (200.0 / 3))
 
@@ -326,9 +331,7 @@ class _Encoder:
         self.linear = torch.nn.Linear(EMBED_DIM, EMBED_DIM)
         state = torch.load(weights, map_location="cpu", weights_only=True)["model_state"]
         self.lstm.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("lstm.")})
-        self.linear.load_state_dict(
-            {k[7:]: v for k, v in state.items() if k.startswith("linear.")}
-        )
+        self.linear.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("linear.")})
         self.lstm.to(device).eval()
         self.linear.to(device).eval()
 
@@ -433,9 +436,7 @@ def _eigengap_clusters(
     return labels, info
 
 
-def _laplacian_eigen(
-    sim: np.ndarray, p: int, count: int
-) -> tuple[np.ndarray, np.ndarray, float]:
+def _laplacian_eigen(sim: np.ndarray, p: int, count: int) -> tuple[np.ndarray, np.ndarray, float]:
     """The ``count`` + 1 smallest eigenvalues (ascending) and vectors of the Laplacian of
     ``sim`` kept to its p largest entries per row (symmetrised), and its largest eigenvalue."""
     from scipy.linalg import eigh
@@ -526,7 +527,9 @@ def _refine_boundaries(
 ) -> np.ndarray:
     """Move each change of speaker inside speech to where short windows on either side agree."""
     path = path.copy()
-    changes = [i for i in range(1, len(path)) if path[i] != path[i - 1] and region[i] == region[i - 1]]
+    changes = [
+        i for i in range(1, len(path)) if path[i] != path[i - 1] and region[i] == region[i - 1]
+    ]
     if not changes:
         return path
     half = options.sub_window_s / 2
@@ -598,13 +601,11 @@ def _turns(
             nxt = runs[n + 1] if n + 1 < len(runs) and runs[n + 1][3] == run[3] else None
             if prev is None and nxt is None:
                 continue  # a whole short region: an interjection, kept as it is
-            target = max(
-                (x for x in (prev, nxt) if x is not None), key=lambda x: x[2] - x[1]
-            )
+            target = max((x for x in (prev, nxt) if x is not None), key=lambda x: x[2] - x[1])
             if target is prev:
-                prev[2] = run[2]
+                target[2] = run[2]
             else:
-                nxt[1] = run[1]
+                target[1] = run[1]
             del runs[n]
             # neighbours of one label that now touch become one run
             merged: list[list[Any]] = []
@@ -622,9 +623,7 @@ def _turns(
 # --- the whole -------------------------------------------------------------------------------
 
 
-def diarize_audio(
-    wav: Path, episode_id: str, options: DiarizeOptions | None = None
-) -> Diarization:
+def diarize_audio(wav: Path, episode_id: str, options: DiarizeOptions | None = None) -> Diarization:
     """Speaker turns of the 16 kHz mono WAV ``wav`` (an episode decoded by decode_audio)."""
     options = options or DiarizeOptions()
     started = time.perf_counter()
@@ -636,9 +635,7 @@ def diarize_audio(
     details: dict[str, Any] = {"speech_regions": len(regions)}
     turns: tuple[SpeakerSpan, ...] = ()
     if regions:
-        encoder = _Encoder(
-            audio, regions, files["resemblyzer"], _encoder_device(options.device)
-        )
+        encoder = _Encoder(audio, regions, files["resemblyzer"], _encoder_device(options.device))
         spans, region_of, long = _window_spans(regions, options, duration_s)
         windows = _Windows(
             starts=np.array([s for s, _ in spans]),

@@ -254,7 +254,18 @@ def rename_speakers(
         if n.name is not None and n.agreement is not None and n.agreement >= min_agreement
     }
     segments = tuple(
-        dataclasses.replace(s, speaker=names.get(s.speaker, s.speaker)) if s.speaker else s
+        dataclasses.replace(
+            s,
+            speaker=names.get(s.speaker, s.speaker),
+            words=None
+            if s.words is None
+            else tuple(
+                dataclasses.replace(w, speaker=names.get(w.speaker, w.speaker)) if w.speaker else w
+                for w in s.words
+            ),
+        )
+        if s.speaker
+        else s
         for s in transcript.segments
     )
     return dataclasses.replace(transcript, segments=segments)
