@@ -85,6 +85,9 @@ DECODED_NAME = "decoded-16k-mono.wav"
 # The diarizer's own output beside the transcript: its turns as RTTM, and as JSON with how
 # they were made (models and hashes, options, code version).
 SPEAKERS_RTTM_NAME = "speakers.rttm"
+# A diarizer label takes a reference name when at least this share of its time (or words)
+# is with that name (rename_speakers' default).
+NAME_AGREEMENT = 0.5
 DIARIZATION_NAME = "diarization.json"
 
 
@@ -176,24 +179,37 @@ def label_speakers(
     diarization: Diarization,
     reference: Reference | None = None,
     rttm: Sequence[SpeakerSpan] | None = None,
-) -> Transcript:
+) -> tuple[Transcript, Diarization]:
     """``transcript`` with a speaker on every segment and word (segments cut at turn
-    changes), named after the reference's speakers where the mapping is sure enough; the
-    provenance says how the turns were made and how sure each name is."""
+    changes), named after the reference's speakers where the mapping is sure enough, and the
+    diarization with its turns named the same way. The provenance of both says how the turns
+    were made and how sure each name is."""
     segments = attribute_speakers(transcript.segments, diarization.turns)
     labelled = dataclasses.replace(transcript, segments=segments)
     naming = name_speakers(labelled, reference, rttm)
+    names: dict[str, str] = {}
     if naming is not None:
-        labelled = rename_speakers(labelled, naming)
-    provenance = transcript.provenance | {
-        "diarization": diarization.provenance
-        | {
-            "speakers": len(diarization.speakers),
-            "elapsed_s": diarization.elapsed_s,
-            "naming": None if naming is None else to_dict(naming),
+        labelled = rename_speakers(labelled, naming, NAME_AGREEMENT)
+        names = {
+            n.label: n.name
+            for n in naming.names
+            if n.name is not None and n.agreement is not None and n.agreement >= NAME_AGREEMENT
         }
+    record = diarization.provenance | {
+        "speakers": len(diarization.speakers),
+        "elapsed_s": diarization.elapsed_s,
+        "naming": None if naming is None else to_dict(naming),
     }
-    return dataclasses.replace(labelled, provenance=provenance)
+    named = dataclasses.replace(
+        diarization,
+        turns=tuple(
+            dataclasses.replace(t, speaker=names.get(t.speaker, t.speaker))
+            for t in diarization.turns
+        ),
+        provenance=record,
+    )
+    provenance = transcript.provenance | {"diarization": record}
+    return dataclasses.replace(labelled, provenance=provenance), named
 
 
 def diarization_files(diarization: Diarization) -> dict[str, bytes]:
@@ -244,12 +260,13 @@ def finish_episode(
         build_provenance(manifest, chunk_transcripts),
     )
     if diarization is not None:
-        transcript = label_speakers(transcript, diarization, reference, rttm)
+        transcript, diarization = label_speakers(transcript, diarization, reference, rttm)
     # Score, assess and render before writing anything: a failure in any of them must not
     # leave new files beside old ones.
     score = score_transcript(transcript, reference.text) if reference is not None else None
     if score is not None and reference is not None:  # cpWER and DER where they apply
-        score = add_speaker_scores(score, transcript, reference.turns, rttm)
+        turns = diarization.turns if diarization is not None else None
+        score = add_speaker_scores(score, transcript, reference.turns, rttm, turns=turns)
     run_id = run_id or new_run_id()
     report_input = ReportInput(
         transcript, score, quality, reference.text if reference else None, elapsed_s, run_id

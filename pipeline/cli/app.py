@@ -314,7 +314,12 @@ def score(
     hyp: Transcript | None = None
     if transcript.suffix == ".json":
         hyp = load_transcript(transcript)
-        result: Any = add_speaker_scores(score_transcript(hyp, ref.text), hyp, ref.turns, spans)
+        # the diarizer's turns, written beside the transcript: what DER is of
+        found = transcript.parent / "speakers.rttm"
+        turns = read_rttm(found) if spans and found.exists() else None
+        result: Any = add_speaker_scores(
+            score_transcript(hyp, ref.text), hyp, ref.turns, spans, turns=turns
+        )
     else:
         if spans:
             raise PodscribeError(

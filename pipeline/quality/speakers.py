@@ -136,12 +136,16 @@ def add_speaker_scores(
     reference_turns: Sequence[SpeakerTurn] = (),
     rttm: Sequence[SpeakerSpan] | None = None,
     collar_s: float = DEFAULT_COLLAR_S,
+    turns: Sequence[SpeakerSpan] | None = None,
 ) -> Score:
     """``score`` with cpWER (labelled reference and diarized transcript) and DER (an RTTM and a
-    diarized transcript) added where they apply; the WER is untouched."""
+    diarized transcript) added where they apply; the WER is untouched.
+
+    DER is of ``turns`` where given (the diarizer's own, named as the transcript names them):
+    segments run over the pauses between sentences, which would count as false alarm."""
     hyp_turns = hypothesis_turns(transcript)
     speakers = cpwer(reference_turns, hyp_turns) if reference_turns and hyp_turns else None
-    spans = speaker_spans(transcript)
+    spans = tuple(turns) if turns else speaker_spans(transcript)
     der = diarization_error(rttm, spans, collar_s) if rttm and spans else None
     return dataclasses.replace(score, speakers=speakers, diarization=der)
 
