@@ -49,25 +49,41 @@ def main(argv: list[str]) -> None:
         if episode.suffix != ".wav":
             wav = Path(tmp) / "episode.wav"
             subprocess.run(
-                ["ffmpeg", "-loglevel", "error", "-i", str(episode), "-ar", "16000", "-ac", "1",
-                 "-c:a", "pcm_s16le", str(wav)],
+                [
+                    "ffmpeg",
+                    "-loglevel",
+                    "error",
+                    "-i",
+                    str(episode),
+                    "-ar",
+                    "16000",
+                    "-ac",
+                    "1",
+                    "-c:a",
+                    "pcm_s16le",
+                    str(wav),
+                ],
                 check=True,
             )
         result = diarize_audio(wav, episode.stem, options)
     ref = parts_spans(reference) if reference.suffix == ".tsv" else read_rttm(reference)
     score = diarization_error(ref, result.turns)
-    print(json.dumps({
-        "der": round(score.der or 0, 4),
-        "miss_s": score.miss_s,
-        "false_alarm_s": score.false_alarm_s,
-        "confusion_s": score.confusion_s,
-        "total_s": score.total_s,
-        "ref_speakers": score.ref_speakers,
-        "hyp_speakers": score.hyp_speakers,
-        "elapsed_s": result.elapsed_s,
-        "found": result.provenance["found"],
-        "options": given,
-    }))
+    print(
+        json.dumps(
+            {
+                "der": round(score.der or 0, 4),
+                "miss_s": score.miss_s,
+                "false_alarm_s": score.false_alarm_s,
+                "confusion_s": score.confusion_s,
+                "total_s": score.total_s,
+                "ref_speakers": score.ref_speakers,
+                "hyp_speakers": score.hyp_speakers,
+                "elapsed_s": result.elapsed_s,
+                "found": result.provenance["found"],
+                "options": given,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

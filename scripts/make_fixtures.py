@@ -189,9 +189,7 @@ def build_dialogue(out: Path) -> tuple[str, str]:
             speak(DIALOGUE_VOICES[speaker], text, raw)
             ffmpeg("-i", raw.as_posix(), "-ar", str(RATE), "-ac", "1", wav.as_posix())
             length = wav_seconds(wav)
-            rttm.append(
-                f"SPEAKER dialogue 1 {t:.3f} {length:.3f} <NA> <NA> {speaker} <NA> <NA>\n"
-            )
+            rttm.append(f"SPEAKER dialogue 1 {t:.3f} {length:.3f} <NA> <NA> {speaker} <NA> <NA>\n")
             pieces.append(wav)
             t += length
             if pause:
