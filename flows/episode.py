@@ -48,6 +48,7 @@ from flows.forms import (
     Repair,
     RerunReference,
     Source,
+    Speakers,
     Title,
 )
 from flows.report import (
@@ -66,6 +67,12 @@ from pipeline.asr.loading import load_model
 from pipeline.asr.microbatch import MicroBatcher, shared_batcher
 from pipeline.asr.options import TranscribeOptions
 from pipeline.audio.chunk import MANIFEST_NAME, ChunkOptions, load_manifest, verify_chunk
+from pipeline.audio.diarize import (
+    Diarization,
+    DiarizeOptions,
+    diarization_from_dict,
+    parse_speakers,
+)
 from pipeline.audio.remote import fetch_chunk, publish_chunks
 from pipeline.core.errors import FeedError, OptionsError, PodscribeError, TranscriptionError
 from pipeline.core.storage import Storage
@@ -78,7 +85,14 @@ from pipeline.core.types import (
     chunk_index_of,
     chunk_number,
 )
-from pipeline.episode import check_options, find_episode, finish_episode, prepare_episode
+from pipeline.episode import (
+    DIARIZATION_NAME,
+    check_options,
+    diarize_episode,
+    find_episode,
+    finish_episode,
+    prepare_episode,
+)
 from pipeline.quality.repair import RepairOutcome, RepairPolicy, repair_chunk, wants_repair
 from pipeline.quality.report import (
     REPORT_NAME,
@@ -131,6 +145,25 @@ def publish(manifest: ChunkManifest, storage_url: str, title: str) -> int:
     """Put the chunk WAVs and the manifest under the shared storage root, for workers that
     share nothing else with this machine; returns how many chunks were uploaded."""
     return publish_chunks(Storage(storage_url), manifest)
+
+
+@task(task_run_name="diarize {title}", persist_result=True)
+def diarize(manifest: ChunkManifest, options: dict[str, Any], title: str) -> Diarization:
+    """Who speaks when, on the whole episode (embeddings need all of it, not chunks)."""
+    return diarize_episode(manifest, DiarizeOptions(**options))
+
+
+def submit_diarization(
+    manifest: ChunkManifest, speakers: str, device: str, title: str, settings: Settings
+) -> PrefectFuture[Diarization] | None:
+    """Start the diarize task beside the chunk tasks (None when ``speakers`` is off). Its
+    result is persisted like theirs: a Retry of the run takes it from disk unless it failed."""
+    count = parse_speakers(speakers)
+    if count is False:
+        return None
+    options = DiarizeOptions(speakers=count or None, device=device)
+    task_ = diarize.with_options(result_storage=result_storage(settings))
+    return task_.submit(manifest, dataclasses.asdict(options), title)
 
 
 def slot_key(chunk: Chunk) -> tuple[str, str]:
@@ -261,9 +294,11 @@ def finish(
     quality: QualityReport | None = None,
     title: str | None = None,
     storage_url: str | None = None,
+    diarization: Diarization | None = None,
 ) -> tuple[Any, Any, dict[str, Path]]:
-    """Merge the chunk transcripts, score, write the outputs and report atomically (and put
-    them, with the history record, under the shared storage root when there is one)."""
+    """Merge the chunk transcripts (speakers from ``diarization``), score, write the outputs
+    and report atomically (and put them, with the history record, under the shared storage
+    root when there is one)."""
     return finish_episode(
         manifest,
         transcripts,
@@ -275,6 +310,7 @@ def finish(
         run_id=str(flow_run.id),
         title=title,
         storage=Storage(storage_url) if storage_url else None,
+        diarization=diarization,
     )
 
 
@@ -493,9 +529,10 @@ def complete_episode(
     statuses: dict[int, str],
     errors: dict[int, str],
     reference: Reference | None,
+    diarizing: PrefectFuture[Diarization] | Diarization | None = None,
 ) -> dict[str, Any]:
     """Publish the chunk table; raise if chunks failed, else repair flagged chunks, finish and
-    publish the report."""
+    publish the report. ``diarizing``: the diarize task (or turns kept from an earlier run)."""
     manifest, title = run.manifest, run.title
     keys = artifact_keys(manifest.episode_id)
     total = len(manifest.chunks)
@@ -516,6 +553,8 @@ def complete_episode(
     )
     out_dir = run.settings.transcripts_root / manifest.episode_id
     elapsed_s = time.perf_counter() - run.started
+    # a failed diarize task raises here, after the chunks, whose results are kept for a Retry
+    diarization = diarizing.result() if isinstance(diarizing, PrefectFuture) else diarizing
     _, score, files = finish(
         manifest,
         transcripts,
@@ -526,6 +565,7 @@ def complete_episode(
         quality,
         title,
         run.settings.storage_url,
+        diarization,
     )
     summary = {
         "episode_id": manifest.episode_id,
@@ -636,8 +676,10 @@ def transcribe_episode(
     beam_size: BeamSize = None,
     feed: Feed = None,
     repair: Repair = True,
+    speakers: Speakers = "off",
 ) -> State[dict[str, Any]]:
-    """Transcribe one episode chunk by chunk, score it against ``reference`` and report.
+    """Transcribe one episode chunk by chunk, score it against ``reference`` and report;
+    with ``speakers``, diarize it in a task of its own beside the chunks.
 
     Ends Completed with "WER 6.8% · 41 chunks · 2 flagged, 1 repaired" as its message, or
     Failed with the first podscribe error in one line.
@@ -653,6 +695,7 @@ def transcribe_episode(
             min_chunk_s=min(5.0, max_chunk_s),
             search_s=min(10.0, max_chunk_s),
         )
+        parse_speakers(speakers)  # a bad value fails before any work
         limits = fetch_limits(settings)
         ref = check_inputs(options, reference, settings, limits)
         manifest = prepare(
@@ -675,10 +718,11 @@ def transcribe_episode(
             started,
             feed,
         )
+        diarizing = submit_diarization(manifest, speakers, device, run.title, settings)
         new, statuses, errors = run_chunks(
             manifest, list(manifest.chunks), options, run.title, settings, background
         )
-        summary = complete_episode(run, new, [], statuses, errors, ref)
+        summary = complete_episode(run, new, [], statuses, errors, ref, diarizing)
     except PodscribeError as exc:
         return _failed(settings, episode_id, exc)
     except Exception as exc:
@@ -745,7 +789,9 @@ def rerun_chunks(
         new, statuses, errors = run_chunks(
             manifest, chunks, options, found.title, settings, background
         )
-        summary = complete_episode(run, new, kept, statuses, errors, ref)
+        summary = complete_episode(
+            run, new, kept, statuses, errors, ref, _stored_diarization(out_dir)
+        )
     except PodscribeError as exc:
         return _failed(settings, episode_id, exc)
     finally:
@@ -764,6 +810,17 @@ def chosen_chunks(manifest: ChunkManifest, numbers: list[int]) -> set[int]:
             f"it has chunks 1..{total} (the numbers in the task names 'chunk n/{total}')"
         )
     return {chunk_index_of(n) for n in numbers}
+
+
+def _stored_diarization(out_dir: Path) -> Diarization | None:
+    """The turns the episode was diarized into last time, so a rerun keeps its speakers."""
+    path = out_dir / DIARIZATION_NAME
+    if not path.exists():
+        return None
+    try:
+        return diarization_from_dict(read_json(path))
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _scored_reference(out_dir: Path) -> str | None:

@@ -6,8 +6,10 @@ The CLI calls :func:`run_episode`; Prefect flows call the same stage functions o
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from pipeline.asr.options import TranscribeOptions, resolve_device
 from pipeline.audio.chunk import ChunkOptions, chunk_audio
 from pipeline.audio.decode import decode_audio
+from pipeline.audio.diarize import Diarization, DiarizeOptions, diarize_audio
+from pipeline.core.attribution import attribute_speakers
 from pipeline.core.errors import OptionsError
 from pipeline.core.storage import Storage
 from pipeline.core.store import (
@@ -57,11 +61,20 @@ from pipeline.quality.report import (
 )
 from pipeline.quality.score import score_transcript
 from pipeline.quality.signals import QualityReport, screen_chunks
-from pipeline.quality.speakers import add_speaker_scores
+from pipeline.quality.speakers import (
+    SpeakerNaming,
+    add_speaker_scores,
+    hypothesis_turns,
+    name_speakers_by_time,
+    name_speakers_by_words,
+    rename_speakers,
+    speaker_spans,
+)
 from pipeline.sources import catalog
 from pipeline.sources.fetch import episode_id_for, fetch_source
 from pipeline.sources.net import FetchLimits
 from pipeline.sources.reference import Reference
+from pipeline.sources.rttm import to_rttm
 
 if TYPE_CHECKING:
     from pipeline.asr.weights import WeightsSource
@@ -69,6 +82,13 @@ if TYPE_CHECKING:
 TRANSCRIPTS_PREFIX = "transcripts"  # the storage root's counterpart of the transcripts root
 # Distinct from any downloaded file name, so decoding never targets its own input.
 DECODED_NAME = "decoded-16k-mono.wav"
+# The diarizer's own output beside the transcript: its turns as RTTM, and as JSON with how
+# they were made (models and hashes, options, code version).
+SPEAKERS_RTTM_NAME = "speakers.rttm"
+# A diarizer label takes a reference name when at least this share of its time (or words)
+# is with that name (rename_speakers' default).
+NAME_AGREEMENT = 0.5
+DIARIZATION_NAME = "diarization.json"
 
 
 @dataclass(frozen=True)
@@ -135,6 +155,71 @@ def build_provenance(
     }
 
 
+def diarize_episode(manifest: ChunkManifest, options: DiarizeOptions) -> Diarization:
+    """Who speaks when in the whole episode (the embeddings need all of it, not chunks)."""
+    return diarize_audio(manifest.audio.path, manifest.episode_id, options)
+
+
+def name_speakers(
+    transcript: Transcript,
+    reference: Reference | None,
+    rttm: Sequence[SpeakerSpan] | None,
+) -> SpeakerNaming | None:
+    """Map the diarizer's labels onto the names a reference gives: by time against an RTTM,
+    else by aligned words against a "Name: …" reference; None when neither names anyone."""
+    if rttm:
+        return name_speakers_by_time(speaker_spans(transcript), rttm)
+    if reference is not None and any(t.speaker for t in reference.turns):
+        return name_speakers_by_words(hypothesis_turns(transcript), reference.turns)
+    return None
+
+
+def label_speakers(
+    transcript: Transcript,
+    diarization: Diarization,
+    reference: Reference | None = None,
+    rttm: Sequence[SpeakerSpan] | None = None,
+) -> tuple[Transcript, Diarization]:
+    """``transcript`` with a speaker on every segment and word (segments cut at turn
+    changes), named after the reference's speakers where the mapping is sure enough, and the
+    diarization with its turns named the same way. The provenance of both says how the turns
+    were made and how sure each name is."""
+    segments = attribute_speakers(transcript.segments, diarization.turns)
+    labelled = dataclasses.replace(transcript, segments=segments)
+    naming = name_speakers(labelled, reference, rttm)
+    names: dict[str, str] = {}
+    if naming is not None:
+        labelled = rename_speakers(labelled, naming, NAME_AGREEMENT)
+        names = {
+            n.label: n.name
+            for n in naming.names
+            if n.name is not None and n.agreement is not None and n.agreement >= NAME_AGREEMENT
+        }
+    record = diarization.provenance | {
+        "speakers": len(diarization.speakers),
+        "elapsed_s": diarization.elapsed_s,
+        "naming": None if naming is None else to_dict(naming),
+    }
+    named = dataclasses.replace(
+        diarization,
+        turns=tuple(
+            dataclasses.replace(t, speaker=names.get(t.speaker, t.speaker))
+            for t in diarization.turns
+        ),
+        provenance=record,
+    )
+    provenance = transcript.provenance | {"diarization": record}
+    return dataclasses.replace(labelled, provenance=provenance), named
+
+
+def diarization_files(diarization: Diarization) -> dict[str, bytes]:
+    """speakers.rttm and diarization.json: the turns as the diarizer found them."""
+    return {
+        SPEAKERS_RTTM_NAME: to_rttm(diarization.turns, diarization.episode_id).encode("utf-8"),
+        DIARIZATION_NAME: json_bytes(to_dict(diarization)),
+    }
+
+
 def finish_episode(
     manifest: ChunkManifest,
     chunk_transcripts: Sequence[ChunkTranscript],
@@ -149,6 +234,7 @@ def finish_episode(
     rttm: Sequence[SpeakerSpan] | None = None,
     title: str | None = None,
     storage: Storage | None = None,
+    diarization: Diarization | None = None,
 ) -> tuple[Transcript, Score | None, dict[str, Path]]:
     """Merge, score, flag, write the outputs and report atomically, and record the run.
 
@@ -159,7 +245,8 @@ def finish_episode(
     and assessed here. ``elapsed_s`` (wall time so far) gives the report its RTFx; ``title``
     is recorded in run.json so the episode can be found by it. The run is appended to
     ``history_path`` (default: ``history.jsonl`` beside ``out_dir``) after every file is
-    written.
+    written. With ``diarization``, every segment gets a speaker (see :func:`label_speakers`)
+    and the turns are written beside the transcript.
     """
     out_dir = Path(out_dir)
     if quality is None:  # not screened by the repair step: segments over no speech go here
@@ -172,11 +259,14 @@ def finish_episode(
         chunk_transcripts,
         build_provenance(manifest, chunk_transcripts),
     )
+    if diarization is not None:
+        transcript, diarization = label_speakers(transcript, diarization, reference, rttm)
     # Score, assess and render before writing anything: a failure in any of them must not
     # leave new files beside old ones.
     score = score_transcript(transcript, reference.text) if reference is not None else None
     if score is not None and reference is not None:  # cpWER and DER where they apply
-        score = add_speaker_scores(score, transcript, reference.turns, rttm)
+        turns = diarization.turns if diarization is not None else None
+        score = add_speaker_scores(score, transcript, reference.turns, rttm, turns=turns)
     run_id = run_id or new_run_id()
     report_input = ReportInput(
         transcript, score, quality, reference.text if reference else None, elapsed_s, run_id
@@ -187,6 +277,8 @@ def finish_episode(
     contents[QUALITY_NAME] = json_bytes(to_dict(quality))
     if reference is not None:
         contents[REFERENCE_NAME] = reference.text.encode("utf-8")
+    if diarization is not None:
+        contents |= diarization_files(diarization)
     run = {"run_id": run_id, "episode_id": transcript.episode_id, "elapsed_s": elapsed_s}
     # the title: what users call the episode (rerun-chunks finds it by this)
     contents[RUN_NAME] = json_bytes(run | {"feed": feed, "title": title})
@@ -196,6 +288,9 @@ def finish_episode(
         files = {name: stage(out_dir / name, data) for name, data in contents.items()}
     if reference is None:  # a reference left from an earlier run would make a rebuilt report lie
         (out_dir / REFERENCE_NAME).unlink(missing_ok=True)
+    if diarization is None:  # nor may turns of an earlier run pass for this one's
+        for name in (SPEAKERS_RTTM_NAME, DIARIZATION_NAME):
+            (out_dir / name).unlink(missing_ok=True)
     record = make_record(
         transcript,
         score,
@@ -254,8 +349,13 @@ def run_episode(
     chunk_store: Path | None = None,
     max_duration_s: float | None = None,
     rttm: Sequence[SpeakerSpan] | None = None,
+    diarize_options: DiarizeOptions | None = None,
 ) -> EpisodeResult:
     """Transcribe (and score) one episode; nothing is written to ``out_dir`` unless all succeed.
+
+    With ``diarize_options`` the episode is diarized in a thread beside the transcription
+    (its speaker encoder and Whisper's decoder take turns on the cores) and every segment
+    gets a speaker.
 
     Each finished chunk transcript is stored at once in ``chunk_store`` (default
     ``<audio_root>/.chunk-results``): a run cut short (killed, crashed) is resumed by the same
@@ -273,48 +373,57 @@ def run_episode(
         source, episode_id, audio_root, chunk_options, fetch_limits, max_duration_s
     )
     preload_plotting()  # for the report, while the chunks are transcribed
-    loaded = load_model(options)
-    if on_chunks_ready is not None:
-        on_chunks_ready(manifest)
-    total = len(manifest.chunks)
-    store = ChunkResultStore(chunk_store or Path(audio_root) / STORE_DIRNAME)
-    by_index = {c.index: c for c in manifest.chunks}
-    reused = [r for c in manifest.chunks if (r := store.get(c, options, loaded)) is not None]
-    done = {r.chunk_index for r in reused}
-    for r in reused:
-        if on_chunk:
-            on_chunk(r, total)
+    # Diarization needs the whole episode, not chunks: it runs in a thread beside the
+    # transcription (the speaker encoder and Whisper's decoder share the cores).
+    with ThreadPoolExecutor(1, thread_name_prefix="diarize") as pool:
+        diarizing = (
+            pool.submit(diarize_episode, manifest, diarize_options) if diarize_options else None
+        )
+        loaded = load_model(options)
+        if on_chunks_ready is not None:
+            on_chunks_ready(manifest)
+        total = len(manifest.chunks)
+        store = ChunkResultStore(chunk_store or Path(audio_root) / STORE_DIRNAME)
+        by_index = {c.index: c for c in manifest.chunks}
+        reused = [r for c in manifest.chunks if (r := store.get(c, options, loaded)) is not None]
+        done = {r.chunk_index for r in reused}
+        for r in reused:
+            if on_chunk:
+                on_chunk(r, total)
 
-    def finished(ct: ChunkTranscript) -> None:
-        store.put(ct, by_index[ct.chunk_index], options, loaded)  # before anything else
-        if on_chunk:
-            on_chunk(ct, total)
+        def finished(ct: ChunkTranscript) -> None:
+            store.put(ct, by_index[ct.chunk_index], options, loaded)  # before anything else
+            if on_chunk:
+                on_chunk(ct, total)
 
-    fresh = transcribe_chunks(
-        [c for c in manifest.chunks if c.index not in done],
-        options,
-        on_done=finished,
-        loaded=loaded,
-    )
-    chunk_transcripts = sorted([*reused, *fresh], key=lambda ct: ct.chunk_index)
-    # Flag suspect chunks and transcribe each once more (RepairPolicy(enabled=False): flag only).
-    chunk_transcripts, quality = repair_chunks(
-        manifest, chunk_transcripts, options, loaded, repair_policy or RepairPolicy()
-    )
-    out = Path(out_dir) if out_dir else episode_dir(transcripts_root, manifest.episode_id)
-    run_id = new_run_id()
-    transcript, score, files = finish_episode(
-        manifest,
-        chunk_transcripts,
-        reference,
-        out,
-        quality=quality,
-        elapsed_s=time.perf_counter() - started,
-        feed=feed,
-        history_path=Path(transcripts_root) / HISTORY_NAME,
-        run_id=run_id,
-        rttm=rttm,
-    )
+        fresh = transcribe_chunks(
+            [c for c in manifest.chunks if c.index not in done],
+            options,
+            on_done=finished,
+            loaded=loaded,
+        )
+        chunk_transcripts = sorted([*reused, *fresh], key=lambda ct: ct.chunk_index)
+        # Flag suspect chunks and transcribe each once more
+        # (RepairPolicy(enabled=False): flag only).
+        chunk_transcripts, quality = repair_chunks(
+            manifest, chunk_transcripts, options, loaded, repair_policy or RepairPolicy()
+        )
+        diarization = diarizing.result() if diarizing is not None else None
+        out = Path(out_dir) if out_dir else episode_dir(transcripts_root, manifest.episode_id)
+        run_id = new_run_id()
+        transcript, score, files = finish_episode(
+            manifest,
+            chunk_transcripts,
+            reference,
+            out,
+            quality=quality,
+            elapsed_s=time.perf_counter() - started,
+            feed=feed,
+            history_path=Path(transcripts_root) / HISTORY_NAME,
+            run_id=run_id,
+            rttm=rttm,
+            diarization=diarization,
+        )
     return EpisodeResult(
         episode_id=manifest.episode_id,
         out_dir=out,

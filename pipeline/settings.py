@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.audio.diarize import DiarizeOptions, parse_speakers
 from pipeline.core.errors import OptionsError
 from pipeline.sources.catalog import RetryPolicy
 from pipeline.sources.net import FetchLimits
@@ -56,6 +57,9 @@ class Settings(BaseSettings):
     # --- how episodes are transcribed by default -----------------------------------------
     model: str = Field("tiny.en", description="Whisper model name or .pt path.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where Whisper runs.")
+    speakers: str = Field(
+        "off", description="Speaker diarization: off, auto (count them) or a number of speakers."
+    )
 
     # --- how the flows run chunk tasks ---------------------------------------------------
     # "threads": chunk tasks share one process (and its model); "dask": a Dask cluster.
@@ -141,6 +145,12 @@ class Settings(BaseSettings):
         default=6 * 3600.0, gt=0, description="When a running episode counts as stuck."
     )
 
+    @field_validator("speakers")
+    @classmethod
+    def _speakers(cls, value: str) -> str:
+        parse_speakers(value)  # off | auto | 1-50, or a clear error
+        return value.strip().lower()
+
     @field_validator("db", mode="before")
     @classmethod
     def _path_or_url(cls, value: object) -> object:
@@ -164,6 +174,14 @@ def retry_policy(settings: Settings) -> RetryPolicy:
         backoff_s=settings.retry_backoff_s,
         backoff_max_s=max(settings.retry_backoff_max_s, settings.retry_backoff_s),
     )
+
+
+def diarize_options(settings: Settings) -> DiarizeOptions | None:
+    """How to diarize under ``settings``; None when ``speakers`` is off."""
+    speakers = parse_speakers(settings.speakers)
+    if speakers is False:
+        return None
+    return DiarizeOptions(speakers=speakers or None, device=settings.device)
 
 
 def weights_source(settings: Settings) -> WeightsSource:

@@ -12,6 +12,11 @@ Outputs:
   and a short one, 0.25 s apart as in long recordings rebuilt from sentence clips, then 0.5 s
   of near-silence (faint noise at about -60 dBFS): a chunk's quiet tail.
 
+- tests/fixtures/dialogue.mp3 + dialogue.txt + dialogue.rttm: ~40 s, two clearly different
+  espeak-ng voices (a male US and a female British variant) taking turns, one answer a short
+  "Right." and one turn taken after only 0.15 s: ``Host:``/``Guest:`` lines and the true turns
+  (RTTM, from each sentence's own length) for the diarization tests.
+
 ``python scripts/make_fixtures.py longform`` makes only the named outputs (speech, episode,
 longform); no name: all of them.
 """
@@ -57,6 +62,19 @@ LONGFORM = [
     ("en-gb", "Thank you all for coming tonight.", 0.0),
 ]
 TAIL_S = 0.5  # near-silence after the last sentence
+
+DIALOGUE_VOICES = {"Host": "en-us+m3", "Guest": "en-gb+f3"}
+DIALOGUE = [  # (speaker, text, pause after, seconds)
+    ("Host", "Welcome back to the show. Today my guest is a river scientist.", 0.6),
+    ("Guest", "Thank you for having me. I have studied rivers for twenty years.", 0.7),
+    ("Host", "What surprised you most when you started this work?", 0.5),
+    ("Guest", "How quickly a small stream can change its course after a storm.", 0.4),
+    ("Host", "So a map of a flood plain gets old very fast.", 0.3),
+    ("Guest", "Right.", 0.6),
+    ("Host", "And what should people who live near a river do about it?", 0.15),
+    ("Guest", "They should plan for floods, and ask the town for new maps every year.", 0.7),
+    ("Host", "That is all for today. Thank you for listening to the show.", 0.0),
+]
 
 
 def ffmpeg(*args: str) -> None:
@@ -152,9 +170,44 @@ def build_longform(out: Path) -> str:
     return text
 
 
+def wav_seconds(path: Path) -> float:
+    import wave
+
+    with wave.open(str(path)) as f:
+        return f.getnframes() / f.getframerate()
+
+
+def build_dialogue(out: Path) -> tuple[str, str]:
+    """DIALOGUE spoken into ``out``; returns its "Name: text" reference and its RTTM."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        pieces: list[Path] = [silence(tmp, 0.5)]
+        t = 0.5
+        rttm = []
+        for i, (speaker, text, pause) in enumerate(DIALOGUE):
+            raw, wav = tmp / f"r{i}.wav", tmp / f"d{i}.wav"
+            speak(DIALOGUE_VOICES[speaker], text, raw)
+            ffmpeg("-i", raw.as_posix(), "-ar", str(RATE), "-ac", "1", wav.as_posix())
+            length = wav_seconds(wav)
+            rttm.append(f"SPEAKER dialogue 1 {t:.3f} {length:.3f} <NA> <NA> {speaker} <NA> <NA>\n")
+            pieces.append(wav)
+            t += length
+            if pause:
+                pieces.append(silence(tmp, pause))
+                t += pause
+        listing = tmp / "list.txt"
+        listing.write_text("".join(f"file '{p.as_posix()}'\n" for p in pieces))
+        ffmpeg(
+            "-f", "concat", "-safe", "0", "-i", listing.as_posix(), "-ar", str(RATE), "-ac", "1",
+            "-c:a", "libmp3lame", "-b:a", "32k", out.as_posix(),
+        )  # fmt: skip
+    text = "".join(f"{speaker}: {line}\n" for speaker, line, _ in DIALOGUE)
+    return text, "".join(rttm)
+
+
 def main(names: list[str]) -> None:
     FIXTURES.mkdir(parents=True, exist_ok=True)
-    wanted = set(names) or {"speech", "episode", "longform"}
+    wanted = set(names) or {"speech", "episode", "longform", "dialogue"}
     if "speech" in wanted:
         speech = build([(v, t, 0.3) for v, t in SPEECH], FIXTURES / "speech.ogg")
         (FIXTURES / "speech.txt").write_text(speech)
@@ -163,6 +216,10 @@ def main(names: list[str]) -> None:
         (FIXTURES / "episode.txt").write_text(episode)
     if "longform" in wanted:
         (FIXTURES / "longform.txt").write_text(build_longform(FIXTURES / "longform.mp3"))
+    if "dialogue" in wanted:
+        text, rttm = build_dialogue(FIXTURES / "dialogue.mp3")
+        (FIXTURES / "dialogue.txt").write_text(text)
+        (FIXTURES / "dialogue.rttm").write_text(rttm)
 
 
 if __name__ == "__main__":

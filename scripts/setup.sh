@@ -14,6 +14,8 @@ need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+# webrtcvad (a dependency of resemblyzer, the speakers extra) has no wheel: it is compiled
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
 # Debian keeps initdb off PATH, under /usr/lib/postgresql/<version>/bin.
 { command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || need_apt+=(postgresql)
 # docker-compose.yml is checked with `docker-compose config` and its compose-spec schema.

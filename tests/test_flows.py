@@ -511,3 +511,38 @@ def _wait_for_no_active(name: str) -> bool:
     while _active_slots(name) and time.monotonic() < deadline:
         time.sleep(0.1)
     return _active_slots(name) == 0
+
+
+def test_transcribe_episode_diarizes_in_a_task_of_its_own(
+    flow_env: Path, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two espeak-ng voices: the diarize task runs beside the chunk tasks, its result is
+    persisted with theirs (what a Retry reads), and every segment gets a named speaker."""
+    import json
+
+    import flows.episode
+    from flows.episode import transcribe_episode
+
+    monkeypatch.setattr(flows.episode, "RESERVE_WAIT_S", 120.0)
+    summary = transcribe_episode(
+        source=str(fixtures_dir / "dialogue.mp3"),
+        episode_id="dialogue",
+        reference=str(fixtures_dir / "dialogue.txt"),
+        max_chunk_s=15.0,
+        speakers="auto",
+    )
+    out = flow_env / "transcripts_root" / "dialogue"
+    transcript = json.loads((out / "transcript.json").read_text())
+    assert {s["speaker"] for s in transcript["segments"]} == {"Host", "Guest"}
+    assert transcript["provenance"]["diarization"]["speakers"] == 2
+    assert (out / "speakers.rttm").exists() and (out / "diarization.json").exists()
+    # persisted: one result per chunk task and one for the diarize task, nothing else
+    results = [p for p in (flow_env / "results_dir").rglob("*") if p.is_file()]
+    assert len(results) == summary["chunks"] + 1
+    # a bad value is refused by the flow before any work
+    state = transcribe_episode(
+        source=str(fixtures_dir / "dialogue.mp3"), episode_id="bad", speakers="0",
+        return_state=True,
+    )  # fmt: skip
+    assert state.is_failed() and "--speakers must be off, auto" in (state.message or "")
+    assert not (flow_env / "audio_root" / "bad").exists()

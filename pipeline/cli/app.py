@@ -117,6 +117,13 @@ def transcribe(
         Path | None,
         typer.Option(help="Who spoke when (RTTM), to score diarization (DER) against."),
     ] = None,
+    speakers: Annotated[
+        str | None,
+        typer.Option(
+            help="Who speaks when: off | auto (count them) | N speakers "
+            "(default: $PODSCRIBE_SPEAKERS or off)."
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON summary as the last line.")
     ] = False,
@@ -129,13 +136,17 @@ def transcribe(
     from pipeline.asr.options import TranscribeOptions
     from pipeline.asr.weights import ensure_model
     from pipeline.audio.chunk import ChunkOptions
+    from pipeline.audio.diarize import parse_speakers
     from pipeline.episode import run_episode
     from pipeline.quality.repair import RepairPolicy
-    from pipeline.settings import fetch_limits, weights_source
+    from pipeline.settings import diarize_options, fetch_limits, weights_source
     from pipeline.sources.reference import read_reference
     from pipeline.sources.rttm import read_rttm
 
+    if speakers is not None:
+        parse_speakers(speakers)  # the flag's own error, before the settings name the variable
     settings = load_settings(
+        speakers=speakers,
         model=model,
         device=device,
         audio_root=audio_root,
@@ -181,6 +192,7 @@ def transcribe(
             fetch_limits=limits,
             max_duration_s=settings.max_episode_s,
             rttm=spans,
+            diarize_options=diarize_options(settings),
         )
     score = result.score
     err.print(
@@ -302,7 +314,12 @@ def score(
     hyp: Transcript | None = None
     if transcript.suffix == ".json":
         hyp = load_transcript(transcript)
-        result: Any = add_speaker_scores(score_transcript(hyp, ref.text), hyp, ref.turns, spans)
+        # the diarizer's turns, written beside the transcript: what DER is of
+        found = transcript.parent / "speakers.rttm"
+        turns = read_rttm(found) if spans and found.exists() else None
+        result: Any = add_speaker_scores(
+            score_transcript(hyp, ref.text), hyp, ref.turns, spans, turns=turns
+        )
     else:
         if spans:
             raise PodscribeError(

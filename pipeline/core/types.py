@@ -120,6 +120,7 @@ class Word:
     end: float
     text: str  # as Whisper wrote it, with its leading space and punctuation
     probability: float
+    speaker: str | None = None  # who says it, where the episode was diarized
 
 
 @dataclass(frozen=True)

@@ -136,12 +136,16 @@ def add_speaker_scores(
     reference_turns: Sequence[SpeakerTurn] = (),
     rttm: Sequence[SpeakerSpan] | None = None,
     collar_s: float = DEFAULT_COLLAR_S,
+    turns: Sequence[SpeakerSpan] | None = None,
 ) -> Score:
     """``score`` with cpWER (labelled reference and diarized transcript) and DER (an RTTM and a
-    diarized transcript) added where they apply; the WER is untouched."""
+    diarized transcript) added where they apply; the WER is untouched.
+
+    DER is of ``turns`` where given (the diarizer's own, named as the transcript names them):
+    segments run over the pauses between sentences, which would count as false alarm."""
     hyp_turns = hypothesis_turns(transcript)
     speakers = cpwer(reference_turns, hyp_turns) if reference_turns and hyp_turns else None
-    spans = speaker_spans(transcript)
+    spans = tuple(turns) if turns else speaker_spans(transcript)
     der = diarization_error(rttm, spans, collar_s) if rttm and spans else None
     return dataclasses.replace(score, speakers=speakers, diarization=der)
 
@@ -254,7 +258,18 @@ def rename_speakers(
         if n.name is not None and n.agreement is not None and n.agreement >= min_agreement
     }
     segments = tuple(
-        dataclasses.replace(s, speaker=names.get(s.speaker, s.speaker)) if s.speaker else s
+        dataclasses.replace(
+            s,
+            speaker=names.get(s.speaker, s.speaker),
+            words=None
+            if s.words is None
+            else tuple(
+                dataclasses.replace(w, speaker=names.get(w.speaker, w.speaker)) if w.speaker else w
+                for w in s.words
+            ),
+        )
+        if s.speaker
+        else s
         for s in transcript.segments
     )
     return dataclasses.replace(transcript, segments=segments)
