@@ -9,7 +9,7 @@ from prefect import serve
 
 from flows.device import ensure_device_limit
 from flows.episode import rerun_chunks, transcribe_episode
-from flows.feeds import poll_feeds
+from flows.feeds import backfill, poll_feeds
 from flows.forms import with_form
 from flows.settings import load_settings
 
@@ -34,14 +34,21 @@ transcribe-episode run per new episode, named after its title; an episode is sta
 At most PODSCRIBE_EPISODE_RUNS episode runs go at once; the others wait their turn. \
 A failed feed or episode does not stop the others (`podscribe episodes` lists their states)."""
 
+BACKFILL_DESCRIPTION = """\
+Back-catalogue mode: claim up to LIMIT due episodes of one feed (each exactly once, as a poll \
+does), fetch and cut each, then transcribe the chunks of all of them in one task, so that \
+batches on the device mix episodes instead of each episode filling its own; then finish each \
+episode as transcribe-episode does (files, history, catalog state). A failed episode is marked \
+failed and the others go on."""
+
 
 def build_deployments(
     poll_every_min: float | None = 60.0,
     poll_cron: str | None = None,
     feeds: list[str] | None = None,
 ) -> list[Any]:
-    """transcribe-episode, rerun-chunks and poll-feeds (on an interval or a cron schedule;
-    neither: only on demand), each with its run form and description; the episode
+    """transcribe-episode, rerun-chunks, poll-feeds (on an interval or a cron schedule;
+    neither: only on demand) and backfill-feed, each with its run form and description; the episode
     deployments at most ``episode_runs`` runs at once."""
     settings = load_settings()
     schedule: dict[str, Any] = {}
@@ -78,6 +85,15 @@ def build_deployments(
                 **schedule,
             ),
             poll_feeds,
+        ),
+        with_form(
+            backfill.to_deployment(
+                name="backfill-feed",
+                tags=["podscribe"],
+                description=BACKFILL_DESCRIPTION,
+                concurrency_limit=1,  # one backfill fills the device already
+            ),
+            backfill,
         ),
     ]
 

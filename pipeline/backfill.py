@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -284,14 +284,15 @@ def fail_claimed(
 
 
 def shares_of(
-    transcripts: dict[str, list[ChunkTranscript] | PodscribeError], wall_s: float
+    transcripts: Mapping[str, Sequence[ChunkTranscript] | object], wall_s: float
 ) -> dict[str, float]:
-    """Each episode's share of the shared transcription's wall time, in proportion to the
-    time the decoder gave its chunks (each chunk's ``elapsed_s`` is its share of its batches)."""
+    """Each transcribed episode's share of the shared transcription's wall time, in
+    proportion to the time the decoder gave its chunks (a chunk's ``elapsed_s`` is its share
+    of its batches). Entries that are not transcripts (errors) get none."""
     spent = {
         episode_id: sum(ct.elapsed_s for ct in cts)
         for episode_id, cts in transcripts.items()
-        if not isinstance(cts, PodscribeError)
+        if isinstance(cts, list)
     }
     total = sum(spent.values())
     if total <= 0:

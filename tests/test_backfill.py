@@ -193,3 +193,35 @@ def test_backfill_command_prints_a_summary(tmp_path: Path, http_server: LocalHTT
     again = CliRunner().invoke(app, ["backfill", feed_id, "--json"], env=env)  # by feed id
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout.strip().splitlines()[-1])["episodes"] == []
+
+
+@pytest.mark.slow
+def test_backfill_flow_runs_the_same_steps_as_tasks(
+    tmp_path: Path,
+    http_server: LocalHTTPServer,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_api: str,
+) -> None:
+    from flows.feeds import backfill
+
+    for name in ("results_dir", "audio_root", "transcripts_root"):
+        monkeypatch.setenv(f"PODSCRIBE_{name.upper()}", str(tmp_path / name))
+    monkeypatch.setenv("PODSCRIBE_DB", str(tmp_path / "catalog.db"))
+    monkeypatch.setenv("PODSCRIBE_ALLOW_PRIVATE_NETWORKS", "true")
+    url = _serve_feed(http_server, [1, 2], [6])
+    summary = backfill(feed=url, limit=5, batch_size=4, repair=False)
+    rows = {r.title: r for r in catalog.list_episodes(tmp_path / "catalog.db")}
+    assert {t: r.state for t, r in rows.items()} == {
+        "Backlog 1": "done",
+        "Backlog 2": "done",
+        "Backlog 6": "failed",
+    }
+    assert sorted(summary["done"]) == sorted(rows[t].episode_id for t in ("Backlog 1", "Backlog 2"))
+    assert "404" in summary["failed"][rows["Backlog 6"].episode_id]
+    for title in ("Backlog 1", "Backlog 2"):
+        out = tmp_path / "transcripts_root" / rows[title].episode_id
+        assert read_json(out / "run.json")["title"] == title
+        assert read_json(out / "score.json")["wer"] is not None
+    # By its feed id this time: nothing is due any more.
+    again = backfill(feed=rows["Backlog 1"].feed_id)
+    assert again == {"done": [], "failed": {}}
