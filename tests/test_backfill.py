@@ -99,6 +99,54 @@ def _timed_text(transcript: Transcript) -> list[tuple[float, float, str, int]]:
     return [(s.start, s.end, s.text, s.chunk_index) for s in transcript.segments]
 
 
+def test_chunks_of_several_episodes_come_back_in_the_order_given(
+    tmp_path: Path, run_ffmpeg
+) -> None:
+    """Chunk indices repeat across episodes: results are routed by position (silent chunks
+    here, which need the loaded model but no inference)."""
+    from pipeline.asr.loading import load_model
+    from pipeline.asr.transcribe import transcribe_chunks
+    from pipeline.episode import prepare_episode
+
+    manifests = []
+    for name, seconds in (("quiet-a", 20), ("quiet-b", 13)):
+        wav = run_ffmpeg(
+            "-f", "lavfi", "-i", f"anullsrc=r=16000:cl=mono:d={seconds}", tmp_path / f"{name}.wav"
+        )
+        manifests.append(prepare_episode(str(wav), name, tmp_path / "audio", CHUNKS))
+    chunks = [c for m in manifests for c in m.chunks]
+    assert len({c.index for c in chunks}) < len(chunks)  # indices repeat
+    options = TranscribeOptions(batch_size=BATCH)
+    heard: list[str] = []
+    results = transcribe_chunks(
+        chunks,
+        options,
+        on_done=lambda ct: heard.append(ct.chunk_sha256),
+        loaded=load_model(options),
+    )
+    assert [(r.chunk_index, r.chunk_sha256, r.start_s) for r in results] == [
+        (c.index, c.sha256, c.start_s) for c in chunks
+    ]
+    assert all(r.segments == () for r in results) and len(heard) == len(chunks)
+
+
+def test_each_episode_gets_its_share_of_the_shared_transcription() -> None:
+    from pipeline.backfill import shares_of
+    from pipeline.core.errors import AudioError
+    from pipeline.core.types import ChunkTranscript, ModelInfo
+
+    model = ModelInfo("tiny.en", "0" * 64, "test", Path("tiny.en.pt"))
+
+    def chunk(index: int, elapsed_s: float) -> ChunkTranscript:
+        return ChunkTranscript(index, "0" * 64, 0.0, 1.0, (), model, {}, elapsed_s)
+
+    shares = shares_of(
+        {"a": [chunk(0, 1.0), chunk(1, 2.0)], "b": [chunk(0, 1.0)], "c": AudioError("x")}, 8.0
+    )
+    assert shares == {"a": pytest.approx(6.0), "b": pytest.approx(2.0)}  # c failed: no share
+    assert shares_of({"a": [chunk(0, 0.0)], "b": []}, 4.0) == {"a": 2.0, "b": 2.0}
+
+
 @pytest.mark.slow
 def test_backfill_shares_batches_and_equals_per_episode_runs(
     tmp_path: Path, http_server: LocalHTTPServer, monkeypatch: pytest.MonkeyPatch
