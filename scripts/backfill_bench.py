@@ -11,7 +11,7 @@ which goes first; both modes fetch over HTTP, decode, cut, transcribe, repair, s
 write. Texts are compared between the modes.
 
     nice -n 10 .venv/bin/python scripts/backfill_bench.py [--eval ../shared/eval] \\
-        [--rounds 1] [--batch-size 0] [--work /tmp/backfill-bench] [--json]
+        [--rounds 1] [--batch-size 0] [--no-repair] [--work /tmp/backfill-bench] [--json]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pipeline.asr.options import TranscribeOptions
 from pipeline.audio.decode import find_ffmpeg
 from pipeline.backfill import BackfillOptions, backfill_feed
 from pipeline.episode import run_episode
+from pipeline.quality.repair import RepairPolicy
 from pipeline.sources.feed import fetch_feed
 from pipeline.sources.net import FetchLimits
 from pipeline.sources.reference import read_reference
@@ -107,7 +108,7 @@ def serve(folder: Path) -> tuple[ThreadingHTTPServer, str]:
 
 
 def run_sequential(
-    base: str, work: Path, options: TranscribeOptions
+    base: str, work: Path, options: TranscribeOptions, repair: RepairPolicy
 ) -> tuple[float, dict[str, Any]]:
     """Each episode by itself, one after another (``run_episode``, as `podscribe transcribe`)."""
     started = time.perf_counter()
@@ -122,13 +123,17 @@ def run_sequential(
             audio_root=work / "audio",
             transcripts_root=work / "out",
             fetch_limits=LOCAL,
+            repair_policy=repair,
         )
+        print(f"  sequential {name}: {time.perf_counter() - started:.1f} s so far", flush=True)
         texts[name] = result.transcript.text
         wers[name] = result.score.wer if result.score else None
     return time.perf_counter() - started, {"texts": texts, "wers": wers}
 
 
-def run_backfill(base: str, work: Path, options: TranscribeOptions) -> tuple[float, dict[str, Any]]:
+def run_backfill(
+    base: str, work: Path, options: TranscribeOptions, repair: RepairPolicy
+) -> tuple[float, dict[str, Any]]:
     """All six claimed from a fresh catalog and transcribed together (``backfill_feed``)."""
     started = time.perf_counter()
     feed = fetch_feed(f"{base}/feed.xml", limits=LOCAL)
@@ -137,6 +142,7 @@ def run_backfill(base: str, work: Path, options: TranscribeOptions) -> tuple[flo
         work / "catalog.db",
         BackfillOptions(
             transcribe=options,
+            repair=repair,
             audio_root=work / "audio",
             transcripts_root=work / "out",
             fetch_limits=LOCAL,
@@ -155,10 +161,15 @@ def run_backfill(base: str, work: Path, options: TranscribeOptions) -> tuple[flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--eval", type=Path, default=ROOT.parent / "shared" / "eval")
+    parser.add_argument("--eval", type=Path, default=Path("../shared/eval"))
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=0, help="0: automatic (8 on CPU)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/backfill-bench"))
+    parser.add_argument(
+        "--no-repair",
+        action="store_true",
+        help="Both modes without the repair pass (the same work either way, beam 5 on the CPU)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     episodes = args.work / "episodes"
@@ -168,9 +179,11 @@ def main() -> None:
     options = TranscribeOptions(batch_size=args.batch_size)
     loaded = load_model(options)  # loaded once, before any timing
     print(f"model {loaded.info.name} on {loaded.device}; warming up", flush=True)
+    repair = RepairPolicy(enabled=not args.no_repair)
     run_episode(
-        f"{base}/dev.mp3",
+        f"{base}/dev-cut.mp3",  # the model's first batches, before any timing
         transcribe_options=options,
+        repair_policy=RepairPolicy(enabled=False),
         episode_id="warm-up",
         audio_root=args.work / "warm" / "audio",
         transcripts_root=args.work / "warm" / "out",
@@ -185,7 +198,7 @@ def main() -> None:
         for mode in order:
             work = args.work / f"round{r}" / mode
             shutil.rmtree(work, ignore_errors=True)
-            seconds[mode], details[mode] = modes[mode](base, work, options)
+            seconds[mode], details[mode] = modes[mode](base, work, options, repair)
             print(f"round {r + 1} {mode}: {seconds[mode]:.1f} s", flush=True)
         same = sum(
             details["sequential"]["texts"][n] == details["backfill"]["texts"][n] for n in EPISODES
