@@ -99,6 +99,20 @@ def _timed_text(transcript: Transcript) -> list[tuple[float, float, str, int]]:
     return [(s.start, s.end, s.text, s.chunk_index) for s in transcript.segments]
 
 
+def test_an_unknown_model_fails_before_anything_is_claimed(
+    tmp_path: Path, http_server: LocalHTTPServer
+) -> None:
+    from pipeline.core.errors import ModelError
+
+    db = tmp_path / "catalog.db"
+    feed = fetch_feed(_serve_feed(http_server, [1], []), limits=LOCAL)
+    options = BackfillOptions(transcribe=TranscribeOptions(model="no-such-model"))
+    with pytest.raises(ModelError, match="unknown model 'no-such-model'"):
+        backfill_feed(feed, db, options)
+    assert not catalog.catalog_exists(db)  # nothing recorded, nothing claimed
+    assert http_server.hits["/ep1.mp3"] == 0
+
+
 def test_chunks_of_several_episodes_come_back_in_the_order_given(
     tmp_path: Path, run_ffmpeg
 ) -> None:
