@@ -55,7 +55,7 @@ def serve(
     ] = None,
     storage_url: StorageUrlOption = None,
 ) -> None:
-    """Serve the transcribe-episode, rerun-chunks and poll-feeds deployments.
+    """Serve the transcribe-episode, rerun-chunks, poll-feeds and backfill-feed deployments.
 
     Starts a local Prefect server (SQLite, analytics off) unless PREFECT_API_URL is set.
     Environment: PODSCRIBE_RESULTS_DIR (persisted chunk results, default ./results),
@@ -136,7 +136,8 @@ def serve_banner(api_url: str, schedule: str, settings: Settings) -> str:
 
     return (
         f"Prefect UI: [bold]{ui_url(api_url)}[/bold]  (API {api_url})\n"
-        f"serving transcribe-episode, rerun-chunks, poll-feeds ({schedule}); at most "
+        f"serving transcribe-episode, rerun-chunks, poll-feeds ({schedule}), backfill-feed; "
+        "at most "
         f"{settings.episode_runs} episode runs at once ({ENV_PREFIX}EPISODE_RUNS)\n"
         f"catalog {settings.db}, outputs {settings.transcripts_root}/ — for `podscribe feed`"
         f" and `podscribe episodes` in another shell, and for the Prefect CLI:\n"

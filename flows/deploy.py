@@ -17,7 +17,7 @@ from prefect.workers.process import ProcessWorker
 
 from flows.device import ensure_device_limit
 from flows.episode import rerun_chunks, transcribe_episode
-from flows.feeds import poll_feeds
+from flows.feeds import backfill, poll_feeds
 from flows.forms import with_form
 from flows.settings import load_settings
 
@@ -42,6 +42,13 @@ transcribe-episode run per new episode, named after its title; an episode is sta
 At most PODSCRIBE_EPISODE_RUNS episode runs go at once; the others wait their turn. \
 A failed feed or episode does not stop the others (`podscribe episodes` lists their states)."""
 
+BACKFILL_DESCRIPTION = """\
+Back-catalogue mode: claim up to LIMIT due episodes of one feed (each exactly once, as a poll \
+does), fetch and cut each, then transcribe the chunks of all of them in one task, so that \
+batches on the device mix episodes instead of each episode filling its own; then finish each \
+episode as transcribe-episode does (files, history, catalog state). A failed episode is marked \
+failed and the others go on."""
+
 
 def build_deployments(
     poll_every_min: float | None = 60.0,
@@ -49,10 +56,10 @@ def build_deployments(
     feeds: list[str] | None = None,
     entrypoint_type: EntrypointType = EntrypointType.FILE_PATH,
 ) -> list[Any]:
-    """transcribe-episode, rerun-chunks and poll-feeds (on an interval or a cron schedule;
-    neither: only on demand), each with its run form and description; the episode
-    deployments at most ``episode_runs`` runs at once. ``entrypoint_type``: how a process
-    that runs them finds the flows (MODULE_PATH: by importing the installed package)."""
+    """transcribe-episode, rerun-chunks, poll-feeds (on an interval or a cron schedule;
+    neither: only on demand) and backfill-feed, each with its run form and description; the
+    episode deployments at most ``episode_runs`` runs at once. ``entrypoint_type``: how a
+    process that runs them finds the flows (MODULE_PATH: by importing the installed package)."""
     settings = load_settings()
     schedule: dict[str, Any] = {}
     if poll_cron:
@@ -92,6 +99,16 @@ def build_deployments(
             ),
             poll_feeds,
         ),
+        with_form(
+            backfill.to_deployment(
+                name="backfill-feed",
+                tags=["podscribe"],
+                description=BACKFILL_DESCRIPTION,
+                concurrency_limit=1,  # one backfill fills the device already
+                entrypoint_type=entrypoint_type,
+            ),
+            backfill,
+        ),
     ]
 
 
@@ -122,7 +139,7 @@ def deploy_to_pool(
     poll_cron: str | None = None,
     feeds: list[str] | None = None,
 ) -> list[str]:
-    """Send the three deployments to work pool ``pool`` (created as a process pool when
+    """Send the four deployments to work pool ``pool`` (created as a process pool when
     missing) and create the device limit if missing; returns the deployments' ids.
 
     Their entrypoints are module paths (``flows.episode.transcribe_episode``): a worker

@@ -1,4 +1,5 @@
-"""``poll_feeds``: read feeds, record their episodes, start each due episode exactly once.
+"""``poll_feeds``: read feeds, record their episodes, start each due episode exactly once;
+``backfill``: a feed's due episodes transcribed together (back-catalogue mode).
 
 Exactly once, three ways: the catalog returns each new GUID to one poll only, ``claim_episode``
 moves an episode to "running" in one statement (one poll wins), and when deployed each claim's
@@ -12,22 +13,45 @@ PODSCRIBE_RUNNING_TIMEOUT_S and its flow run is unknown to Prefect or was never 
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
+from prefect.concurrency.sync import concurrency
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import deployment
 from pydantic import Field
 
+from flows.device import ensure_device_limit
 from flows.episode import transcribe_episode
-from flows.forms import DeviceChoice, Model
-from flows.settings import Settings, load_settings
-from pipeline.settings import fetch_limits, retry_policy
+from flows.forms import DeviceChoice, Model, Repair
+from flows.settings import DEVICE_LIMIT, Settings, load_settings
+from pipeline.asr.cache import STORE_DIRNAME, ChunkResultStore
+from pipeline.asr.loading import load_model
+from pipeline.asr.options import TranscribeOptions
+from pipeline.backfill import (
+    BackfillOptions,
+    EpisodeOutcome,
+    PreparedEpisode,
+    claim_backlog,
+    fail_claimed,
+    feed_url,
+    finish_claimed,
+    prepare_claimed,
+    shares_of,
+    transcribe_backlog,
+)
+from pipeline.core.types import ChunkTranscript
+from pipeline.episode import check_options
+from pipeline.quality.repair import RepairPolicy
+from pipeline.settings import fetch_limits, retry_policy, weights_source
 from pipeline.sources import catalog
 from pipeline.sources.feed import Feed, FeedEpisode, fetch_feed
 
@@ -220,3 +244,124 @@ def poll_feeds(
         e.episode_id for f in polled for e in f.episodes if e.episode_id not in started
     ]
     return summary
+
+
+# --- back-catalogue mode -------------------------------------------------------------------------
+
+
+@task(task_run_name="prepare {row.title}", cache_policy=NO_CACHE)
+def prepare_backlog_episode(row: catalog.EpisodeRow, options: BackfillOptions) -> PreparedEpisode:
+    """Fetch, decode and cut one claimed episode; read its reference."""
+    return prepare_claimed(row, options)
+
+
+@task(task_run_name="transcribe {n} episodes together", cache_policy=NO_CACHE)
+def transcribe_backlog_together(
+    prepared: list[PreparedEpisode], options: BackfillOptions, n: int
+) -> tuple[dict[str, list[ChunkTranscript] | str], float]:
+    """All the episodes' chunks through one batched decoder (``transcribe_backlog``), holding
+    every slot of the device limit: the shared batches fill the device. Returns each
+    episode's chunk transcripts or its error line, and the wall time."""
+    settings = load_settings()
+    slots = ensure_device_limit(settings.device_slots)
+    loaded = load_model(options.transcribe)
+    store = ChunkResultStore(options.chunk_store or Path(options.audio_root) / STORE_DIRNAME)
+    started = time.perf_counter()
+    with concurrency(DEVICE_LIMIT, occupy=slots):
+        results = transcribe_backlog(prepared, options.transcribe, loaded, store)
+    return {
+        episode_id: cts if isinstance(cts, list) else _one_line(cts)
+        for episode_id, cts in results.items()
+    }, time.perf_counter() - started
+
+
+@task(task_run_name="finish {prepared.row.title}", cache_policy=NO_CACHE)
+def finish_backlog_episode(
+    prepared: PreparedEpisode,
+    transcripts: list[ChunkTranscript],
+    options: BackfillOptions,
+    db: Any,
+    share_s: float,
+) -> EpisodeOutcome:
+    """Repair, merge, score, write and record one episode; mark it done (or failed)."""
+    return finish_claimed(
+        prepared, transcripts, options, load_model(options.transcribe), db, share_s
+    )
+
+
+BackfillLimit = Annotated[
+    int | None,
+    Field(
+        title="Most episodes",
+        description="Claim at most this many due episodes (oldest first). Empty: all of them.",
+        ge=1,
+    ),
+]
+BatchSize = Annotated[
+    int,
+    Field(
+        title="Batch size",
+        description="Chunk windows decoded together, across episodes. 0: automatic (8 on a "
+        "CPU, from free memory on a GPU).",
+        ge=0,
+    ),
+]
+
+
+@flow(name="backfill-feed", flow_run_name="backfill {feed}")
+def backfill(
+    feed: Annotated[str, Field(title="Feed", description="The feed's URL or its feed id.")],
+    limit: BackfillLimit = None,
+    model: Model = "tiny.en",
+    device: DeviceChoice = "auto",
+    batch_size: BatchSize = 0,
+    repair: Repair = True,
+) -> dict[str, Any]:
+    """Back-catalogue mode: claim a feed's due episodes (each exactly once, as a poll does),
+    prepare each (a task each), transcribe all their chunks together in one task so batches
+    mix episodes, and finish each (a task each). An episode that fails is marked failed and
+    the others go on; the same steps as `podscribe backfill`."""
+    settings = load_settings()
+    db = settings.db
+    options = BackfillOptions(
+        transcribe=TranscribeOptions(model=model, device=device, batch_size=batch_size),
+        repair=RepairPolicy(enabled=repair),
+        audio_root=settings.audio_root,
+        transcripts_root=settings.transcripts_root,
+        fetch_limits=fetch_limits(settings),
+        max_duration_s=settings.max_episode_s,
+        retry=retry_policy(settings),
+    )
+    check_options(options.transcribe, weights_source(settings))
+    rows = claim_backlog(db, read_feed(feed_url(db, feed)), limit)
+    outcomes: dict[str, EpisodeOutcome] = {}
+    try:
+        futures = [prepare_backlog_episode.submit(row, options) for row in rows]
+        prepared = []
+        for row, future in zip(rows, futures, strict=True):
+            try:
+                prepared.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - one episode's failure is its own
+                outcomes[row.episode_id] = fail_claimed(db, row, _one_line(exc), options.retry)
+        if prepared:
+            transcripts, wall_s = transcribe_backlog_together(prepared, options, len(prepared))
+            shares = shares_of(transcripts, wall_s)
+            for p in prepared:
+                cts = transcripts[p.row.episode_id]
+                if isinstance(cts, str):
+                    outcomes[p.row.episode_id] = fail_claimed(db, p.row, cts, options.retry)
+                    continue
+                outcomes[p.row.episode_id] = finish_backlog_episode(
+                    p, cts, options, db, shares[p.row.episode_id]
+                )
+    except BaseException as exc:
+        for row in rows:  # none is left "running"
+            if row.episode_id not in outcomes:
+                fail_claimed(db, row, f"backfill stopped: {_one_line(exc)}", options.retry)
+        raise
+    done = [o.episode_id for o in outcomes.values() if o.state == "done"]
+    get_run_logger().info("backfill of %s: %d of %d episodes done", feed, len(done), len(rows))
+    return {
+        "done": done,
+        "failed": {o.episode_id: o.error for o in outcomes.values() if o.state == "failed"},
+    }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.asr.options import TranscribeOptions, resolve_device
+from pipeline.asr.options import LoadedModel, TranscribeOptions, resolve_device
 from pipeline.audio.chunk import ChunkOptions, chunk_audio
 from pipeline.audio.decode import decode_audio
 from pipeline.audio.diarize import Diarization, DiarizeOptions, diarize_audio
@@ -77,6 +77,7 @@ from pipeline.sources.reference import Reference
 from pipeline.sources.rttm import to_rttm
 
 if TYPE_CHECKING:
+    from pipeline.asr.cache import ChunkResultStore
     from pipeline.asr.weights import WeightsSource
 
 TRANSCRIPTS_PREFIX = "transcripts"  # the storage root's counterpart of the transcripts root
@@ -385,7 +386,7 @@ def run_episode(
         total = len(manifest.chunks)
         store = ChunkResultStore(chunk_store or Path(audio_root) / STORE_DIRNAME)
         by_index = {c.index: c for c in manifest.chunks}
-        reused = [r for c in manifest.chunks if (r := store.get(c, options, loaded)) is not None]
+        reused = stored_transcripts(manifest, store, options, loaded)
         done = {r.chunk_index for r in reused}
         for r in reused:
             if on_chunk:
@@ -402,40 +403,101 @@ def run_episode(
             on_done=finished,
             loaded=loaded,
         )
-        chunk_transcripts = sorted([*reused, *fresh], key=lambda ct: ct.chunk_index)
-        # Flag suspect chunks and transcribe each once more
-        # (RepairPolicy(enabled=False): flag only).
-        chunk_transcripts, quality = repair_chunks(
-            manifest, chunk_transcripts, options, loaded, repair_policy or RepairPolicy()
-        )
-        diarization = diarizing.result() if diarizing is not None else None
-        out = Path(out_dir) if out_dir else episode_dir(transcripts_root, manifest.episode_id)
-        run_id = new_run_id()
-        transcript, score, files = finish_episode(
+        return repair_and_finish(
             manifest,
-            chunk_transcripts,
-            reference,
-            out,
-            quality=quality,
-            elapsed_s=time.perf_counter() - started,
-            feed=feed,
-            history_path=Path(transcripts_root) / HISTORY_NAME,
-            run_id=run_id,
-            rttm=rttm,
-            diarization=diarization,
+            [*reused, *fresh],
+            EpisodeOutputs(
+                out_dir=Path(out_dir) if out_dir else None,
+                transcripts_root=Path(transcripts_root),
+                reference=reference,
+                feed=feed,
+                rttm=rttm,
+            ),
+            options,
+            loaded,
+            repair_policy,
+            started=started,
+            chunks_reused=len(reused),
+            diarization=diarizing.result if diarizing is not None else None,
         )
+
+
+def stored_transcripts(
+    manifest: ChunkManifest,
+    store: ChunkResultStore,
+    options: TranscribeOptions,
+    loaded: LoadedModel,
+) -> list[ChunkTranscript]:
+    """The episode's chunk transcripts already in ``store``, made exactly this way (an earlier
+    run cut short, or a backfill that failed after them)."""
+    return [r for c in manifest.chunks if (r := store.get(c, options, loaded)) is not None]
+
+
+@dataclass(frozen=True)
+class EpisodeOutputs:
+    """Where an episode's outputs go and what they are scored and labelled with."""
+
+    transcripts_root: Path  # history.jsonl is here; the outputs in <root>/<episode id>/ ...
+    out_dir: Path | None = None  # ... unless given
+    reference: Reference | None = None
+    feed: str | None = None
+    title: str | None = None
+    rttm: Sequence[SpeakerSpan] | None = None
+
+    def folder(self, episode_id: str) -> Path:
+        """The episode's output folder."""
+        return self.out_dir or episode_dir(self.transcripts_root, episode_id)
+
+
+def repair_and_finish(
+    manifest: ChunkManifest,
+    chunk_transcripts: Sequence[ChunkTranscript],
+    outputs: EpisodeOutputs,
+    options: TranscribeOptions,
+    loaded: LoadedModel,
+    repair_policy: RepairPolicy | None = None,
+    *,
+    started: float,
+    chunks_reused: int = 0,
+    diarization: Callable[[], Diarization | None] | None = None,
+) -> EpisodeResult:
+    """An episode's last steps once every chunk is transcribed: retry flagged chunks, then
+    merge, score, write and record (``finish_episode``). ``started``: the
+    ``time.perf_counter()`` from which the episode's run is timed. ``diarization``: called
+    after the repair for the episode's speaker turns (a diarizer running beside it)."""
+    chunk_transcripts = sorted(chunk_transcripts, key=lambda ct: ct.chunk_index)
+    # Flag suspect chunks and transcribe each once more (RepairPolicy(enabled=False): flag only).
+    chunk_transcripts, quality = repair_chunks(
+        manifest, chunk_transcripts, options, loaded, repair_policy or RepairPolicy()
+    )
+    out = outputs.folder(manifest.episode_id)
+    run_id = new_run_id()
+    transcript, score, files = finish_episode(
+        manifest,
+        chunk_transcripts,
+        outputs.reference,
+        out,
+        quality=quality,
+        elapsed_s=time.perf_counter() - started,
+        feed=outputs.feed,
+        history_path=outputs.transcripts_root / HISTORY_NAME,
+        run_id=run_id,
+        rttm=outputs.rttm,
+        title=outputs.title,
+        diarization=diarization() if diarization is not None else None,
+    )
     return EpisodeResult(
         episode_id=manifest.episode_id,
         out_dir=out,
         files=files,
         duration_s=manifest.audio.duration_s,
-        chunks=total,
+        chunks=len(manifest.chunks),
         elapsed_s=time.perf_counter() - started,
         transcript=transcript,
         score=score,
         quality=quality,
         run_id=run_id,
-        chunks_reused=len(reused),
+        chunks_reused=chunks_reused,
     )
 
 

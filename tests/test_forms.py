@@ -11,7 +11,7 @@ import pytest
 
 from flows.deploy import build_deployments
 from flows.episode import chosen_chunks, rerun_chunks, transcribe_episode
-from flows.feeds import poll_feeds
+from flows.feeds import backfill, poll_feeds
 from flows.forms import KnownModel, form_schema
 from flows.report import chunk_rows, one_line, outcome_message
 from pipeline.asr.weights import list_models
@@ -19,7 +19,7 @@ from pipeline.core.errors import OptionsError
 from pipeline.core.types import Chunk, ChunkManifest, DecodedAudio
 from pipeline.episode import find_episode
 
-FLOWS = [transcribe_episode, rerun_chunks, poll_feeds]
+FLOWS = [transcribe_episode, rerun_chunks, poll_feeds, backfill]
 
 
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.name)
@@ -52,10 +52,11 @@ def test_deployments_describe_themselves_and_cap_episode_runs(
 ) -> None:
     monkeypatch.setenv("PODSCRIBE_EPISODE_RUNS", "3")
     deployments = {d.name: d for d in build_deployments(poll_every_min=None)}
-    assert set(deployments) == {"transcribe-episode", "rerun-chunks", "poll-feeds"}
+    assert set(deployments) == {"transcribe-episode", "rerun-chunks", "poll-feeds", "backfill-feed"}
     for name in ("transcribe-episode", "rerun-chunks"):
         assert deployments[name].concurrency_limit == 3
     assert deployments["poll-feeds"].concurrency_limit is None
+    assert deployments["backfill-feed"].concurrency_limit == 1  # one fills the device
     assert "Retry" in deployments["transcribe-episode"].description
     assert "chunk numbers" in deployments["transcribe-episode"].description
     assert "by title or id" in deployments["rerun-chunks"].description

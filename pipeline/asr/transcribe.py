@@ -86,18 +86,23 @@ def transcribe_chunks(
     an empty transcript without Whisper (``silent_chunk_transcript``).
     """
     loaded = loaded or load_model(options)
-    silent = {}
-    for chunk in chunks:
+    # By position, not by chunk index: the chunks may come from several episodes (a backfill
+    # transcribes a whole backlog's chunks together), whose indices repeat.
+    results: list[ChunkTranscript | None] = [None] * len(chunks)
+    heard: list[int] = []
+    for pos, chunk in enumerate(chunks):
         result = silent_chunk_transcript(chunk, options, loaded)
-        if result is not None:
-            silent[chunk.index] = result
-            if on_done is not None:
-                on_done(result)
-    heard = [c for c in chunks if c.index not in silent]
-    if not heard:
-        return [silent[c.index] for c in chunks]
-    decoded = {r.chunk_index: r for r in _transcribe_heard(heard, options, on_done, loaded)}
-    return [silent.get(c.index) or decoded[c.index] for c in chunks]
+        if result is None:
+            heard.append(pos)
+            continue
+        results[pos] = result
+        if on_done is not None:
+            on_done(result)
+    if heard:
+        decoded = _transcribe_heard([chunks[p] for p in heard], options, on_done, loaded)
+        for pos, result in zip(heard, decoded, strict=True):
+            results[pos] = result
+    return [r for r in results if r is not None]
 
 
 def _transcribe_heard(

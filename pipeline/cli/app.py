@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from pipeline.cli import backfill as backfill_commands
 from pipeline.cli import bench as bench_commands
 from pipeline.cli import feeds as feed_commands
 from pipeline.cli import quality as quality_commands
@@ -453,6 +454,7 @@ def plain_demo(model: str, transcripts_root: Path, audio_root: Path) -> None:
 feed_commands.register(app)
 quality_commands.register(app)
 bench_commands.register(app)
+backfill_commands.register(app)
 
 
 def main(command: typer.Typer = app) -> None:
