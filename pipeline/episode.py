@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.asr.options import LoadedModel, TranscribeOptions, resolve_device
 from pipeline.audio.chunk import ChunkOptions, chunk_audio
 from pipeline.audio.decode import decode_audio
-from pipeline.audio.diarize import Diarization, DiarizeOptions, diarize_audio
+from pipeline.audio.diarize import Diarization, DiarizeOptions, diarize_audio, prepare_diarizer
 from pipeline.core.attribution import attribute_speakers
 from pipeline.core.errors import OptionsError
 from pipeline.core.storage import Storage
@@ -370,13 +370,17 @@ def run_episode(
     started = time.perf_counter()
     options = transcribe_options or TranscribeOptions()
     check_options(options)  # an unknown model fails before any audio work
-    manifest = prepare_episode(
-        source, episode_id, audio_root, chunk_options, fetch_limits, max_duration_s
-    )
-    preload_plotting()  # for the report, while the chunks are transcribed
     # Diarization needs the whole episode, not chunks: it runs in a thread beside the
-    # transcription (the speaker encoder and Whisper's decoder share the cores).
+    # transcription (the speaker encoder and Whisper's decoder share the cores); its imports
+    # and model hashes are done first, while the episode is fetched and decoded.
     with ThreadPoolExecutor(1, thread_name_prefix="diarize") as pool:
+        warming = pool.submit(prepare_diarizer) if diarize_options else None
+        manifest = prepare_episode(
+            source, episode_id, audio_root, chunk_options, fetch_limits, max_duration_s
+        )
+        preload_plotting()  # for the report, while the chunks are transcribed
+        if warming is not None:
+            warming.result()  # an import failure is raised here, before transcription
         diarizing = (
             pool.submit(diarize_episode, manifest, diarize_options) if diarize_options else None
         )

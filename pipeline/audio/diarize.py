@@ -30,6 +30,7 @@ Heavy imports (torch, onnxruntime, librosa) happen inside :func:`diarize_audio` 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import wave
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ __all__ = [
     "diarization_from_dict",
     "diarize_audio",
     "parse_speakers",
+    "prepare_diarizer",
 ]
 
 FRAME_S = 0.1  # resolution of the re-segmentation
@@ -211,6 +213,11 @@ def _model_files() -> dict[str, Path]:
     return files
 
 
+@functools.cache
+def _file_sha256(path: Path) -> str:
+    return sha256_file(path)  # model files in an installed wheel do not change while we run
+
+
 def _models_provenance(files: dict[str, Path]) -> list[dict[str, str]]:
     from importlib.metadata import version
 
@@ -219,7 +226,7 @@ def _models_provenance(files: dict[str, Path]) -> list[dict[str, str]]:
             "name": package,
             "version": version(package.replace("_", "-")),
             "file": path.name,
-            "sha256": sha256_file(path),
+            "sha256": _file_sha256(path),
         }
         for package, path in files.items()
     ]
@@ -366,6 +373,25 @@ class _Encoder:
                     out[part] = self._forward(mels).cpu().numpy()
         return out
 
+    def embed_prefixes(self, starts: list[float], lengths: list[float]) -> np.ndarray:
+        """Unit embeddings of the windows [start, start + length) for every start and length
+        (starts × lengths × dim) from one pass of the LSTM over the longest: the state after
+        n frames of a window is the state of any longer window from the same start after n
+        frames, so each shorter window costs no more LSTM steps."""
+        steps = [max(int(round(n / MEL_HOP_S)), 1) for n in lengths]
+        longest = max(steps)
+        out = np.zeros((len(starts), len(steps), EMBED_DIM), dtype=np.float32)
+        first = [int(round(s / MEL_HOP_S)) for s in starts]
+        torch = self.torch
+        with torch.inference_mode():
+            for k in range(0, len(starts), 256):
+                batch = np.stack([self._frames(f, longest) for f in first[k : k + 256]])
+                hidden, _ = self.lstm(torch.from_numpy(batch).to(self.device))
+                raw = torch.relu(self.linear(hidden[:, [n - 1 for n in steps], :]))
+                unit = raw / (torch.norm(raw, dim=2, keepdim=True) + 1e-10)
+                out[k : k + len(batch)] = unit.cpu().numpy()
+        return out
+
     def _frames(self, start: int, n: int) -> np.ndarray:
         piece = self.mel[start : start + n]
         if len(piece) < n:  # the episode's last frames: pad with silence
@@ -491,18 +517,20 @@ def _window_similarities(
     if not len(short) or k < 2:
         return sims
     starts, ends = windows.starts[voters], windows.ends[voters]
-    for length in sorted({round(float(windows.ends[i] - windows.starts[i]), 1) for i in short}):
-        spans: list[tuple[float, float]] = []
-        owner: list[int] = []
-        for j in range(k):
-            idx = np.nonzero(labels == j)[0]
-            for i in idx[:: max(1, len(idx) // SHORT_PROTOTYPES)][:SHORT_PROTOTYPES]:
-                mid = (starts[i] + ends[i]) / 2
-                spans.append((mid - length / 2, mid + length / 2))
-                owner.append(j)
-        proto = encoder.embed(spans)
-        owners = np.array(owner)
-        cents = _centroids(proto, owners, k)
+    lengths = sorted({round(float(windows.ends[i] - windows.starts[i]), 1) for i in short})
+    # Prototype windows of every length start at the same place in a speaker's long window
+    # (around its middle), so that one LSTM pass over the longest gives them all.
+    firsts: list[float] = []
+    owner: list[int] = []
+    for j in range(k):
+        idx = np.nonzero(labels == j)[0]
+        for i in idx[:: max(1, len(idx) // SHORT_PROTOTYPES)][:SHORT_PROTOTYPES]:
+            firsts.append(max(0.0, (starts[i] + ends[i]) / 2 - lengths[-1] / 2))
+            owner.append(j)
+    protos = encoder.embed_prefixes(firsts, lengths)
+    owners = np.array(owner)
+    for n, length in enumerate(lengths):
+        cents = _centroids(protos[:, n], owners, k)
         these = [i for i in short if round(float(windows.ends[i] - windows.starts[i]), 1) == length]
         sims[these] = windows.emb[these] @ cents.T
     return sims
@@ -669,6 +697,17 @@ def _turns(
 
 
 # --- the whole -------------------------------------------------------------------------------
+
+
+def prepare_diarizer() -> None:
+    """Import what the diarizer needs (torch, scikit-learn, silero-vad: about 3 s of one core)
+    and hash its model files, so that a caller can do it while the episode is still being
+    fetched and decoded (ffmpeg leaves a core free) instead of beside Whisper's decoding."""
+    import sklearn.cluster  # noqa: F401  (imported for its side effect: the module cache)
+
+    files = _model_files()
+    _load_vad(files["silero_vad"])
+    _models_provenance(files)
 
 
 def diarize_audio(wav: Path, episode_id: str, options: DiarizeOptions | None = None) -> Diarization:
