@@ -379,8 +379,8 @@ def run_episode(
             source, episode_id, audio_root, chunk_options, fetch_limits, max_duration_s
         )
         preload_plotting()  # for the report, while the chunks are transcribed
-        if warming is not None:
-            warming.result()  # an import failure is raised here, before transcription
+        # Queued behind the warm-up in the pool's one thread; not waited for here, so that
+        # loading the model and transcribing start at once.
         diarizing = (
             pool.submit(diarize_episode, manifest, diarize_options) if diarize_options else None
         )
@@ -422,7 +422,11 @@ def run_episode(
             repair_policy,
             started=started,
             chunks_reused=len(reused),
-            diarization=diarizing.result if diarizing is not None else None,
+            diarization=(
+                (lambda: warming.result() or diarizing.result())
+                if warming is not None and diarizing is not None
+                else None
+            ),
         )
 
 

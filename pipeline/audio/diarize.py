@@ -440,8 +440,6 @@ def _eigengap_clusters(
     but splits speakers; the ratio rewards the least pruning that still shows clear groups).
     The position of that gap is the number of speakers.
     """
-    from sklearn.cluster import KMeans
-
     n = len(emb)
     if n < 3:
         return np.zeros(n, dtype=int), {"k": 1, "pruning": None}
@@ -467,8 +465,39 @@ def _eigengap_clusters(
         lam, vec, _ = _laplacian_eigen(sim, p, k)
     spec = vec[:, :k]
     spec = spec / (np.linalg.norm(spec, axis=1, keepdims=True) + 1e-10)
-    labels = KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(spec)
+    labels = _kmeans(spec, k)
     return labels, info
+
+
+def _kmeans(points: np.ndarray, k: int, inits: int = 10, iterations: int = 100) -> np.ndarray:
+    """Labels 0..k-1 of ``points`` by k-means (k-means++ seeding, ``inits`` seeded restarts,
+    the lowest inertia wins): what scikit-learn's KMeans does, for a few hundred points in k
+    dimensions, without its second of imports beside Whisper."""
+    rng = np.random.default_rng(0)
+    n = len(points)
+    best_labels, best_inertia = np.zeros(n, dtype=int), np.inf
+    for _ in range(inits):
+        centres = [points[rng.integers(n)]]
+        for _ in range(1, k):
+            d2 = np.min(((points[:, None, :] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
+            total = d2.sum()
+            pick = rng.choice(n, p=d2 / total) if total > 0 else rng.integers(n)
+            centres.append(points[pick])
+        c = np.array(centres)
+        labels = np.zeros(n, dtype=int)
+        for step in range(iterations):
+            new = ((points[:, None, :] - c[None]) ** 2).sum(-1).argmin(axis=1)
+            if step and np.array_equal(new, labels):
+                break
+            labels = new
+            for j in range(k):
+                members = points[labels == j]
+                if len(members):
+                    c[j] = members.mean(axis=0)
+        inertia = float(((points - c[labels]) ** 2).sum())
+        if inertia < best_inertia:
+            best_labels, best_inertia = labels, inertia
+    return best_labels
 
 
 def _laplacian_eigen(sim: np.ndarray, p: int, count: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -699,11 +728,18 @@ def _turns(
 # --- the whole -------------------------------------------------------------------------------
 
 
-def prepare_diarizer() -> None:
-    """Import what the diarizer needs (torch, scikit-learn, silero-vad: about 3 s of one core)
+def prepare_diarizer(threads: int | None = None) -> None:
+    """Import what the diarizer needs (torch, silero-vad, the model files' hashes)
     and hash its model files, so that a caller can do it while the episode is still being
-    fetched and decoded (ffmpeg leaves a core free) instead of beside Whisper's decoding."""
-    import sklearn.cluster  # noqa: F401  (imported for its side effect: the module cache)
+    fetched and decoded (ffmpeg leaves a core free) instead of beside Whisper's decoding.
+
+    ``threads``: torch's intra-op threads for the calling thread only (torch keeps the count
+    per thread). A diarizer thread beside Whisper's decoder runs best on one: two more
+    threads on cores Whisper already fills make both wait at each other's barriers."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     files = _model_files()
     _load_vad(files["silero_vad"])
