@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.asr.options import LoadedModel, TranscribeOptions
+from pipeline.asr.words import fit_words_to_sound, use_numpy_dtw
 from pipeline.audio.analysis import sounding_center, sounding_frames
 from pipeline.audio.decode import read_chunk_samples
 from pipeline.core.errors import AudioError, TranscriptionError
@@ -45,6 +46,10 @@ def segments_from_whisper(
 ) -> tuple[Segment, ...]:
     """Wrap whisper's segment dicts, shifted from chunk time to episode time.
 
+    Words (where whisper timed them) are fitted to ``sounding`` when it is given
+    (``words.fit_words_to_sound``: no word starts or ends in the silence next to it), and a
+    segment with words spans its words.
+
     ``context``: the times count from the start of the chunk's WAV *with* its context
     (``Chunk.context_before``), and only the words heard inside the chunk itself are kept, so
     a word heard across a cut lands in exactly one chunk. Where a word is heard: the middle of
@@ -67,6 +72,9 @@ def segments_from_whisper(
         end = offset + float(seg["end"])
         text = str(seg["text"]).strip()
         words = _words(seg.get("words"), offset)
+        if words and sounding is not None:
+            words = fit_words_to_sound(words, sounding, offset)
+            start, end = words[0].start, words[-1].end
         if context:
             if words is not None:
                 inside = tuple(w for w in words if heard_inside(w))
@@ -137,7 +145,11 @@ def transcribe_chunk_whisper(
     try:
         kwargs = _decode_kwargs(options, loaded.device)
         context = has_context(chunk)
-        result = whisper.transcribe(loaded.model, samples, word_timestamps=context, **kwargs)
+        # Context needs the words (a chunk keeps only the words heard inside it).
+        timed = context or options.word_timestamps
+        if timed:
+            use_numpy_dtw()
+        result = whisper.transcribe(loaded.model, samples, word_timestamps=timed, **kwargs)
     except (RuntimeError, ValueError) as exc:
         raise TranscriptionError(
             f"Whisper failed on chunk {chunk.number} ({chunk.path.name}): {exc}"
@@ -148,7 +160,7 @@ def transcribe_chunk_whisper(
         start_s=chunk.start_s,
         end_s=chunk.end_s,
         segments=segments_from_whisper(
-            result["segments"], chunk, context, sounding_frames(samples) if context else None
+            result["segments"], chunk, context, sounding_frames(samples) if timed else None
         ),
         model=loaded.info,
         options=options.to_dict() | {"resolved_device": loaded.device},
