@@ -48,6 +48,7 @@ from pipeline.quality.repair import RepairPolicy, repair_chunks
 from pipeline.quality.report import (
     QUALITY_NAME,
     REFERENCE_NAME,
+    REFERENCE_TURNS_NAME,
     REPORT_NAME,
     RUN_NAME,
     ReportInput,
@@ -178,15 +179,28 @@ def finish_episode(
     if score is not None and reference is not None:  # cpWER and DER where they apply
         score = add_speaker_scores(score, transcript, reference.turns, rttm)
     run_id = run_id or new_run_id()
+    turns = reference.turns if reference is not None else ()
     report_input = ReportInput(
-        transcript, score, quality, reference.text if reference else None, elapsed_s, run_id
+        transcript,
+        score,
+        quality,
+        reference.text if reference else None,
+        elapsed_s,
+        run_id,
+        reference_turns=turns,
     )
     report_html = render_html_report(report_input)
     contents = render_transcript(transcript)
-    contents["score.json"] = json_bytes(score_data(transcript, score, reference))
+    scored = score_data(transcript, score, reference)
+    speakers = report_input.speakers() if score is not None and turns else None
+    if speakers is not None and speakers.speakers:
+        scored["per_speaker"] = speakers.as_dict()
+    contents["score.json"] = json_bytes(scored)
     contents[QUALITY_NAME] = json_bytes(to_dict(quality))
     if reference is not None:
         contents[REFERENCE_NAME] = reference.text.encode("utf-8")
+    if turns:
+        contents[REFERENCE_TURNS_NAME] = json_bytes(to_dict(turns))
     run = {"run_id": run_id, "episode_id": transcript.episode_id, "elapsed_s": elapsed_s}
     # the title: what users call the episode (rerun-chunks finds it by this)
     contents[RUN_NAME] = json_bytes(run | {"feed": feed, "title": title})
@@ -196,6 +210,8 @@ def finish_episode(
         files = {name: stage(out_dir / name, data) for name, data in contents.items()}
     if reference is None:  # a reference left from an earlier run would make a rebuilt report lie
         (out_dir / REFERENCE_NAME).unlink(missing_ok=True)
+    if not turns:
+        (out_dir / REFERENCE_TURNS_NAME).unlink(missing_ok=True)
     record = make_record(
         transcript,
         score,

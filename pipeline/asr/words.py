@@ -22,8 +22,14 @@ from pipeline.core.types import SAMPLE_RATE, Word
 
 # A word is never shortened below this, whatever the frames say: a quiet word is still a word.
 MIN_WORD_S = 0.02
-# Where a sounding frame's step is heard: the middle of its analysis frame.
-_FRAME_CENTRE_S = FRAME_N / 2 / SAMPLE_RATE
+# Frame i of ``analysis.sounding_frames`` covers [i * FRAME_HOP_S, + FRAME_S]: its centre is
+# what it is filed under, and a sharp onset makes it loud when only its last few ms hold sound.
+_FRAME_S = FRAME_N / SAMPLE_RATE
+_FRAME_CENTRE_S = _FRAME_S / 2
+# So sound starts near the end of the first loud frame (ends near the start of the last one):
+# on espeak-ng fixtures the true onsets are 0-25 ms before the first loud frame's end.
+_ONSET_S = _FRAME_S - 0.010
+_OFFSET_S = 0.010
 
 
 def dtw_path(x: np.ndarray) -> np.ndarray:
@@ -101,10 +107,14 @@ def fit_words_to_sound(
         if len(loud) == 0:
             out.append(w)
             continue
-        first = offset + (lo + loud[0]) * FRAME_HOP_S + _FRAME_CENTRE_S - FRAME_HOP_S / 2
-        last = offset + (lo + loud[-1]) * FRAME_HOP_S + _FRAME_CENTRE_S + FRAME_HOP_S / 2
-        start = max(w.start, min(first, w.end))
-        end = max(min(w.end, last), start)
+        # Only a word that opens (closes) on silent frames moves: one that is heard from its
+        # first frame on keeps the aligner's time, which is finer than these frames.
+        start, end = w.start, w.end
+        if loud[0] > 0:
+            start = max(w.start, min(offset + (lo + loud[0]) * FRAME_HOP_S + _ONSET_S, w.end))
+        if loud[-1] < hi - lo - 1:
+            end = min(w.end, offset + (lo + loud[-1]) * FRAME_HOP_S + _OFFSET_S)
+        end = max(end, start)
         if end - start < MIN_WORD_S:
             end = max(start, min(w.end, start + MIN_WORD_S))
         out.append(Word(round(start, 3), round(end, 3), w.text, w.probability))

@@ -41,6 +41,7 @@ __all__ = [
     "hypothesis_turns",
     "name_speakers_by_time",
     "name_speakers_by_words",
+    "pair_counts",
     "rename_speakers",
     "speaker_spans",
 ]
@@ -128,6 +129,19 @@ def cpwer(reference: Sequence[SpeakerTurn], hypothesis: Sequence[SpeakerTurn]) -
         hyp_speakers=len(hyp_names),
         mapping=tuple(mapping),
     )
+
+
+def pair_counts(
+    reference: Sequence[SpeakerTurn],
+    hypothesis: Sequence[SpeakerTurn],
+    ref_speaker: str,
+    hyp_speaker: str | None,
+) -> ErrorCounts:
+    """The errors of one reference speaker's words against one hypothesis speaker's (None:
+    none, all deletions): one term of cpWER's sum, normalised as cpWER normalises."""
+    ref = _words_by_speaker(reference).get(ref_speaker, [])
+    hyp = _words_by_speaker(hypothesis).get(hyp_speaker, []) if hyp_speaker else []
+    return _pair_counts(ref, hyp)
 
 
 def add_speaker_scores(
