@@ -185,3 +185,57 @@ def test_word_timings_do_not_change_the_text(tmp_path: Path) -> None:
     plain = _transcribe(tmp_path / "b", batch_size=8, word_timestamps=False)
     assert [s.text for s in timed.segments] == [s.text for s in plain.segments]
     assert all(s.words is None for s in plain.segments)
+
+
+# --- outputs -------------------------------------------------------------------------------------
+
+
+def test_outputs_carry_the_words(tmp_path: Path) -> None:
+    import html
+    import io
+    import json
+
+    import jsonschema
+    import webvtt
+    from test_speakers import PODCAST_SCHEMA
+
+    from pipeline.core.transcript import load_transcript, write_transcript
+    from pipeline.core.types import Segment, SpeakerTurn, Transcript
+    from pipeline.sources.reference import parse_reference_turns
+
+    def seg(start: float, who: str, *words: str) -> Segment:
+        timed = tuple(
+            Word(start + 0.4 * k, start + 0.4 * k + 0.3, w, 0.9) for k, w in enumerate(words)
+        )
+        return Segment(start, timed[-1].end, "".join(words).strip(), 0, speaker=who, words=timed)
+
+    transcript = Transcript(
+        "ep",
+        6.0,
+        (seg(0.5, "Host", " Welcome", " back."), seg(2.0, "Guest", " Thanks", " &", " hi!")),
+        (),
+    )
+    paths = write_transcript(transcript, tmp_path)
+    assert load_transcript(paths["transcript.json"]) == transcript  # words and all
+    # Podcasting 2.0 JSON: valid, one entry per word, each with its speaker and times.
+    podcast = json.loads(paths["transcript.podcast.json"].read_text())
+    jsonschema.validate(podcast, PODCAST_SCHEMA)
+    assert [(s["speaker"], s["body"], s["startTime"]) for s in podcast["segments"]] == [
+        ("Host", "Welcome", 0.5),
+        ("Host", "back.", 0.9),
+        ("Guest", "Thanks", 2.0),
+        ("Guest", "&", 2.4),
+        ("Guest", "hi!", 2.8),
+    ]
+    assert all(s["startTime"] < s["endTime"] for s in podcast["segments"])
+    assert parse_reference_turns(paths["transcript.podcast.json"].read_bytes(), "p.json") == (
+        SpeakerTurn("Host", "Welcome back."),
+        SpeakerTurn("Guest", "Thanks & hi!"),
+    )
+    # VTT: a cue per segment, times and voices as a VTT reader reads them back.
+    captions = webvtt.from_buffer(io.StringIO(paths["transcript.vtt"].read_text())).captions
+    cues = [(c.voice, html.unescape(c.text), c.start, c.end) for c in captions]
+    assert cues == [
+        ("Host", "Welcome back.", "00:00:00.500", "00:00:01.200"),
+        ("Guest", "Thanks & hi!", "00:00:02.000", "00:00:03.100"),
+    ]
