@@ -365,6 +365,8 @@ def transcribe_chunks_ct2(
                 and out.no_speech_prob > options.no_speech_threshold
                 and (options.logprob_threshold is None or avg_logprob < options.logprob_threshold)
             )
+            # The seek below reads the timestamps' end, which word timing would move.
+            decoded_end = subsegments[-1]["end"] if subsegments else 0.0
             if options.word_timestamps and not silent:
                 last_speech[w.chunk_pos] = _time_words(
                     fw,
@@ -378,9 +380,11 @@ def transcribe_chunks_ct2(
                     frames,
                     last_speech[w.chunk_pos],
                 )
-            windows.append((w, n, out, tok, avg_logprob, frames, subsegments, seek, silent))
+            windows.append(
+                (w, n, out, tok, avg_logprob, frames, subsegments, seek, silent, decoded_end)
+            )
         share = (time.perf_counter() - started) / len(batch)
-        for w, n, out, tok, avg_logprob, frames, subsegments, seek, silent in windows:
+        for w, n, out, tok, avg_logprob, frames, subsegments, seek, silent, sub_end in windows:
             pos = w.chunk_pos
             elapsed[pos] += share
             open_windows[pos] -= 1
@@ -404,7 +408,7 @@ def transcribe_chunks_ct2(
                 # A window that ends on one timestamp may still stop short of the chunk's end
                 # (dev episode: 18 s dropped): when ≥ 1 s is left after its last segment,
                 # decode that rest too; the no-speech gate ends it on silence.
-                last_end = int((sub_end := subsegments[-1]["end"]) * SAMPLE_RATE) - w.offset
+                last_end = int(sub_end * SAMPLE_RATE) - w.offset
                 if sub_end > 0 and n - last_end >= SAMPLE_RATE and last_end > 0:
                     advance = last_end
             rest = len(audios[pos]) - (w.offset + advance)
