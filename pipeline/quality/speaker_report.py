@@ -27,7 +27,13 @@ import jiwer
 
 from pipeline.core.types import ErrorCounts, SpeakerTurn, Transcript
 from pipeline.quality.score import WordAlignment, normalize_words
-from pipeline.quality.speakers import UNLABELLED, cpwer, hypothesis_turns, pair_counts
+from pipeline.quality.speakers import (
+    UNLABELLED,
+    cpwer,
+    hypothesis_turns,
+    pair_counts,
+    words_by_speaker,
+)
 
 # One colour per reference speaker, in order of first appearance (then cycled).
 PALETTE = (
@@ -128,12 +134,14 @@ class SpeakerReport:
         }
 
 
-def _reference_speakers(turns: Sequence[SpeakerTurn], ref_words: Sequence[str]) -> list[str]:
-    """The speaker of each of the alignment's reference words."""
+def _reference_speakers(
+    turns: Sequence[SpeakerTurn], turn_words: Sequence[Sequence[str]], ref_words: Sequence[str]
+) -> list[str]:
+    """The speaker of each of the alignment's reference words (``turn_words``: each turn's
+    normalised words)."""
     words: list[str] = []
     speakers: list[str] = []
-    for turn in turns:
-        w = normalize_words(turn.text)
+    for turn, w in zip(turns, turn_words, strict=True):
         words += w
         speakers += [turn.speaker or UNLABELLED] * len(w)
     if words == list(ref_words):
@@ -184,13 +192,18 @@ def speaker_report(
     labelled_ref = any(t.speaker is not None for t in reference_turns)
     if not labelled_ref and not hyp_turns:
         return None
-    ref_speakers = _reference_speakers(reference_turns, alignment.ref_words) if labelled_ref else []
+    turn_words = [normalize_words(t.text) for t in reference_turns] if labelled_ref else []
+    ref_speakers = (
+        _reference_speakers(reference_turns, turn_words, alignment.ref_words)
+        if labelled_ref
+        else []
+    )
     seg_of = _segment_of_hyp_word(transcript)
     counts: dict[str, ErrorCounts] = {s: ErrorCounts(0, 0, 0, 0, 0) for s in ref_speakers}
     # Per segment: the reference speakers of the words aligned to it.
     heard: dict[int, Counter[str]] = {}
     ref_times: dict[int, list[float]] = {}  # reference turn -> its aligned words' times
-    turn_of_word = [k for k, t in enumerate(reference_turns) for _ in normalize_words(t.text)]
+    turn_of_word = [k for k, w in enumerate(turn_words) for _ in w]
     if len(turn_of_word) != len(alignment.ref_words):
         turn_of_word = []  # normalised otherwise turn by turn: no reference lane
     if len(seg_of) != len(alignment.hyp_words):
@@ -265,10 +278,11 @@ def _pairs(
     names: dict[str, str | None],
 ) -> dict[str, ErrorCounts]:
     """Reference speaker -> errors of its words against its paired label's words."""
+    ref, hyp = words_by_speaker(reference), words_by_speaker(hypothesis)
     return {
-        ref: pair_counts(reference, hypothesis, ref, label)
-        for label, ref in names.items()
-        if ref is not None
+        name: pair_counts(ref.get(name, []), hyp.get(label, []))
+        for label, name in names.items()
+        if name is not None
     }
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "name_speakers_by_time",
     "name_speakers_by_words",
     "pair_counts",
+    "words_by_speaker",
     "rename_speakers",
     "speaker_spans",
 ]
@@ -131,16 +132,14 @@ def cpwer(reference: Sequence[SpeakerTurn], hypothesis: Sequence[SpeakerTurn]) -
     )
 
 
-def pair_counts(
-    reference: Sequence[SpeakerTurn],
-    hypothesis: Sequence[SpeakerTurn],
-    ref_speaker: str,
-    hyp_speaker: str | None,
-) -> ErrorCounts:
-    """The errors of one reference speaker's words against one hypothesis speaker's (None:
-    none, all deletions): one term of cpWER's sum, normalised as cpWER normalises."""
-    ref = _words_by_speaker(reference).get(ref_speaker, [])
-    hyp = _words_by_speaker(hypothesis).get(hyp_speaker, []) if hyp_speaker else []
+def words_by_speaker(turns: Iterable[SpeakerTurn]) -> dict[str, list[str]]:
+    """Each speaker's normalised words, concatenated in order (cpWER's view of the turns)."""
+    return _words_by_speaker(turns)
+
+
+def pair_counts(ref: Sequence[str], hyp: Sequence[str]) -> ErrorCounts:
+    """The errors of one reference speaker's words against one hypothesis speaker's: one term
+    of cpWER's sum."""
     return _pair_counts(ref, hyp)
 
 
