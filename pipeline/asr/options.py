@@ -74,8 +74,8 @@ class TranscribeOptions:
     continue_in_window: bool = True
     # Time every word (whisper's cross-attention alignment: one more decoder pass per window
     # over its own text; faster-whisper's align). Words are in transcript.json and are what
-    # speakers are assigned by. The text does not depend on it on the batched engines; on
-    # whisper.transcribe's path (beam search) its seek follows the last word, as whisper's does.
+    # speakers are assigned by. The text does not depend on it, on any engine (on
+    # whisper.transcribe's path the words are timed after decoding, window by window).
     word_timestamps: bool = True
 
     def __post_init__(self) -> None:

@@ -129,6 +129,48 @@ def _words(raw: Any, offset: float) -> tuple[Word, ...] | None:
     )
 
 
+def time_words(
+    model: Any, samples: np.ndarray, segments: list[dict[str, Any]], language: str
+) -> None:
+    """Give ``whisper.transcribe``'s segments their words, window by window (whisper's own
+    alignment, as ``transcribe(word_timestamps=True)`` does), after decoding: there, the
+    next window would start after the last word instead of the last timestamp, so timing
+    words would change the text; here it does not, as on the batched engine."""
+    import torch
+    from whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+    from whisper.timing import add_word_timestamps
+    from whisper.tokenizer import get_tokenizer
+
+    use_numpy_dtw()
+    tokenizer = get_tokenizer(
+        model.is_multilingual,
+        num_languages=model.num_languages,
+        language=language,
+        task="transcribe",
+    )
+    mel = log_mel_spectrogram(torch.from_numpy(samples), model.dims.n_mels, padding=N_SAMPLES)
+    content_frames = mel.shape[-1] - N_FRAMES
+    dtype = next(model.parameters()).dtype
+    windows: dict[int, list[dict[str, Any]]] = {}
+    for seg in segments:
+        windows.setdefault(int(seg["seek"]), []).append(seg)
+    last_speech = 0.0
+    for seek, group in sorted(windows.items()):
+        size = min(N_FRAMES, content_frames - seek)
+        window = pad_or_trim(mel[:, seek : seek + size], N_FRAMES).to(model.device, dtype)
+        with torch.inference_mode():
+            add_word_timestamps(
+                segments=group,
+                model=model,
+                tokenizer=tokenizer,
+                mel=window,
+                num_frames=size,
+                last_speech_timestamp=last_speech,
+            )
+        ends = [w["end"] for seg in group for w in seg.get("words", [])]
+        last_speech = ends[-1] if ends else last_speech
+
+
 def transcribe_chunk_whisper(
     chunk: Chunk, options: TranscribeOptions, loaded: LoadedModel
 ) -> ChunkTranscript:
@@ -147,9 +189,9 @@ def transcribe_chunk_whisper(
         context = has_context(chunk)
         # Context needs the words (a chunk keeps only the words heard inside it).
         timed = context or options.word_timestamps
+        result = whisper.transcribe(loaded.model, samples, **kwargs)
         if timed:
-            use_numpy_dtw()
-        result = whisper.transcribe(loaded.model, samples, word_timestamps=timed, **kwargs)
+            time_words(loaded.model, samples, result["segments"], result["language"])
     except (RuntimeError, ValueError) as exc:
         raise TranscriptionError(
             f"Whisper failed on chunk {chunk.number} ({chunk.path.name}): {exc}"
