@@ -70,11 +70,11 @@ def _sounding(spans: list[tuple[float, float]], seconds: float) -> np.ndarray:
     ("word", "expected"),
     [
         # Stretched back over 0.8 s of silence: the start moves to the sound (at 10.0 s).
-        (Word(9.2, 10.4, " Hello", 0.9), (10.022, 10.4)),
+        (Word(9.2, 10.4, " Hello", 0.9), (10.032, 10.4)),
         # Heard from its first frame to its last: left as the aligner put it.
         (Word(10.1, 10.5, " there", 0.9), (10.1, 10.5)),
         # Stretched forward over the silence after the sound (which ends at 11.0 s).
-        (Word(10.6, 11.8, " again.", 0.9), (10.6, 10.978)),
+        (Word(10.6, 11.8, " again.", 0.9), (10.6, 10.968)),
         # Nothing heard inside: nothing to fit it to.
         (Word(12.0, 12.5, " um", 0.2), (12.0, 12.5)),
     ],
@@ -90,7 +90,7 @@ def test_fitting_counts_from_the_samples_offset() -> None:
     # The same sound, in samples that start 100 s into the episode.
     sounding = _sounding([(10.0, 11.0)], 14.0)
     (fitted,) = fit_words_to_sound((Word(109.2, 110.4, " Hello", 0.9),), sounding, offset=100.0)
-    assert fitted.start == pytest.approx(110.022, abs=0.011)
+    assert fitted.start == pytest.approx(110.032, abs=0.011)
 
 
 PARTS = (Part(1, 1.0, 4.0), Part(2, 5.0, 8.0), Part(3, 9.5, 10.3))
@@ -141,7 +141,12 @@ def _transcribe(tmp_path: Path, **options: object):  # type: ignore[no-untyped-d
 
     decoded = decode_audio(FIXTURES / "parts.mp3", tmp_path / "parts.wav")
     # Two chunks: the cut falls in a silence between turns, as on a long episode.
-    manifest = chunk_audio(decoded, tmp_path / "chunks", "parts", ChunkOptions(max_chunk_s=9.0))
+    manifest = chunk_audio(
+        decoded,
+        tmp_path / "chunks",
+        "parts",
+        ChunkOptions(max_chunk_s=9.0, min_chunk_s=3.0, search_s=5.0),
+    )
     assert len(manifest.chunks) >= 2
     results = transcribe_chunks(manifest.chunks, TranscribeOptions(**options))  # type: ignore[arg-type]
     return merge_transcripts("parts", decoded.duration_s, results)

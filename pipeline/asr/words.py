@@ -22,14 +22,15 @@ from pipeline.core.types import SAMPLE_RATE, Word
 
 # A word is never shortened below this, whatever the frames say: a quiet word is still a word.
 MIN_WORD_S = 0.02
-# Frame i of ``analysis.sounding_frames`` covers [i * FRAME_HOP_S, + FRAME_S]: its centre is
-# what it is filed under, and a sharp onset makes it loud when only its last few ms hold sound.
+# Frame i of ``analysis.sounding_frames`` covers [i * FRAME_HOP_S, + FRAME_S] (it is filed under
+# its centre). A loud frame holds sound somewhere inside it: sound starts no later than the end
+# of the first loud frame and ends no earlier than the start of the last one. Those bounds are
+# where a word fitted to the sound starts and ends, so it never starts or ends in silence (at
+# most a frame late or early: 0-30 ms on the espeak-ng fixtures).
 _FRAME_S = FRAME_N / SAMPLE_RATE
 _FRAME_CENTRE_S = _FRAME_S / 2
-# So sound starts near the end of the first loud frame (ends near the start of the last one):
-# on espeak-ng fixtures the true onsets are 0-25 ms before the first loud frame's end.
-_ONSET_S = _FRAME_S - 0.010
-_OFFSET_S = 0.010
+_ONSET_S = _FRAME_S
+_OFFSET_S = 0.0
 
 
 def dtw_path(x: np.ndarray) -> np.ndarray:
