@@ -347,10 +347,11 @@ def _warm_up(model: Any, device: str) -> None:
     mel = torch.zeros(1, model.dims.n_mels, 3000, device=device)
     options = whisper.DecodingOptions(language="en", fp16=device == "cuda", sample_len=8)
     whisper.decode(model, mel, options)
-    # Word timing's DTW is compiled by numba on its first call (1.5-4 s here, once a process).
-    from whisper.timing import dtw
+    # Word timing's DTW runs in numpy (numba's would compile for seconds on its first call):
+    # installed here so that no run, the anchors' included, pays for a compile.
+    from pipeline.asr.words import use_numpy_dtw
 
-    dtw(torch.rand(4, 8))
+    use_numpy_dtw()
 
 
 def run_bench(

@@ -52,6 +52,7 @@ from pipeline.quality.repair import RepairPolicy, repair_chunks
 from pipeline.quality.report import (
     QUALITY_NAME,
     REFERENCE_NAME,
+    REFERENCE_TURNS_NAME,
     REPORT_NAME,
     RUN_NAME,
     ReportInput,
@@ -269,17 +270,30 @@ def finish_episode(
         turns = diarization.turns if diarization is not None else None
         score = add_speaker_scores(score, transcript, reference.turns, rttm, turns=turns)
     run_id = run_id or new_run_id()
+    ref_turns = reference.turns if reference is not None else ()
     report_input = ReportInput(
-        transcript, score, quality, reference.text if reference else None, elapsed_s, run_id
+        transcript,
+        score,
+        quality,
+        reference.text if reference else None,
+        elapsed_s,
+        run_id,
+        reference_turns=ref_turns,
     )
     report_html = render_html_report(report_input)
     contents = render_transcript(transcript)
-    contents["score.json"] = json_bytes(score_data(transcript, score, reference))
+    scored = score_data(transcript, score, reference)
+    speakers = report_input.speakers() if score is not None and ref_turns else None
+    if speakers is not None and speakers.speakers:
+        scored["per_speaker"] = speakers.as_dict()
+    contents["score.json"] = json_bytes(scored)
     contents[QUALITY_NAME] = json_bytes(to_dict(quality))
     if reference is not None:
         contents[REFERENCE_NAME] = reference.text.encode("utf-8")
     if diarization is not None:
         contents |= diarization_files(diarization)
+    if ref_turns:
+        contents[REFERENCE_TURNS_NAME] = json_bytes(to_dict(ref_turns))
     run = {"run_id": run_id, "episode_id": transcript.episode_id, "elapsed_s": elapsed_s}
     # the title: what users call the episode (rerun-chunks finds it by this)
     contents[RUN_NAME] = json_bytes(run | {"feed": feed, "title": title})
@@ -292,6 +306,8 @@ def finish_episode(
     if diarization is None:  # nor may turns of an earlier run pass for this one's
         for name in (SPEAKERS_RTTM_NAME, DIARIZATION_NAME):
             (out_dir / name).unlink(missing_ok=True)
+    if not ref_turns:
+        (out_dir / REFERENCE_TURNS_NAME).unlink(missing_ok=True)
     record = make_record(
         transcript,
         score,

@@ -11,6 +11,10 @@ Outputs:
 - tests/fixtures/longform.mp3 + longform.txt: ~20 s, a long sentence (to be cut in the middle)
   and a short one, 0.25 s apart as in long recordings rebuilt from sentence clips, then 0.5 s
   of near-silence (faint noise at about -60 dBFS): a chunk's quiet tail.
+- tests/fixtures/parts.mp3 + parts.txt + parts.tsv: ~17 s, two voices taking turns (one turn a
+  lone "Right!"), 1 s of silence first and 0.7-1.5 s between turns; parts.tsv says where each
+  turn starts and ends (as ../shared/eval/dev-episode/parts.tsv does) and parts.txt is the
+  reference with "Host:"/"Guest:" labels, for word timings and speakers.
 
 - tests/fixtures/dialogue.mp3 + dialogue.txt + dialogue.rttm: ~40 s, two clearly different
   espeak-ng voices (a male US and a female British variant) taking turns, one answer a short
@@ -18,7 +22,7 @@ Outputs:
   (RTTM, from each sentence's own length) for the diarization tests.
 
 ``python scripts/make_fixtures.py longform`` makes only the named outputs (speech, episode,
-longform); no name: all of them.
+longform, dialogue, parts); no name: all of them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import wave
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -74,6 +79,14 @@ DIALOGUE = [  # (speaker, text, pause after, seconds)
     ("Host", "And what should people who live near a river do about it?", 0.15),
     ("Guest", "They should plan for floods, and ask the town for new maps every year.", 0.7),
     ("Host", "That is all for today. Thank you for listening to the show.", 0.0),
+]
+
+PARTS_LEAD_S = 1.0  # silence before the first turn
+PARTS = [  # (speaker, voice, text, silence after)
+    ("Host", "en-us", "Good morning and welcome back to the garden hour.", 1.0),
+    ("Guest", "en-gb", "Thank you. The tomatoes did very well this summer.", 0.7),
+    ("Host", "en-us", "Right!", 1.5),
+    ("Guest", "en-gb", "Water them early in the day, never at night.", 0.0),
 ]
 
 
@@ -171,10 +184,8 @@ def build_longform(out: Path) -> str:
 
 
 def wav_seconds(path: Path) -> float:
-    import wave
-
-    with wave.open(str(path)) as f:
-        return f.getnframes() / f.getframerate()
+    with wave.open(str(path)) as w:
+        return w.getnframes() / w.getframerate()
 
 
 def build_dialogue(out: Path) -> tuple[str, str]:
@@ -205,9 +216,37 @@ def build_dialogue(out: Path) -> tuple[str, str]:
     return text, "".join(rttm)
 
 
+def build_parts(out: Path) -> tuple[str, str]:
+    """PARTS spoken into ``out`` (mp3); returns (the labelled reference, parts.tsv)."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        pieces = [silence(tmp, PARTS_LEAD_S)]
+        rows = ["line\tstart_s\tend_s\tspeaker_source"]
+        t = PARTS_LEAD_S
+        for i, (speaker, voice, text, pause) in enumerate(PARTS):
+            wav, norm = tmp / f"p{i}.wav", tmp / f"pn{i}.wav"
+            speak(voice, text, wav)
+            ffmpeg("-i", wav.as_posix(), "-ar", str(RATE), "-ac", "1", norm.as_posix())
+            n = wav_seconds(norm)
+            rows.append(f"{i + 1}\t{t:.3f}\t{t + n:.3f}\t{speaker} (espeak-ng {voice})")
+            pieces.append(norm)
+            t += n
+            if pause:
+                pieces.append(silence(tmp, pause))
+                t += pause
+        listing = tmp / "list.txt"
+        listing.write_text("".join(f"file '{p.as_posix()}'\n" for p in pieces))
+        ffmpeg(
+            "-f", "concat", "-safe", "0", "-i", listing.as_posix(), "-ar", str(RATE), "-ac", "1",
+            "-c:a", "libmp3lame", "-b:a", "32k", out.as_posix(),
+        )  # fmt: skip
+    reference = "".join(f"{speaker}: {text}\n" for speaker, _v, text, _p in PARTS)
+    return reference, "\n".join(rows) + "\n"
+
+
 def main(names: list[str]) -> None:
     FIXTURES.mkdir(parents=True, exist_ok=True)
-    wanted = set(names) or {"speech", "episode", "longform", "dialogue"}
+    wanted = set(names) or {"speech", "episode", "longform", "dialogue", "parts"}
     if "speech" in wanted:
         speech = build([(v, t, 0.3) for v, t in SPEECH], FIXTURES / "speech.ogg")
         (FIXTURES / "speech.txt").write_text(speech)
@@ -220,6 +259,10 @@ def main(names: list[str]) -> None:
         text, rttm = build_dialogue(FIXTURES / "dialogue.mp3")
         (FIXTURES / "dialogue.txt").write_text(text)
         (FIXTURES / "dialogue.rttm").write_text(rttm)
+    if "parts" in wanted:
+        reference, tsv = build_parts(FIXTURES / "parts.mp3")
+        (FIXTURES / "parts.txt").write_text(reference)
+        (FIXTURES / "parts.tsv").write_text(tsv)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ from pipeline.asr.loading import load_model
 from pipeline.asr.options import LoadedModel, TranscribeOptions, continue_limit
 from pipeline.asr.static_decode import greedy_update, static_decoder, text_decoder_forward
 from pipeline.asr.whisper import has_context, segments_from_whisper
+from pipeline.asr.words import use_numpy_dtw
 from pipeline.audio.analysis import sounding_frames, speech_end_s
 from pipeline.audio.decode import read_chunk_samples
 from pipeline.core.errors import AudioError, TranscriptionError
@@ -408,7 +409,8 @@ class ChunkState:
     speech_end_s: float = 0.0
     # Where the chunk itself ends in the mel (frames); after it lies only its trailing context.
     core_end_frames: int | None = None
-    # Whether words are timed (the WAV holds context, and only the chunk's own words are kept).
+    # Whether words are timed (word_timestamps, or the WAV holds context: then only the chunk's
+    # own words are kept, by their times).
     timed: bool = False
     # Which 10 ms frames of the WAV sound (analysis.sounding_frames), for placing words.
     sounding: np.ndarray | None = None
@@ -474,6 +476,7 @@ class BatchTranscriber:
         self.input_stride = N_FRAMES // self.model.dims.n_audio_ctx  # mel frames per token: 2
         self.time_precision = self.input_stride * HOP_LENGTH / WHISPER_SAMPLE_RATE  # 0.02 s
         self.batch_size = resolve_batch_size(options.batch_size, self.loaded)
+        use_numpy_dtw()  # before any word is timed: numba would compile its DTW (seconds)
         self.result_options = options.to_dict() | {
             "resolved_device": self.loaded.device,
             "batch_size": self.batch_size,
@@ -497,9 +500,10 @@ class BatchTranscriber:
         state = ChunkState(chunk, mel, content_frames=mel.shape[-1] - N_FRAMES, future=future)
         # The chunk's own samples end here; the trailing context is heard, never decoded alone.
         core_n = chunk.context_before + chunk.end_sample - chunk.start_sample
-        if has_context(chunk):
-            state.timed = True
+        state.timed = self.options.word_timestamps or has_context(chunk)
+        if state.timed:
             state.sounding = sounding_frames(samples)
+        if has_context(chunk):
             state.core_end_frames = min(state.content_frames, math.ceil(core_n / HOP_LENGTH))
         if self.options.continue_in_window:
             state.speech_end_s = speech_end_s(samples[:core_n])
@@ -513,7 +517,10 @@ class BatchTranscriber:
             start_s=state.chunk.start_s,
             end_s=state.chunk.end_s,
             segments=segments_from_whisper(
-                state.segments, state.chunk, context=state.timed, sounding=state.sounding
+                state.segments,
+                state.chunk,
+                context=has_context(state.chunk),
+                sounding=state.sounding,
             ),
             model=self.loaded.info,
             options=self.result_options,

@@ -35,7 +35,7 @@ import numpy as np
 from pipeline.asr.options import TIMESTAMP_S, TranscribeOptions, continue_limit
 from pipeline.asr.weights import ct2_model_dir
 from pipeline.asr.whisper import segments_from_whisper
-from pipeline.audio.analysis import speech_end_s
+from pipeline.audio.analysis import sounding_frames, speech_end_s
 from pipeline.audio.decode import read_chunk_samples
 from pipeline.core.errors import ModelError, TranscriptionError
 from pipeline.core.types import SAMPLE_RATE, Chunk, ChunkTranscript, ModelInfo
@@ -190,6 +190,45 @@ def _last_segment(tokens: Sequence[int], timestamp_begin: int) -> list[int]:
     return list(tokens[i:])
 
 
+# faster-whisper's (and whisper's) defaults: punctuation joined to the word it follows/precedes.
+_PREPEND_PUNCTUATION = "\"'“¿([{-"
+_APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
+
+
+def _time_words(
+    fw: Any,
+    encoded: Any,
+    row: int,
+    n_rows: int,
+    device: str,
+    tokenizer: Any,
+    subsegments: list[dict[str, Any]],
+    window: _Window,
+    frames: int,
+    last_speech: float,
+) -> float:
+    """Give one window's subsegments their ``words`` (chunk seconds) with CTranslate2's
+    alignment of the window's own encoder output; returns where the last word ends.
+
+    One window at a time (its encoder output selected from the batch's): a word's times
+    depend only on its own window, never on what else was in the batch."""
+    if not any(t < tokenizer.eot for sub in subsegments for t in sub["tokens"]):
+        return last_speech
+    for sub in subsegments:  # whisper's seek: the window's start, in 10 ms frames
+        sub["seek"] = window.offset / fw.feature_extractor.hop_length
+    selected, _keep_alive = _select_rows(encoded, [row], n_rows, device)
+    end = fw.add_word_timestamps(
+        [subsegments],
+        tokenizer,
+        selected,
+        frames,
+        _PREPEND_PUNCTUATION,
+        _APPEND_PUNCTUATION,
+        last_speech,
+    )
+    return float(end) if end is not None else last_speech
+
+
 def _features(model: Any, audio: np.ndarray) -> np.ndarray:
     padded = np.zeros(_WINDOW_SAMPLES, dtype=np.float32)
     padded[: min(len(audio), _WINDOW_SAMPLES)] = audio[:_WINDOW_SAMPLES]
@@ -214,12 +253,15 @@ def transcribe_chunks_ct2(
     language = options.language or ("en" if not multilingual else None)
     beam = options.beam_size or 1
     try:
-        # Without the context: this engine has no word timings to keep a chunk's own words by.
+        # Without the context: keeping a chunk's own words by their times is the openai-whisper
+        # engines' (pipeline.asr.batch); here the chunk is the window.
         audios = [read_chunk_samples(c) for c in chunks]
     except OSError as exc:
         raise TranscriptionError(f"cannot read a chunk WAV: {exc}") from exc
     speech_ends = [speech_end_s(a) if options.continue_in_window else 0.0 for a in audios]
     raw: list[list[dict[str, Any]]] = [[] for _ in chunks]
+    # Where each chunk's last timed word ends (chunk seconds), for whisper's pause heuristics.
+    last_speech = [0.0] * len(chunks)
     elapsed = [0.0] * len(chunks)
     open_windows = [1] * len(chunks)
     results: list[ChunkTranscript | None] = [None] * len(chunks)
@@ -234,7 +276,11 @@ def transcribe_chunks_ct2(
             chunk_sha256=chunk.sha256,
             start_s=chunk.start_s,
             end_s=chunk.end_s,
-            segments=segments_from_whisper(raw[pos], chunk),
+            segments=segments_from_whisper(
+                raw[pos],
+                chunk,
+                sounding=sounding_frames(audios[pos]) if options.word_timestamps else None,
+            ),
             model=loaded.info,
             options=record,
             elapsed_s=round(elapsed[pos], 4),
@@ -299,13 +345,10 @@ def transcribe_chunks_ct2(
                 )
         except (RuntimeError, ValueError) as exc:
             raise TranscriptionError(f"faster-whisper failed on a batch: {exc}") from exc
-        share = (time.perf_counter() - started) / len(batch)
-        for w, n, out, tok, tokens in zip(
-            batch, lengths, outs, tokenizers, window_tokens, strict=True
+        windows = []
+        for k, (w, n, out, tok, tokens) in enumerate(
+            zip(batch, lengths, outs, tokenizers, window_tokens, strict=True)
         ):
-            pos = w.chunk_pos
-            elapsed[pos] += share
-            open_windows[pos] -= 1
             n_first = len(out.sequences_ids[0])  # the score is the first pass's
             avg_logprob = out.scores[0] * n_first / (n_first + 1)
             frames = int(np.ceil(n / fw.feature_extractor.hop_length))
@@ -322,6 +365,29 @@ def transcribe_chunks_ct2(
                 and out.no_speech_prob > options.no_speech_threshold
                 and (options.logprob_threshold is None or avg_logprob < options.logprob_threshold)
             )
+            # The seek below reads the timestamps' end, which word timing would move.
+            decoded_end = subsegments[-1]["end"] if subsegments else 0.0
+            if options.word_timestamps and not silent:
+                last_speech[w.chunk_pos] = _time_words(
+                    fw,
+                    encoded,
+                    k,
+                    len(batch),
+                    loaded.device,
+                    tok,
+                    subsegments,
+                    w,
+                    frames,
+                    last_speech[w.chunk_pos],
+                )
+            windows.append(
+                (w, n, out, tok, avg_logprob, frames, subsegments, seek, silent, decoded_end)
+            )
+        share = (time.perf_counter() - started) / len(batch)
+        for w, n, out, tok, avg_logprob, frames, subsegments, seek, silent, sub_end in windows:
+            pos = w.chunk_pos
+            elapsed[pos] += share
+            open_windows[pos] -= 1
             if not silent:
                 for sub in subsegments:
                     text = tok.decode(sub["tokens"])
@@ -334,6 +400,7 @@ def transcribe_chunks_ct2(
                             "no_speech_prob": out.no_speech_prob,
                             "compression_ratio": get_compression_ratio(text) if text else 0.0,
                             "temperature": 0.0,
+                            "words": sub.get("words") if options.word_timestamps else None,
                         }
                     )
             advance = min(seek, frames) * fw.feature_extractor.hop_length
@@ -341,7 +408,7 @@ def transcribe_chunks_ct2(
                 # A window that ends on one timestamp may still stop short of the chunk's end
                 # (dev episode: 18 s dropped): when ≥ 1 s is left after its last segment,
                 # decode that rest too; the no-speech gate ends it on silence.
-                last_end = int((sub_end := subsegments[-1]["end"]) * SAMPLE_RATE) - w.offset
+                last_end = int(sub_end * SAMPLE_RATE) - w.offset
                 if sub_end > 0 and n - last_end >= SAMPLE_RATE and last_end > 0:
                     advance = last_end
             rest = len(audios[pos]) - (w.offset + advance)

@@ -72,6 +72,11 @@ class TranscribeOptions:
     # such stop, and the words are decoded with their context (dev episode: 16 -> 12 windows,
     # WER 5.56% -> 4.99%; BENCHMARKS.md). False: transcribe()'s seek exactly.
     continue_in_window: bool = True
+    # Time every word (whisper's cross-attention alignment: one more decoder pass per window
+    # over its own text; faster-whisper's align). Words are in transcript.json and are what
+    # speakers are assigned by. The text does not depend on it, on any engine (on
+    # whisper.transcribe's path the words are timed after decoding, window by window).
+    word_timestamps: bool = True
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

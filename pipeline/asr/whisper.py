@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.asr.options import LoadedModel, TranscribeOptions
+from pipeline.asr.words import fit_words_to_sound, use_numpy_dtw
 from pipeline.audio.analysis import sounding_center, sounding_frames
 from pipeline.audio.decode import read_chunk_samples
 from pipeline.core.errors import AudioError, TranscriptionError
@@ -45,6 +46,10 @@ def segments_from_whisper(
 ) -> tuple[Segment, ...]:
     """Wrap whisper's segment dicts, shifted from chunk time to episode time.
 
+    Words (where whisper timed them) are fitted to ``sounding`` when it is given
+    (``words.fit_words_to_sound``: no word starts or ends in the silence next to it), and a
+    segment with words spans its words.
+
     ``context``: the times count from the start of the chunk's WAV *with* its context
     (``Chunk.context_before``), and only the words heard inside the chunk itself are kept, so
     a word heard across a cut lands in exactly one chunk. Where a word is heard: the middle of
@@ -67,6 +72,9 @@ def segments_from_whisper(
         end = offset + float(seg["end"])
         text = str(seg["text"]).strip()
         words = _words(seg.get("words"), offset)
+        if words and sounding is not None:
+            words = fit_words_to_sound(words, sounding, offset)
+            start, end = words[0].start, words[-1].end
         if context:
             if words is not None:
                 inside = tuple(w for w in words if heard_inside(w))
@@ -121,6 +129,48 @@ def _words(raw: Any, offset: float) -> tuple[Word, ...] | None:
     )
 
 
+def time_words(
+    model: Any, samples: np.ndarray, segments: list[dict[str, Any]], language: str
+) -> None:
+    """Give ``whisper.transcribe``'s segments their words, window by window (whisper's own
+    alignment, as ``transcribe(word_timestamps=True)`` does), after decoding: there, the
+    next window would start after the last word instead of the last timestamp, so timing
+    words would change the text; here it does not, as on the batched engine."""
+    import torch
+    from whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+    from whisper.timing import add_word_timestamps
+    from whisper.tokenizer import get_tokenizer
+
+    use_numpy_dtw()
+    tokenizer = get_tokenizer(
+        model.is_multilingual,
+        num_languages=model.num_languages,
+        language=language,
+        task="transcribe",
+    )
+    mel = log_mel_spectrogram(torch.from_numpy(samples), model.dims.n_mels, padding=N_SAMPLES)
+    content_frames = mel.shape[-1] - N_FRAMES
+    dtype = next(model.parameters()).dtype
+    windows: dict[int, list[dict[str, Any]]] = {}
+    for seg in segments:
+        windows.setdefault(int(seg["seek"]), []).append(seg)
+    last_speech = 0.0
+    for seek, group in sorted(windows.items()):
+        size = min(N_FRAMES, content_frames - seek)
+        window = pad_or_trim(mel[:, seek : seek + size], N_FRAMES).to(model.device, dtype)
+        with torch.inference_mode():
+            add_word_timestamps(
+                segments=group,
+                model=model,
+                tokenizer=tokenizer,
+                mel=window,
+                num_frames=size,
+                last_speech_timestamp=last_speech,
+            )
+        ends = [w["end"] for seg in group for w in seg.get("words", [])]
+        last_speech = ends[-1] if ends else last_speech
+
+
 def transcribe_chunk_whisper(
     chunk: Chunk, options: TranscribeOptions, loaded: LoadedModel
 ) -> ChunkTranscript:
@@ -137,7 +187,11 @@ def transcribe_chunk_whisper(
     try:
         kwargs = _decode_kwargs(options, loaded.device)
         context = has_context(chunk)
-        result = whisper.transcribe(loaded.model, samples, word_timestamps=context, **kwargs)
+        # Context needs the words (a chunk keeps only the words heard inside it).
+        timed = context or options.word_timestamps
+        result = whisper.transcribe(loaded.model, samples, **kwargs)
+        if timed:
+            time_words(loaded.model, samples, result["segments"], result["language"])
     except (RuntimeError, ValueError) as exc:
         raise TranscriptionError(
             f"Whisper failed on chunk {chunk.number} ({chunk.path.name}): {exc}"
@@ -148,7 +202,7 @@ def transcribe_chunk_whisper(
         start_s=chunk.start_s,
         end_s=chunk.end_s,
         segments=segments_from_whisper(
-            result["segments"], chunk, context, sounding_frames(samples) if context else None
+            result["segments"], chunk, context, sounding_frames(samples) if timed else None
         ),
         model=loaded.info,
         options=options.to_dict() | {"resolved_device": loaded.device},

@@ -100,6 +100,13 @@ def transcribe(
             "on in the same window; off: a new window from there, as transcribe() does.",
         ),
     ] = True,
+    word_timestamps: Annotated[
+        bool,
+        typer.Option(
+            "--word-timestamps/--no-word-timestamps",
+            help="Time every word (transcript.json's words, the Podcasting 2.0 JSON per word).",
+        ),
+    ] = True,
     repair: Annotated[
         bool,
         typer.Option(
@@ -164,6 +171,7 @@ def transcribe(
         backend=backend,
         continue_in_window=continue_in_window,
         style=style,
+        word_timestamps=word_timestamps,
     )
     # Shorter chunks search a shorter stretch for their cut (as the flows do): the defaults
     # (5 s minimum, 10 s search) do not fit in a chunk of less than 10 s.

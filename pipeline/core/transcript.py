@@ -104,14 +104,25 @@ def to_text(transcript: Transcript) -> str:
 
 
 def to_podcast_json(transcript: Transcript) -> dict[str, Any]:
-    """The Podcasting 2.0 JSON transcript: one segment per segment, ``speaker`` where known."""
+    """The Podcasting 2.0 JSON transcript, ``speaker`` where known: one entry per word where
+    the words are timed (the format's segments may be words, as its own example's are: apps
+    highlight the word being said), else one per segment."""
     segments: list[dict[str, Any]] = []
+
+    def add(speaker: str | None, start: float, end: float, body: str) -> None:
+        seg: dict[str, Any] = {} if speaker is None else {"speaker": speaker}
+        seg.update(startTime=round(start, 3), endTime=round(end, 3), body=body)
+        segments.append(seg)
+
     for s in transcript.segments:
         if not s.text.strip():
             continue
-        seg: dict[str, Any] = {} if s.speaker is None else {"speaker": s.speaker}
-        seg.update(startTime=round(s.start, 3), endTime=round(s.end, 3), body=s.text.strip())
-        segments.append(seg)
+        words = [w for w in s.words or () if w.text.strip()]
+        if words:
+            for w in words:
+                add(w.speaker or s.speaker, w.start, w.end, w.text.strip())
+        else:
+            add(s.speaker, s.start, s.end, s.text.strip())
     return {"version": PODCAST_JSON_VERSION, "segments": segments}
 
 

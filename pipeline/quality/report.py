@@ -5,7 +5,8 @@ timeline plot is a base64 PNG. It shows the summary numbers, WER per chunk along
 with the quality flags, the worst chunks with their aligned reference and hypothesis (errors
 coloured), the most frequent substitutions, S/D/I, errors near chunk cuts against elsewhere,
 every chunk's reference-free signals, and what was repaired. Without a reference it shows the
-signals and flags only.
+signals and flags only. Where the reference or the transcript names speakers, a speaker section
+(``pipeline.quality.speaker_report``): a timeline, WER per speaker and the wrongly labelled turns.
 
 :func:`rebuild_report` makes it again from the files in the episode folder alone.
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 from pipeline.core.errors import PodscribeError
 from pipeline.core.store import read_json, write_text_atomic
-from pipeline.core.types import Score, Transcript, chunk_number, score_from_dict
+from pipeline.core.types import Score, SpeakerTurn, Transcript, chunk_number, score_from_dict
 from pipeline.quality.score import (
     AlignedWord,
     WordAlignment,
@@ -33,10 +34,17 @@ from pipeline.quality.score import (
     segment_error_counts,
 )
 from pipeline.quality.signals import ChunkSignals, QualityReport, quality_report_from_dict
+from pipeline.quality.speaker_report import (
+    SpeakerReport,
+    speaker_colours,
+    speaker_report,
+    timeline_svg,
+)
 
 REPORT_NAME = "report.html"
 QUALITY_NAME = "quality.json"
 REFERENCE_NAME = "reference.txt"  # the parsed reference text, so a report can be rebuilt
+REFERENCE_TURNS_NAME = "reference.turns.json"  # its speaker turns, where it names speakers
 RUN_NAME = "run.json"  # run id, timing and feed of the run that wrote the folder
 WORST_CHUNKS = 3
 TOP_CONFUSIONS = 15
@@ -57,6 +65,19 @@ class ReportInput:
     reference_text: str | None = None
     elapsed_s: float | None = None  # wall time of the run, for RTFx
     run_id: str | None = None
+    # The reference's speaker turns (their texts joined are reference_text); () unlabelled.
+    reference_turns: tuple[SpeakerTurn, ...] = ()
+
+    def speakers(self, alignment: WordAlignment | None = None) -> SpeakerReport | None:
+        """The speaker section's numbers; None where no one is named on either side."""
+        if alignment is None:
+            alignment = (
+                align_words(self.transcript, self.reference_text)
+                if self.score is not None and self.reference_text is not None
+                else WordAlignment((), (), ())
+            )
+        turns = self.reference_turns if alignment.ref_words else ()
+        return speaker_report(self.transcript, alignment, turns)
 
     @property
     def rtfx(self) -> float | None:
@@ -439,6 +460,60 @@ def _fmt_lp(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def _speakers_section(report: SpeakerReport | None, duration_s: float) -> str:
+    if report is None:
+        return ""
+    colours = speaker_colours(report)
+    legend = " ".join(
+        f'<span class="flag" style="background:{c}">{_esc(n)}</span>' for n, c in colours.items()
+    )
+    parts = [
+        "<h2>Speakers</h2>",
+        "<p class='muted'>Reference lane: where each reference turn's words fall in time (from "
+        "the alignment); then one lane per transcript label, coloured by the reference speaker "
+        "that label stands for (cpWER's best pairing). Outlined in red: labelled as the wrong "
+        f"speaker. {legend}</p>",
+        timeline_svg(report, duration_s),
+    ]
+    if report.speakers:
+        rows = [
+            [
+                _esc(w.speaker),
+                str(w.counts.ref_words),
+                _pct(w.wer),
+                f"{w.counts.substitutions} / {w.counts.deletions} / {w.counts.insertions}",
+                _esc(w.label or "none"),
+                _pct(w.pair.wer) if w.pair else "–",
+            ]
+            for w in report.speakers
+        ]
+        parts.append("<h3>WER per reference speaker</h3>")
+        parts.append(
+            _table(
+                ["speaker", "words", "WER", "S / D / I", "transcript label", "cpWER of the pair"],
+                rows,
+                {1, 2, 5},
+            )
+        )
+    if report.segments_labelled:
+        parts.append(
+            f"<h3>Wrong speaker labels: {report.segments_wrong} of {report.segments_labelled} "
+            f"segments, {len(report.wrong_turns)} turns</h3>"
+        )
+        if report.wrong_turns:
+            rows = [
+                [
+                    f"{w.start:.1f}–{w.end:.1f}",
+                    _esc(w.label) + (f" → {_esc(w.labelled_as)}" if w.labelled_as else ""),
+                    _esc(w.speaker),
+                    _esc(w.text),
+                ]
+                for w in report.wrong_turns
+            ]
+            parts.append(_table(["time (s)", "labelled", "reference speaker", "text"], rows, set()))
+    return "\n".join(parts)
+
+
 def render_html_report(data: ReportInput) -> str:
     """The whole report as one self-contained HTML page."""
     t, s = data.transcript, data.score
@@ -454,8 +529,11 @@ def render_html_report(data: ReportInput) -> str:
         f'<img class="plot" id="timeline" alt="WER per chunk and flags along the episode" '
         f'src="data:image/png;base64,{png}">',
     ]
+    alignment = None
     if s is not None and data.reference_text is not None:
         alignment = align_words(t, data.reference_text)
+    parts.append(_speakers_section(data.speakers(alignment), t.duration_s))
+    if s is not None and alignment is not None:
         parts.append("<h2>Worst chunks</h2>")
         parts.append(
             "<p class='muted'>Top: reference, bottom: transcript. "
@@ -526,12 +604,44 @@ def _md_alignment(words: Sequence[AlignedWord]) -> str:
     return " ".join(out)
 
 
+def _md_speakers(report: SpeakerReport | None) -> list[str]:
+    """A short per-speaker table and the count of wrongly labelled turns."""
+    if report is None or not report.speakers:
+        return []
+    rows = [
+        (
+            w.speaker,
+            str(w.counts.ref_words),
+            _pct(w.wer),
+            w.label or "none",
+            _pct(w.pair.wer) if w.pair else "–",
+        )
+        for w in report.speakers
+    ]
+    out = [
+        "## Speakers",
+        "",
+        _md_table(["speaker", "words", "WER", "transcript label", "cpWER of the pair"], rows),
+        "",
+    ]
+    if report.segments_labelled:
+        out += [
+            f"Wrong speaker labels: {report.segments_wrong} of {report.segments_labelled} "
+            f"segments ({len(report.wrong_turns)} turns; report.html lists them).",
+            "",
+        ]
+    return out
+
+
 def render_markdown_report(data: ReportInput) -> str:
     """The report's content as markdown (for a Prefect artifact): tables, no images."""
     t, s, q = data.transcript, data.score, data.quality
     parts = [f"# podscribe report: {t.episode_id}", "", _md_table(["", ""], summary_rows(data)), ""]
+    alignment = None
     if s is not None and data.reference_text is not None:
         alignment = align_words(t, data.reference_text)
+    parts += _md_speakers(data.speakers(alignment))
+    if s is not None and alignment is not None:
         parts += [
             "## Worst chunks",
             "",
@@ -644,6 +754,10 @@ def load_report_input(episode_dir: Path) -> ReportInput:
         score = score_from_dict(raw) if raw else None
     ref_path = episode_dir / REFERENCE_NAME
     reference_text = ref_path.read_text(encoding="utf-8") if ref_path.exists() else None
+    turns_path = episode_dir / REFERENCE_TURNS_NAME
+    turns: tuple[SpeakerTurn, ...] = ()
+    if reference_text is not None and turns_path.exists():
+        turns = tuple(SpeakerTurn(t.get("speaker"), t["text"]) for t in read_json(turns_path))
     quality_path = episode_dir / QUALITY_NAME
     quality = quality_report_from_dict(read_json(quality_path)) if quality_path.exists() else None
     run_path = episode_dir / RUN_NAME
@@ -655,6 +769,7 @@ def load_report_input(episode_dir: Path) -> ReportInput:
         reference_text,
         elapsed_s=run.get("elapsed_s"),
         run_id=run.get("run_id"),
+        reference_turns=turns,
     )
 
 

@@ -41,6 +41,8 @@ __all__ = [
     "hypothesis_turns",
     "name_speakers_by_time",
     "name_speakers_by_words",
+    "pair_counts",
+    "words_by_speaker",
     "rename_speakers",
     "speaker_spans",
 ]
@@ -128,6 +130,17 @@ def cpwer(reference: Sequence[SpeakerTurn], hypothesis: Sequence[SpeakerTurn]) -
         hyp_speakers=len(hyp_names),
         mapping=tuple(mapping),
     )
+
+
+def words_by_speaker(turns: Iterable[SpeakerTurn]) -> dict[str, list[str]]:
+    """Each speaker's normalised words, concatenated in order (cpWER's view of the turns)."""
+    return _words_by_speaker(turns)
+
+
+def pair_counts(ref: Sequence[str], hyp: Sequence[str]) -> ErrorCounts:
+    """The errors of one reference speaker's words against one hypothesis speaker's: one term
+    of cpWER's sum."""
+    return _pair_counts(ref, hyp)
 
 
 def add_speaker_scores(
