@@ -676,7 +676,7 @@ def transcribe_episode(
     beam_size: BeamSize = None,
     feed: Feed = None,
     repair: Repair = True,
-    speakers: Speakers = "off",
+    speakers: Speakers = None,
 ) -> State[dict[str, Any]]:
     """Transcribe one episode chunk by chunk, score it against ``reference`` and report;
     with ``speakers``, diarize it in a task of its own beside the chunks.
@@ -695,6 +695,8 @@ def transcribe_episode(
             min_chunk_s=min(5.0, max_chunk_s),
             search_s=min(10.0, max_chunk_s),
         )
+        # Not given (a scheduled poll's runs): the server's PODSCRIBE_SPEAKERS.
+        speakers = settings.speakers if speakers is None else speakers
         parse_speakers(speakers)  # a bad value fails before any work
         limits = fetch_limits(settings)
         ref = check_inputs(options, reference, settings, limits)

@@ -115,12 +115,13 @@ Repair = Annotated[
     ),
 ]
 Speakers = Annotated[
-    str,
+    str | None,
     Field(
         title="Speakers",
         description="Who speaks when: off, auto (the diarizer counts the speakers) or how many "
-        "there are (1–50). Diarization runs as its own task on the whole episode, beside the "
-        "chunks; every segment and word gets a speaker.",
+        "there are (1–50); empty: the server's PODSCRIBE_SPEAKERS (off unless set). "
+        "Diarization runs as its own task on the whole episode, beside the chunks; every "
+        "segment and word gets a speaker.",
         pattern=r"^\s*(off|auto|[0-9]{1,2})\s*$",
     ),
 ]

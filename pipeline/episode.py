@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 from pipeline.asr.options import LoadedModel, TranscribeOptions, resolve_device
 from pipeline.audio.chunk import ChunkOptions, chunk_audio
 from pipeline.audio.decode import decode_audio
-from pipeline.audio.diarize import Diarization, DiarizeOptions, diarize_audio, prepare_diarizer
+from pipeline.audio.diarize import (
+    Diarization,
+    DiarizeOptions,
+    check_diarizer,
+    diarize_audio,
+    prepare_diarizer,
+)
 from pipeline.core.attribution import attribute_speakers
 from pipeline.core.errors import OptionsError
 from pipeline.core.storage import Storage
@@ -389,7 +395,10 @@ def run_episode(
     # Diarization needs the whole episode, not chunks: it runs in a thread beside the
     # transcription (the speaker encoder and Whisper's decoder share the cores); its imports
     # and model hashes are done first, while the episode is fetched and decoded.
-    with ThreadPoolExecutor(1, thread_name_prefix="diarize") as pool:
+    if diarize_options is not None:
+        check_diarizer()  # a missing package fails now, not after the transcription
+    pool = ThreadPoolExecutor(1, thread_name_prefix="diarize")
+    try:
         warming = pool.submit(prepare_diarizer) if diarize_options else None
         manifest = prepare_episode(
             source, episode_id, audio_root, chunk_options, fetch_limits, max_duration_s
@@ -444,6 +453,13 @@ def run_episode(
                 else None
             ),
         )
+
+    except BaseException:
+        # Nobody will use the speakers: drop a diarization still queued, do not wait for it.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def stored_transcripts(

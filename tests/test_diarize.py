@@ -139,6 +139,33 @@ def test_two_espeak_voices_are_two_speakers_with_their_turns(
     assert found.provenance["code_version"]
 
 
+@pytest.mark.slow
+def test_a_long_episode_is_clustered_on_evenly_taken_windows_and_labelled_whole(
+    tmp_path: Path, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_CLUSTERED windows (25 minutes of speech) the clustering sees a sample of
+    them: here 12 of the dialogue's ~40, and still both voices and every turn are found."""
+    from pipeline.audio import diarize
+    from pipeline.quality.der import diarization_error
+    from pipeline.sources.rttm import read_rttm
+
+    monkeypatch.setattr(diarize, "MAX_CLUSTERED", 12)
+    found = diarize.diarize_audio(_decoded(tmp_path, fixtures_dir), "dialogue", DiarizeOptions())
+    assert found.provenance["found"]["clustered_windows"] == 12
+    assert found.provenance["found"]["windows"] > 24
+    assert found.speakers == ("SPEAKER_1", "SPEAKER_2")
+    der = diarization_error(read_rttm(fixtures_dir / "dialogue.rttm"), found.turns)
+    assert der.der is not None and der.der < 0.15, der
+
+
+def test_an_empty_cluster_has_a_zero_centroid_not_nan() -> None:
+    from pipeline.audio.diarize import _centroids
+
+    emb = np.eye(3, dtype=np.float32)
+    c = _centroids(emb, np.array([0, 0, 2]), 3)
+    assert np.isfinite(c).all() and not c[1].any()
+
+
 def podscribe(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"COLUMNS": "200", "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run(

@@ -137,8 +137,12 @@ class StoredChunkResults:
         if not self.storage.exists(where):
             return None
         try:
-            result = _trusted_result(json.loads(self.storage.get_bytes(where)), key, chunk)
-        except (StorageError, ValueError):
+            data = self.storage.get_bytes(where)
+        except StorageError:
+            return None  # unreadable now (a timeout, throttling): transcribe it, keep the entry
+        try:
+            result = _trusted_result(json.loads(data), key, chunk)
+        except ValueError:
             result = None
         if result is None:
             self.storage.delete(where)  # damaged or foreign: never read it again

@@ -53,6 +53,7 @@ __all__ = [
     "diarization_from_dict",
     "diarize_audio",
     "parse_speakers",
+    "check_diarizer",
     "prepare_diarizer",
 ]
 
@@ -517,7 +518,11 @@ def _laplacian_eigen(sim: np.ndarray, p: int, count: int) -> tuple[np.ndarray, n
 
 
 def _centroids(emb: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    c = np.stack([emb[labels == j].mean(axis=0) for j in range(k)])
+    # A cluster k-means left empty gets a zero centroid: similarity 0 to everything, never a
+    # NaN that would win every argmax downstream.
+    c = np.stack(
+        [emb[labels == j].mean(axis=0) if np.any(labels == j) else np.zeros(emb.shape[1]) for j in range(k)]
+    )
     return c / (np.linalg.norm(c, axis=1, keepdims=True) + 1e-10)
 
 
@@ -527,10 +532,28 @@ def _centroids(emb: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 SHORT_PROTOTYPES = 24  # short windows per speaker that make its short-window centroid
 
 
+# The most windows the spectral clustering sees: its dense affinity and eigen-decompositions
+# grow with the square and cube of this (2,000 windows: 25 minutes of speech at a 0.75 s step).
+# A longer episode is clustered on windows taken evenly through it; every window is then scored
+# against the centroids, so all of it is still labelled.
+MAX_CLUSTERED = 2000
+
+
+def _evenly(mask: np.ndarray, most: int) -> np.ndarray:
+    """``mask`` with at most ``most`` of its True entries kept, evenly spaced."""
+    idx = np.nonzero(mask)[0]
+    if len(idx) <= most:
+        return mask
+    keep = np.zeros_like(mask)
+    keep[idx[np.linspace(0, len(idx) - 1, most).round().astype(int)]] = True
+    return keep
+
+
 def _window_similarities(
     encoder: _Encoder,
     windows: _Windows,
     voters: np.ndarray,
+    clustered: np.ndarray,
     labels: np.ndarray,
     centroids: np.ndarray,
 ) -> np.ndarray:
@@ -545,7 +568,7 @@ def _window_similarities(
     k = centroids.shape[0]
     if not len(short) or k < 2:
         return sims
-    starts, ends = windows.starts[voters], windows.ends[voters]
+    starts, ends = windows.starts[clustered], windows.ends[clustered]  # labels are theirs
     lengths = sorted({round(float(windows.ends[i] - windows.starts[i]), 1) for i in short})
     # Prototype windows of every length start at the same place in a speaker's long window
     # (around its middle), so that one LSTM pass over the longest gives them all.
@@ -728,6 +751,11 @@ def _turns(
 # --- the whole -------------------------------------------------------------------------------
 
 
+def check_diarizer() -> None:
+    """AudioError, naming the package to install, when the diarizer's models are missing."""
+    _model_files()
+
+
 def prepare_diarizer(threads: int | None = None) -> None:
     """Import what the diarizer needs (torch, silero-vad, the model files' hashes)
     and hash its model files, so that a caller can do it while the episode is still being
@@ -768,12 +796,13 @@ def diarize_audio(wav: Path, episode_id: str, options: DiarizeOptions | None = N
             emb=encoder.embed(spans),
         )
         voters = windows.long if windows.long.sum() >= 3 else np.ones(len(spans), dtype=bool)
+        clustered = _evenly(voters, MAX_CLUSTERED)
         labels, info = _eigengap_clusters(
-            windows.emb[voters], options.speakers, options.max_speakers
+            windows.emb[clustered], options.speakers, options.max_speakers
         )
         k = int(info["k"])
-        centroids = _centroids(windows.emb[voters], labels, k)
-        sims = _window_similarities(encoder, windows, voters, labels, centroids)
+        centroids = _centroids(windows.emb[clustered], labels, k)
+        sims = _window_similarities(encoder, windows, voters, clustered, labels, centroids)
         times, region, scores = _frame_scores(windows, sims, regions)
         path = _viterbi(scores, region, options)
         if k > 1:
@@ -784,7 +813,7 @@ def diarize_audio(wav: Path, episode_id: str, options: DiarizeOptions | None = N
         for n, label in enumerate(order):
             names[label] = f"{LABEL_PREFIX}{n + 1}"
         turns = _turns(times, region, path, regions, names, options)
-        details |= {"windows": len(spans), "clustered_windows": int(voters.sum()), **info}
+        details |= {"windows": len(spans), "clustered_windows": int(clustered.sum()), **info}
     elapsed = time.perf_counter() - started
     provenance = {
         "diarizer": "podscribe silero-vad + resemblyzer + NME-SC spectral clustering",

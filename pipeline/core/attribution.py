@@ -89,9 +89,9 @@ def _split_by_words(
     for n, (speaker, ws) in enumerate(groups):
         start = segment.start if n == 0 else ws[0].start
         end = segment.end if n == len(groups) - 1 else ws[-1].end
-        text = "".join(w.text for w in ws)
-        if n == 0 and not text.startswith(" ") and segment.text.startswith(" "):
-            text = " " + text
+        # Word texts carry their leading spaces: each piece keeps the segment's own convention.
+        lead = " " if segment.text.startswith(" ") else ""
+        text = lead + "".join(w.text for w in ws).strip()
         out.append(
             dataclasses.replace(
                 segment,
@@ -126,7 +126,9 @@ def _split_by_time(segment: Segment, turns: Sequence[SpeakerSpan]) -> list[Segme
             near = [spaces[j] for j in (k - 1, k) if 0 <= j < len(spaces) and spaces[j] > c0]
             c1 = min(near, key=lambda i: abs(i - target)) if near else c0
             t1 = segment.start + (segment.end - segment.start) * held / total
-        piece = text[c0:c1]
+        piece = text[c0:c1].strip()
+        if segment.text.startswith(" "):
+            piece = " " + piece
         if piece.strip():
             out.append(dataclasses.replace(segment, start=t0, end=t1, text=piece, speaker=speaker))
         elif out:  # no words left for this speaker: the previous piece runs on

@@ -143,14 +143,15 @@ class Storage:
     def get_verified(self, key: str, dest: Path, sha256: str) -> Path:
         """``get_file``, then check the copy's sha256: ChecksumError (and no file at ``dest``)
         when it differs from ``sha256``, so a damaged or replaced object is never used."""
-        self.get_file(key, dest)
-        actual = sha256_file(Path(dest))
-        if actual != sha256:
-            Path(dest).unlink(missing_ok=True)
-            raise ChecksumError(
-                f"{self.uri(key)} has sha256 {actual[:12]}, expected {sha256[:12]}: the stored "
-                "object changed or was damaged — publish it again (re-run the episode)"
-            )
+        # Checked before it takes ``dest``'s place: a bad fetch never replaces a good copy.
+        with self._errors("read", key), atomic_path(Path(dest)) as tmp:
+            self.fs.get_file(self.path(key), str(tmp))
+            actual = sha256_file(Path(tmp))
+            if actual != sha256:
+                raise ChecksumError(
+                    f"{self.uri(key)} has sha256 {actual[:12]}, expected {sha256[:12]}: the "
+                    "stored object changed or was damaged — publish it again (re-run the episode)"
+                )
         return Path(dest)
 
     def list(self, prefix: str) -> list[str]:

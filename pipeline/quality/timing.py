@@ -9,6 +9,7 @@ with a little silence, hence the window), and no word may start in a silence bet
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,7 @@ def check_word_timing(
     """Check timed ``words`` (episode seconds) against ``parts`` (see the module docstring)."""
     starts: list[PartStart] = []
     gap_words: list[GapWord] = []
-    previous_end = 0.0
+    previous_end = -math.inf  # a word before the first part (even at 0.0 s) is in a gap
     for part in parts:
         gap_words += [
             GapWord(part.line, w.text.strip(), w.start)
@@ -133,7 +134,9 @@ def check_word_timing(
         ]
         inside = [w for w in words if part.start_s <= w.start < part.end_s]
         # A word stretched back over the gap still opens the part: look from the gap's middle.
-        opening = [w for w in words if (previous_end + part.start_s) / 2 <= w.start < part.end_s]
+        opening = [
+            w for w in words if (max(previous_end, 0.0) + part.start_s) / 2 <= w.start < part.end_s
+        ]
         first = opening[0] if opening else (inside[0] if inside else None)
         if first is None:
             starts.append(PartStart(part, None, None, None, False))
