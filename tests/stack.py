@@ -91,6 +91,20 @@ def final_episodes(db: str, n: int) -> list[catalog.EpisodeRow] | None:
     return None
 
 
+TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+def flow_runs_settled(database: str, n: int) -> bool:
+    """Whether the Prefect server (its PostgreSQL ``database``) has ``n`` flow runs, all in a
+    final state. An episode is done in the catalog just before its flow run ends: a worker or
+    `serve` stopped in between would cancel the run it is finishing."""
+    import psycopg
+
+    with psycopg.connect(database) as conn:
+        states = [r[0] for r in conn.execute("SELECT state_type FROM flow_run").fetchall()]
+    return len(states) == n and all(s in TERMINAL_STATES for s in states)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -19,6 +19,7 @@ from stack import (
     PrefectServer,
     child_env,
     final_episodes,
+    flow_runs_settled,
     podscribe_settings,
     run_ok,
     stop,
@@ -76,6 +77,12 @@ def test_podscribe_serve_polls_the_demo_feed_on_postgres_end_to_end(
                 lambda: final_episodes(postgres_url, len(DEMO_TITLES)),
                 480,
                 every_s=3,
+            )
+            wait_for(
+                "the poll's and the episodes' flow runs ended",
+                lambda: flow_runs_settled(prefect_on_postgres.database, 1 + len(DEMO_TITLES)),
+                120,
+                every_s=2,
             )
         finally:
             stop(serve)
