@@ -105,6 +105,25 @@ def flow_runs_settled(database: str, n: int) -> bool:
     return len(states) == n and all(s in TERMINAL_STATES for s in states)
 
 
+def flow_processes_exited(pid: int) -> bool:
+    """Whether the runner process ``pid`` (`podscribe serve`, a worker) has no flow-run
+    process left. A run's state is final on the server a moment before its process exits;
+    a runner stopped in between marks the run it still holds CANCELLED."""
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return True
+    for child in children:
+        try:
+            if "prefect.engine" in " ".join(child.cmdline()):
+                return False
+        except psutil.Error:  # gone while we looked
+            continue
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

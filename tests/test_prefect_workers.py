@@ -32,6 +32,7 @@ from stack import (
     PrefectServer,
     child_env,
     final_episodes,
+    flow_processes_exited,
     flow_runs_settled,
     podscribe_settings,
     run_ok,
@@ -168,6 +169,11 @@ def test_two_workers_split_two_feeds_and_transcribe_each_episode_once(
         n = sum(len(texts) for texts in FEEDS.values())
         rows = wait_for("every episode done or failed", lambda: final_episodes(db, n), 600, 3)
         wait_for("every flow run ended", lambda: flow_runs_settled(server.database, 2 + n), 120, 2)
+        wait_for(
+            "the workers' flow-run processes exited",
+            lambda: all(flow_processes_exited(w.pid) for w in workers),
+            60,
+        )
     finally:
         for w in workers:
             stop(w)

@@ -19,6 +19,7 @@ from stack import (
     PrefectServer,
     child_env,
     final_episodes,
+    flow_processes_exited,
     flow_runs_settled,
     podscribe_settings,
     run_ok,
@@ -83,6 +84,9 @@ def test_podscribe_serve_polls_the_demo_feed_on_postgres_end_to_end(
                 lambda: flow_runs_settled(prefect_on_postgres.database, 1 + len(DEMO_TITLES)),
                 120,
                 every_s=2,
+            )
+            wait_for(
+                "serve's flow-run processes exited", lambda: flow_processes_exited(serve.pid), 60
             )
         finally:
             stop(serve)
