@@ -289,7 +289,7 @@ def finish_episode(
     report_html = render_html_report(report_input)
     contents = render_transcript(transcript)
     scored = score_data(transcript, score, reference)
-    speakers = report_input.speakers() if score is not None and ref_turns else None
+    speakers = report_input.speaker_section if score is not None and ref_turns else None
     if speakers is not None and speakers.speakers:
         scored["per_speaker"] = speakers.as_dict()
     contents["score.json"] = json_bytes(scored)

@@ -152,7 +152,7 @@ def test_html_report_has_the_speaker_section(reference) -> None:  # type: ignore
 def test_transcript_speakers_without_reference_give_a_timeline() -> None:
     t = _transcript()
     data = ReportInput(t, None, None)
-    report = data.speakers()
+    report = data.speaker_section
     assert report is not None and not report.speakers and not report.reference_spans
     lanes = [s.lane for s in report.hypothesis_spans]
     assert lanes == [s[2] for s in SEGMENTS]

@@ -14,6 +14,7 @@ signals and flags only. Where the reference or the transcript names speakers, a 
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import threading
@@ -68,16 +69,22 @@ class ReportInput:
     # The reference's speaker turns (their texts joined are reference_text); () unlabelled.
     reference_turns: tuple[SpeakerTurn, ...] = ()
 
-    def speakers(self, alignment: WordAlignment | None = None) -> SpeakerReport | None:
+    # Computed once per report: the HTML page, the markdown artifact and score.json all use
+    # them, and aligning an episode's words (or pairing its speakers) is not free.
+    @functools.cached_property
+    def alignment(self) -> WordAlignment | None:
+        """The transcript's words aligned to the reference's; None without a score."""
+        if self.score is None or self.reference_text is None:
+            return None
+        return align_words(self.transcript, self.reference_text)
+
+    @functools.cached_property
+    def speaker_section(self) -> SpeakerReport | None:
         """The speaker section's numbers; None where no one is named on either side."""
-        if alignment is None:
-            alignment = (
-                align_words(self.transcript, self.reference_text)
-                if self.score is not None and self.reference_text is not None
-                else WordAlignment((), (), ())
-            )
+        alignment = self.alignment or WordAlignment((), (), ())
         turns = self.reference_turns if alignment.ref_words else ()
-        return speaker_report(self.transcript, alignment, turns)
+        cp = self.score.speakers if self.score is not None else None
+        return speaker_report(self.transcript, alignment, turns, cp)
 
     @property
     def rtfx(self) -> float | None:
@@ -529,10 +536,8 @@ def render_html_report(data: ReportInput) -> str:
         f'<img class="plot" id="timeline" alt="WER per chunk and flags along the episode" '
         f'src="data:image/png;base64,{png}">',
     ]
-    alignment = None
-    if s is not None and data.reference_text is not None:
-        alignment = align_words(t, data.reference_text)
-    parts.append(_speakers_section(data.speakers(alignment), t.duration_s))
+    alignment = data.alignment
+    parts.append(_speakers_section(data.speaker_section, t.duration_s))
     if s is not None and alignment is not None:
         parts.append("<h2>Worst chunks</h2>")
         parts.append(
@@ -637,10 +642,8 @@ def render_markdown_report(data: ReportInput) -> str:
     """The report's content as markdown (for a Prefect artifact): tables, no images."""
     t, s, q = data.transcript, data.score, data.quality
     parts = [f"# podscribe report: {t.episode_id}", "", _md_table(["", ""], summary_rows(data)), ""]
-    alignment = None
-    if s is not None and data.reference_text is not None:
-        alignment = align_words(t, data.reference_text)
-    parts += _md_speakers(data.speakers(alignment))
+    alignment = data.alignment
+    parts += _md_speakers(data.speaker_section)
     if s is not None and alignment is not None:
         parts += [
             "## Worst chunks",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import jiwer
 
-from pipeline.core.types import ErrorCounts, SpeakerTurn, Transcript
+from pipeline.core.types import ErrorCounts, SpeakerScore, SpeakerTurn, Transcript
 from pipeline.quality.score import WordAlignment, normalize_words
 from pipeline.quality.speakers import (
     UNLABELLED,
@@ -185,9 +185,11 @@ def speaker_report(
     transcript: Transcript,
     alignment: WordAlignment,
     reference_turns: Sequence[SpeakerTurn],
+    cpwer_score: SpeakerScore | None = None,
 ) -> SpeakerReport | None:
     """The speaker section, or None where neither the reference nor the transcript names
-    speakers (a transcript's labels alone give the timeline)."""
+    speakers (a transcript's labels alone give the timeline). ``cpwer_score``: the episode's
+    cpWER of these same turns when the caller has it (its pairing is reused, not redone)."""
     hyp_turns = hypothesis_turns(transcript)
     labelled_ref = any(t.speaker is not None for t in reference_turns)
     if not labelled_ref and not hyp_turns:
@@ -222,7 +224,9 @@ def speaker_report(
             if step.op != "insert" and speaker is not None and h < len(seg_of):
                 heard.setdefault(seg_of[h], Counter())[speaker] += 1
             h += 1
-    names = _label_names(reference_turns, hyp_turns) if labelled_ref and hyp_turns else {}
+    names = (
+        _label_names(reference_turns, hyp_turns, cpwer_score) if labelled_ref and hyp_turns else {}
+    )
     pairs = _pairs(reference_turns, hyp_turns, names) if names else {}
     by_ref = {ref: label for label, ref in names.items() if ref is not None}
     speakers = tuple(
@@ -261,11 +265,21 @@ def speaker_report(
 
 
 def _label_names(
-    reference: Sequence[SpeakerTurn], hypothesis: Sequence[SpeakerTurn]
+    reference: Sequence[SpeakerTurn],
+    hypothesis: Sequence[SpeakerTurn],
+    known: SpeakerScore | None = None,
 ) -> dict[str, str | None]:
-    """Each transcript label -> the reference speaker cpWER's best permutation pairs it with."""
-    score = cpwer(reference, hypothesis)
+    """Each transcript label -> the reference speaker cpWER's best permutation pairs it with
+    (``known``'s pairing when it is of these speakers on both sides)."""
     names: dict[str, str | None] = {t.speaker or UNLABELLED: None for t in hypothesis}
+    refs = {t.speaker or UNLABELLED for t in reference}
+    same = (
+        known is not None
+        and known.hyp_speakers == len(names)
+        and known.ref_speakers == len(refs)
+        and all(r in refs and (h is None or h in names) for r, h in known.mapping)
+    )
+    score = known if same and known is not None else cpwer(reference, hypothesis)
     for ref, hyp in score.mapping:
         if hyp is not None:
             names[hyp] = ref
