@@ -278,9 +278,7 @@ def finish_episode(
         build_provenance(manifest, chunk_transcripts),
     )
     if diarization is not None:
-        transcript, diarization = label_speakers(
-            transcript, diarization, reference, rttm, persons
-        )
+        transcript, diarization = label_speakers(transcript, diarization, reference, rttm, persons)
     # Score, assess and render before writing anything: a failure in any of them must not
     # leave new files beside old ones.
     score = score_transcript(transcript, reference.text) if reference is not None else None

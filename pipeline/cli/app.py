@@ -136,7 +136,7 @@ def transcribe(
         list[str] | None,
         typer.Option(
             help='Someone who speaks, to name the speakers after: "Alice Smith:host" '
-            '(role optional; repeat for each person). Used with --speakers, when the '
+            "(role optional; repeat for each person). Used with --speakers, when the "
             "reference names no one.",
         ),
     ] = None,
