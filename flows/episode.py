@@ -44,6 +44,7 @@ from flows.forms import (
     Feed,
     MaxChunk,
     Model,
+    Persons,
     ReferenceText,
     Repair,
     RerunReference,
@@ -82,6 +83,7 @@ from pipeline.core.types import (
     Chunk,
     ChunkManifest,
     ChunkTranscript,
+    Person,
     chunk_index_of,
     chunk_number,
 )
@@ -103,6 +105,7 @@ from pipeline.quality.report import (
 from pipeline.quality.signals import ChunkFlags, ChunkSignals, QualityReport, screen_chunks
 from pipeline.settings import fetch_limits, retry_policy, weights_source
 from pipeline.sources import catalog
+from pipeline.sources.feed import parse_person
 from pipeline.sources.net import FetchLimits
 from pipeline.sources.reference import Reference, is_url, read_reference
 
@@ -295,8 +298,10 @@ def finish(
     title: str | None = None,
     storage_url: str | None = None,
     diarization: Diarization | None = None,
+    persons: tuple[Person, ...] = (),
 ) -> tuple[Any, Any, dict[str, Path]]:
-    """Merge the chunk transcripts (speakers from ``diarization``), score, write the outputs
+    """Merge the chunk transcripts (speakers from ``diarization``, named after ``persons``
+    where the speech shows who is who), score, write the outputs
     and report atomically (and put them, with the history record, under the shared storage
     root when there is one)."""
     return finish_episode(
@@ -311,6 +316,7 @@ def finish(
         title=title,
         storage=Storage(storage_url) if storage_url else None,
         diarization=diarization,
+        persons=persons,
     )
 
 
@@ -520,6 +526,7 @@ class EpisodeRun:
     background: Background
     started: float
     feed: str | None = None
+    persons: tuple[Person, ...] = ()  # names for the speakers (the feed's list)
 
 
 def complete_episode(
@@ -566,6 +573,7 @@ def complete_episode(
         title,
         run.settings.storage_url,
         diarization,
+        run.persons,
     )
     summary = {
         "episode_id": manifest.episode_id,
@@ -677,6 +685,7 @@ def transcribe_episode(
     feed: Feed = None,
     repair: Repair = True,
     speakers: Speakers = None,
+    persons: Persons = None,
 ) -> State[dict[str, Any]]:
     """Transcribe one episode chunk by chunk, score it against ``reference`` and report;
     with ``speakers``, diarize it in a task of its own beside the chunks.
@@ -698,6 +707,7 @@ def transcribe_episode(
         # Not given (a scheduled poll's runs): the server's PODSCRIBE_SPEAKERS.
         speakers = settings.speakers if speakers is None else speakers
         parse_speakers(speakers)  # a bad value fails before any work
+        people = tuple(parse_person(p) for p in persons or ())
         limits = fetch_limits(settings)
         ref = check_inputs(options, reference, settings, limits)
         manifest = prepare(
@@ -719,6 +729,7 @@ def transcribe_episode(
             background,
             started,
             feed,
+            people,
         )
         diarizing = submit_diarization(manifest, speakers, device, run.title, settings)
         new, statuses, errors = run_chunks(

@@ -53,7 +53,7 @@ from pipeline.episode import check_options
 from pipeline.quality.repair import RepairPolicy
 from pipeline.settings import fetch_limits, retry_policy, weights_source
 from pipeline.sources import catalog
-from pipeline.sources.feed import Feed, FeedEpisode, fetch_feed
+from pipeline.sources.feed import Feed, FeedEpisode, fetch_feed, format_person
 
 TRANSCRIBE_DEPLOYMENT = "transcribe-episode/transcribe-episode"
 
@@ -79,6 +79,8 @@ def _parameters(row: catalog.EpisodeRow, model: str, device: str) -> dict[str, A
         "model": model,
         "device": device,
         "feed": row.feed_id,
+        # The feed's <podcast:person> list, to name the speakers when they are diarized.
+        "persons": [format_person(p) for p in row.persons] or None,
     }
 
 

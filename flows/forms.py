@@ -125,6 +125,17 @@ Speakers = Annotated[
         pattern=r"^\s*(off|auto|[0-9]{1,2})\s*$",
     ),
 ]
+Persons = Annotated[
+    list[str] | None,
+    Field(
+        title="People",
+        description='Who takes part, to name the speakers after: one "Name:role" each (e.g. '
+        '"Alice Smith:host"; the role is optional). A feed\'s <podcast:person> tags fill this '
+        'in; the speakers are named where what they say shows who is who ("I\'m Alice", '
+        '"thanks, Bob") and no labelled reference names them. Needs Speakers.',
+        max_length=20,
+    ),
+]
 Feed = Annotated[
     str | None,
     Field(

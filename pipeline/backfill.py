@@ -254,6 +254,7 @@ def finish_claimed(
         reference=prepared.reference,
         feed=row.feed_id,
         title=row.title,
+        persons=row.persons,
     )
     try:
         result = repair_and_finish(

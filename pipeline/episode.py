@@ -40,6 +40,7 @@ from pipeline.core.transcript import merge_transcripts, render_transcript
 from pipeline.core.types import (
     ChunkManifest,
     ChunkTranscript,
+    Person,
     Score,
     SpeakerSpan,
     Transcript,
@@ -72,6 +73,7 @@ from pipeline.quality.speakers import (
     SpeakerNaming,
     add_speaker_scores,
     hypothesis_turns,
+    name_speakers_by_mentions,
     name_speakers_by_time,
     name_speakers_by_words,
     rename_speakers,
@@ -172,13 +174,17 @@ def name_speakers(
     transcript: Transcript,
     reference: Reference | None,
     rttm: Sequence[SpeakerSpan] | None,
+    persons: Sequence[Person] = (),
 ) -> SpeakerNaming | None:
     """Map the diarizer's labels onto the names a reference gives: by time against an RTTM,
-    else by aligned words against a "Name: …" reference; None when neither names anyone."""
+    else by aligned words against a "Name: …" reference, else after the feed's ``persons`` by
+    what the speakers say; None when none of them names anyone."""
     if rttm:
         return name_speakers_by_time(speaker_spans(transcript), rttm)
     if reference is not None and any(t.speaker for t in reference.turns):
         return name_speakers_by_words(hypothesis_turns(transcript), reference.turns)
+    if persons:
+        return name_speakers_by_mentions(hypothesis_turns(transcript), persons)
     return None
 
 
@@ -187,14 +193,16 @@ def label_speakers(
     diarization: Diarization,
     reference: Reference | None = None,
     rttm: Sequence[SpeakerSpan] | None = None,
+    persons: Sequence[Person] = (),
 ) -> tuple[Transcript, Diarization]:
     """``transcript`` with a speaker on every segment and word (segments cut at turn
-    changes), named after the reference's speakers where the mapping is sure enough, and the
+    changes), named after the reference's speakers (else the feed's ``persons``, see
+    :func:`name_speakers`) where the mapping is sure enough, and the
     diarization with its turns named the same way. The provenance of both says how the turns
     were made and how sure each name is."""
     segments = attribute_speakers(transcript.segments, diarization.turns)
     labelled = dataclasses.replace(transcript, segments=segments)
-    naming = name_speakers(labelled, reference, rttm)
+    naming = name_speakers(labelled, reference, rttm, persons)
     names: dict[str, str] = {}
     if naming is not None:
         labelled = rename_speakers(labelled, naming, NAME_AGREEMENT)
@@ -243,6 +251,7 @@ def finish_episode(
     title: str | None = None,
     storage: Storage | None = None,
     diarization: Diarization | None = None,
+    persons: Sequence[Person] = (),
 ) -> tuple[Transcript, Score | None, dict[str, Path]]:
     """Merge, score, flag, write the outputs and report atomically, and record the run.
 
@@ -254,7 +263,8 @@ def finish_episode(
     is recorded in run.json so the episode can be found by it. The run is appended to
     ``history_path`` (default: ``history.jsonl`` beside ``out_dir``) after every file is
     written. With ``diarization``, every segment gets a speaker (see :func:`label_speakers`)
-    and the turns are written beside the transcript.
+    and the turns are written beside the transcript; ``persons`` (the feed's
+    ``<podcast:person>`` list) name the speakers when no reference does.
     """
     out_dir = Path(out_dir)
     if quality is None:  # not screened by the repair step: segments over no speech go here
@@ -268,7 +278,7 @@ def finish_episode(
         build_provenance(manifest, chunk_transcripts),
     )
     if diarization is not None:
-        transcript, diarization = label_speakers(transcript, diarization, reference, rttm)
+        transcript, diarization = label_speakers(transcript, diarization, reference, rttm, persons)
     # Score, assess and render before writing anything: a failure in any of them must not
     # leave new files beside old ones.
     score = score_transcript(transcript, reference.text) if reference is not None else None
@@ -373,12 +383,14 @@ def run_episode(
     max_duration_s: float | None = None,
     rttm: Sequence[SpeakerSpan] | None = None,
     diarize_options: DiarizeOptions | None = None,
+    persons: Sequence[Person] = (),
 ) -> EpisodeResult:
     """Transcribe (and score) one episode; nothing is written to ``out_dir`` unless all succeed.
 
     With ``diarize_options`` the episode is diarized in a thread beside the transcription
     (its speaker encoder and Whisper's decoder take turns on the cores) and every segment
-    gets a speaker.
+    gets a speaker, named after ``persons`` (who takes part, as a feed lists them) where what
+    they say shows who is who and no labelled reference or RTTM names them.
 
     Each finished chunk transcript is stored at once in ``chunk_store`` (default
     ``<audio_root>/.chunk-results``): a run cut short (killed, crashed) is resumed by the same
@@ -441,6 +453,7 @@ def run_episode(
                 reference=reference,
                 feed=feed,
                 rttm=rttm,
+                persons=tuple(persons),
             ),
             options,
             loaded,
@@ -483,6 +496,7 @@ class EpisodeOutputs:
     feed: str | None = None
     title: str | None = None
     rttm: Sequence[SpeakerSpan] | None = None
+    persons: tuple[Person, ...] = ()  # names for the diarizer's speakers (a feed's list)
 
     def folder(self, episode_id: str) -> Path:
         """The episode's output folder."""
@@ -525,6 +539,7 @@ def repair_and_finish(
         rttm=outputs.rttm,
         title=outputs.title,
         diarization=diarization() if diarization is not None else None,
+        persons=outputs.persons,
     )
     return EpisodeResult(
         episode_id=manifest.episode_id,

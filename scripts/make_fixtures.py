@@ -21,8 +21,12 @@ Outputs:
   "Right." and one turn taken after only 0.15 s: ``Host:``/``Guest:`` lines and the true turns
   (RTTM, from each sentence's own length) for the diarization tests.
 
+- tests/fixtures/intro.mp3 + intro.txt: ~30 s, the dialogue's two voices introducing themselves
+  and each other by name ("I'm Alice", "Thanks, Alice. I'm Bob", "Bob, ..."): naming the
+  diarizer's speakers after a feed's <podcast:person> list, with no labelled reference.
+
 ``python scripts/make_fixtures.py longform`` makes only the named outputs (speech, episode,
-longform, dialogue, parts); no name: all of them.
+longform, dialogue, parts, intro); no name: all of them.
 """
 
 from __future__ import annotations
@@ -79,6 +83,22 @@ DIALOGUE = [  # (speaker, text, pause after, seconds)
     ("Host", "And what should people who live near a river do about it?", 0.15),
     ("Guest", "They should plan for floods, and ask the town for new maps every year.", 0.7),
     ("Host", "That is all for today. Thank you for listening to the show.", 0.0),
+]
+
+# Names tiny.en writes as they are spelt, said by the dialogue's voices (Alice: en-us+m3).
+INTRO_VOICES = {"Alice": "en-us+m3", "Bob": "en-gb+f3"}
+INTRO = [  # (speaker, text, pause after, seconds)
+    (
+        "Alice",
+        "Hello and welcome to the garden show, where we talk about vegetables. I'm Alice.",
+        0.6,
+    ),
+    ("Bob", "Thanks, Alice. I'm Bob, and I am glad to be here with you today.", 0.7),
+    ("Alice", "Bob, what did you plant in your garden this spring, and why?", 0.5),
+    ("Bob", "Mostly tomatoes and beans, and a few long rows of potatoes for the winter.", 0.6),
+    ("Alice", "And how did the tomatoes do in all that rain we had in June?", 0.5),
+    ("Bob", "They did very well, but the beans were slow to start and the snails ate some.", 0.6),
+    ("Alice", "That is all for today. Thank you for listening to the garden show.", 0.0),
 ]
 
 PARTS_LEAD_S = 1.0  # silence before the first turn
@@ -188,16 +208,21 @@ def wav_seconds(path: Path) -> float:
         return w.getnframes() / w.getframerate()
 
 
-def build_dialogue(out: Path) -> tuple[str, str]:
-    """DIALOGUE spoken into ``out``; returns its "Name: text" reference and its RTTM."""
+def build_dialogue(
+    out: Path,
+    lines: list[tuple[str, str, float]] = DIALOGUE,
+    voices: dict[str, str] = DIALOGUE_VOICES,
+) -> tuple[str, str]:
+    """``lines`` (DIALOGUE) spoken into ``out`` by ``voices``; returns its "Name: text"
+    reference and its RTTM."""
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         pieces: list[Path] = [silence(tmp, 0.5)]
         t = 0.5
         rttm = []
-        for i, (speaker, text, pause) in enumerate(DIALOGUE):
+        for i, (speaker, text, pause) in enumerate(lines):
             raw, wav = tmp / f"r{i}.wav", tmp / f"d{i}.wav"
-            speak(DIALOGUE_VOICES[speaker], text, raw)
+            speak(voices[speaker], text, raw)
             ffmpeg("-i", raw.as_posix(), "-ar", str(RATE), "-ac", "1", wav.as_posix())
             length = wav_seconds(wav)
             rttm.append(f"SPEAKER dialogue 1 {t:.3f} {length:.3f} <NA> <NA> {speaker} <NA> <NA>\n")
@@ -212,7 +237,7 @@ def build_dialogue(out: Path) -> tuple[str, str]:
             "-f", "concat", "-safe", "0", "-i", listing.as_posix(), "-ar", str(RATE), "-ac", "1",
             "-c:a", "libmp3lame", "-b:a", "32k", out.as_posix(),
         )  # fmt: skip
-    text = "".join(f"{speaker}: {line}\n" for speaker, line, _ in DIALOGUE)
+    text = "".join(f"{speaker}: {line}\n" for speaker, line, _ in lines)
     return text, "".join(rttm)
 
 
@@ -246,7 +271,7 @@ def build_parts(out: Path) -> tuple[str, str]:
 
 def main(names: list[str]) -> None:
     FIXTURES.mkdir(parents=True, exist_ok=True)
-    wanted = set(names) or {"speech", "episode", "longform", "dialogue", "parts"}
+    wanted = set(names) or {"speech", "episode", "longform", "dialogue", "parts", "intro"}
     if "speech" in wanted:
         speech = build([(v, t, 0.3) for v, t in SPEECH], FIXTURES / "speech.ogg")
         (FIXTURES / "speech.txt").write_text(speech)
@@ -259,6 +284,12 @@ def main(names: list[str]) -> None:
         text, rttm = build_dialogue(FIXTURES / "dialogue.mp3")
         (FIXTURES / "dialogue.txt").write_text(text)
         (FIXTURES / "dialogue.rttm").write_text(rttm)
+    if "intro" in wanted:
+        text, _ = build_dialogue(FIXTURES / "intro.mp3", INTRO, INTRO_VOICES)
+        # plain text: a labelled reference would name the speakers before the feed's persons
+        (FIXTURES / "intro.txt").write_text(
+            " ".join(line.split(": ", 1)[1] for line in text.splitlines()) + "\n"
+        )
     if "parts" in wanted:
         reference, tsv = build_parts(FIXTURES / "parts.mp3")
         (FIXTURES / "parts.txt").write_text(reference)

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli.feeds import register
 from pipeline.core.errors import FeedError, OptionsError
+from pipeline.core.types import Person
 from pipeline.sources import catalog
 from pipeline.sources.feed import Feed, parse_feed
 
@@ -391,7 +392,7 @@ def test_a_version_1_catalog_is_migrated_in_place_by_racing_processes(sqlite_db:
     assert (b.state, b.claimed_at) == ("running", None)
     assert catalog.running_for(b, datetime(2025, 6, 2, 1, tzinfo=UTC)) == 3600
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
     assert catalog.retry_episode(db, "ep-a").state == "new"  # v1 failures can be retried
@@ -530,7 +531,7 @@ def test_postgres_schema_is_created_once_by_racing_processes(postgres_url: str) 
     import psycopg
 
     with psycopg.connect(postgres_url) as conn:
-        assert conn.execute("SELECT version FROM podscribe_schema").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM podscribe_schema").fetchall() == [(3,)]
     catalog.close_catalog(postgres_url)
 
 
@@ -559,3 +560,42 @@ def test_settings_keep_a_catalog_url_as_text_and_a_path_as_a_path(
     assert load_settings(db="elsewhere/cat.db").db == Path("elsewhere/cat.db")
     monkeypatch.setenv("PODSCRIBE_DB", "data/podscribe.db")
     assert load_settings().db == Path("data/podscribe.db")
+
+
+# --- the feed's persons --------------------------------------------------------------------------
+
+
+def _with_persons(feed: Feed, *persons: Person) -> Feed:
+    episodes = tuple(dataclasses.replace(e, persons=persons) for e in feed.episodes)
+    return dataclasses.replace(feed, episodes=episodes)
+
+
+def test_persons_are_kept_and_follow_the_feed(db: Path | str) -> None:
+    alice = Person("Alice Smith", "host", "cast", "https://example.org/alice")
+    catalog.record_feed_episodes(db, _with_persons(_feed(1), alice))
+    catalog.record_feed_episodes(db, _feed(2))
+    one, two = catalog.list_episodes(db)
+    assert (one.persons, two.persons) == ((alice,), ())
+    # A claim (what starts a run later) carries them.
+    assert catalog.claim_episode(db, one.episode_id).persons == (alice,)  # type: ignore[union-attr]
+    # A feed that changes its list updates the row; one that drops it leaves the row's.
+    bob = Person("Bob", "guest")
+    catalog.record_feed_episodes(db, _with_persons(_feed(1, 2), bob))
+    assert [r.persons for r in catalog.list_episodes(db)] == [(bob,), (bob,)]
+    catalog.record_feed_episodes(db, _feed(1, 2))
+    assert [r.persons for r in catalog.list_episodes(db)] == [(bob,), (bob,)]
+
+
+def test_a_version_2_postgres_catalog_gains_the_persons_column(postgres_url: str) -> None:
+    import psycopg
+
+    catalog.record_feed_episodes(postgres_url, _feed(1))
+    catalog.close_catalog(postgres_url)  # the next call checks the schema version again
+    with psycopg.connect(postgres_url) as conn:  # as version 2 left it
+        conn.execute("ALTER TABLE episodes DROP COLUMN persons")
+        conn.execute("UPDATE podscribe_schema SET version = 2")
+    catalog.record_feed_episodes(postgres_url, _with_persons(_feed(1, 2), Person("Alice")))
+    assert [r.persons for r in catalog.list_episodes(postgres_url)] == [(Person("Alice"),)] * 2
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT version FROM podscribe_schema").fetchall() == [(3,)]
+    catalog.close_catalog(postgres_url)

@@ -226,3 +226,57 @@ def test_transcribe_with_speakers_names_them_and_scores_them(
     assert "Host: " in (out / "transcript.txt").read_text()
     diarization = json.loads((out / "diarization.json").read_text())
     assert diarization["provenance"]["options"]["speakers"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--speakers", "auto", "--person", " :host"], "error: person ' :host': give a name"),
+        (["--person", "Alice"], "error: --person names the speakers the diarizer finds"),
+    ],
+)
+def test_bad_person_is_one_line_before_any_work(
+    args: list[str], message: str, tmp_path: Path, fixtures_dir: Path
+) -> None:
+    done = podscribe("transcribe", fixtures_dir / "intro.mp3", *args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr
+    assert not (tmp_path / "audio").exists() and not (tmp_path / "transcripts").exists()
+
+
+@pytest.mark.slow
+def test_speakers_are_named_after_the_feeds_persons_from_what_they_say(
+    tmp_path: Path, fixtures_dir: Path
+) -> None:
+    """intro.mp3: two voices; "…I'm Alice." / "Thanks, Alice. I'm Bob…" / "Bob, what…"; no
+    labelled reference, only the persons a feed would list (and one who never speaks)."""
+    from pipeline.core.types import Person
+    from pipeline.episode import run_episode
+    from pipeline.sources.reference import read_reference
+
+    persons = (Person("Alice Smith"), Person("Bob Jones", "guest"), Person("Carol", "producer"))
+    result = run_episode(
+        str(fixtures_dir / "intro.mp3"),
+        reference=read_reference(str(fixtures_dir / "intro.txt")),  # plain text: no names
+        episode_id="intro",
+        audio_root=tmp_path / "audio",
+        transcripts_root=tmp_path / "transcripts",
+        diarize_options=DiarizeOptions(speakers=2),
+        persons=persons,
+    )
+    transcript = json.loads((result.out_dir / "transcript.json").read_text())
+    speakers = [s["speaker"] for s in transcript["segments"]]
+    assert set(speakers) == {"Alice Smith", "Bob Jones"}
+    assert speakers[0] == "Alice Smith"  # she opens the show
+    bob = next(s for s in transcript["segments"] if "I'm Bob" in s["text"])
+    assert bob["speaker"] == "Bob Jones"
+    naming = transcript["provenance"]["diarization"]["naming"]
+    assert naming["by"] == "feed" and naming["candidates"] == ["Alice Smith", "Bob Jones", "Carol"]
+    assert naming["agreement"] >= 0.75
+    kinds = {(e["name"], e["kind"]) for e in naming["evidence"]}
+    assert ("Bob Jones", "self") in kinds and ("Alice Smith", "address") in kinds
+    # the diarizer's own turns carry the names too (RTTM fields have no spaces)
+    rttm = (result.out_dir / "speakers.rttm").read_text().splitlines()
+    assert {line.split()[7] for line in rttm} == {"Alice_Smith", "Bob_Jones"}
+    assert all(len(line.split()) == 10 for line in rttm)

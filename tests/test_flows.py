@@ -546,3 +546,33 @@ def test_transcribe_episode_diarizes_in_a_task_of_its_own(
     )  # fmt: skip
     assert state.is_failed() and "--speakers must be off, auto" in (state.message or "")
     assert not (flow_env / "audio_root" / "bad").exists()
+
+
+def test_transcribe_episode_names_speakers_after_the_persons_given(
+    flow_env: Path, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The persons parameter (what a poll passes from the feed's <podcast:person> tags) names
+    the diarized speakers from what they say; a nameless person fails before any work."""
+    import json
+
+    import flows.episode
+    from flows.episode import transcribe_episode
+
+    monkeypatch.setattr(flows.episode, "RESERVE_WAIT_S", 120.0)
+    transcribe_episode(
+        source=str(fixtures_dir / "intro.mp3"),
+        episode_id="intro",
+        speakers="2",
+        persons=["Alice Smith:host", "Bob Jones:guest"],
+    )
+    transcript = json.loads(
+        (flow_env / "transcripts_root" / "intro" / "transcript.json").read_text()
+    )
+    assert {s["speaker"] for s in transcript["segments"]} == {"Alice Smith", "Bob Jones"}
+    assert transcript["provenance"]["diarization"]["naming"]["by"] == "feed"
+    state = transcribe_episode(
+        source=str(fixtures_dir / "intro.mp3"), episode_id="bad", speakers="2",
+        persons=[":host"], return_state=True,
+    )  # fmt: skip
+    assert state.is_failed() and "give a name of 1 to 200 characters" in (state.message or "")
+    assert not (flow_env / "audio_root" / "bad").exists()

@@ -26,7 +26,7 @@ from pipeline.cli import bench as bench_commands
 from pipeline.cli import feeds as feed_commands
 from pipeline.cli import quality as quality_commands
 from pipeline.cli.options import AudioRootOption, ModelOption, TranscriptsRootOption
-from pipeline.core.errors import PodscribeError
+from pipeline.core.errors import OptionsError, PodscribeError
 from pipeline.core.types import ChunkManifest, ChunkTranscript, Transcript, chunk_number
 from pipeline.episode import EpisodeResult
 from pipeline.settings import load_settings
@@ -132,6 +132,14 @@ def transcribe(
             "(default: $PODSCRIBE_SPEAKERS or off)."
         ),
     ] = None,
+    person: Annotated[
+        list[str] | None,
+        typer.Option(
+            help='Someone who speaks, to name the speakers after: "Alice Smith:host" '
+            "(role optional; repeat for each person). Used with --speakers, when the "
+            "reference names no one.",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON summary as the last line.")
     ] = False,
@@ -148,11 +156,13 @@ def transcribe(
     from pipeline.episode import run_episode
     from pipeline.quality.repair import RepairPolicy
     from pipeline.settings import diarize_options, fetch_limits, weights_source
+    from pipeline.sources.feed import parse_person
     from pipeline.sources.reference import read_reference
     from pipeline.sources.rttm import read_rttm
 
     if speakers is not None:
         parse_speakers(speakers)  # the flag's own error, before the settings name the variable
+    persons = tuple(parse_person(p) for p in person or ())  # a bad --person fails at once
     settings = load_settings(
         speakers=speakers,
         model=model,
@@ -162,6 +172,9 @@ def transcribe(
         max_episode_s=max_duration_s,
     )
     limits = fetch_limits(settings)
+    diarizing = diarize_options(settings)
+    if persons and diarizing is None:
+        raise OptionsError("--person names the speakers the diarizer finds: add --speakers auto")
     ensure_model(settings.model, weights_source(settings))  # a standard name is downloaded once
     options = TranscribeOptions(
         model=settings.model,
@@ -201,7 +214,8 @@ def transcribe(
             fetch_limits=limits,
             max_duration_s=settings.max_episode_s,
             rttm=spans,
-            diarize_options=diarize_options(settings),
+            diarize_options=diarizing,
+            persons=persons,
         )
     score = result.score
     err.print(

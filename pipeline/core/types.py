@@ -149,6 +149,16 @@ class SpeakerTurn:
 
 
 @dataclass(frozen=True)
+class Person:
+    """Someone a feed says takes part in an episode (Podcasting 2.0 ``<podcast:person>``)."""
+
+    name: str  # as the feed writes it, e.g. "Alice Smith"
+    role: str = "host"  # lower case, the namespace's default role ("host", "guest", ...)
+    group: str = "cast"  # lower case, the namespace's default group
+    href: str | None = None  # a page about the person (http(s) only), when given
+
+
+@dataclass(frozen=True)
 class SpeakerSpan:
     """A stretch of time one speaker talks (an RTTM SPEAKER line), in episode seconds."""
 

@@ -8,12 +8,16 @@ pairwise error counts); a speaker left without a partner counts all its words, a
 
 Naming: a diarizer labels speakers ``SPEAKER_1…``; a reference that names them ("Host: …",
 ``<v Name>``, RTTM) gives the names. Each label gets the name it shares the most time (or the
-most aligned words) with, one to one, and the share that agrees says how sure that is.
+most aligned words) with, one to one, and the share that agrees says how sure that is. A feed
+gives names without times (``<podcast:person>``): then the transcript's own words are the
+evidence, a speaker introducing themself ("I'm Alice") or being addressed by the one before
+("thanks, Alice"); see :func:`name_speakers_by_mentions`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +27,7 @@ from scipy.optimize import linear_sum_assignment
 
 from pipeline.core.types import (
     ErrorCounts,
+    Person,
     Score,
     SpeakerScore,
     SpeakerSpan,
@@ -37,8 +42,10 @@ __all__ = [
     "add_speaker_scores",
     "SpeakerName",
     "SpeakerNaming",
+    "NameEvidence",
     "cpwer",
     "hypothesis_turns",
+    "name_speakers_by_mentions",
     "name_speakers_by_time",
     "name_speakers_by_words",
     "pair_counts",
@@ -177,12 +184,26 @@ class SpeakerName:
 
 
 @dataclass(frozen=True)
+class NameEvidence:
+    """One place in the transcript that speaks for giving ``label`` the name ``name``."""
+
+    label: str  # the diarizer's label it counts for
+    name: str  # the person's full name, as the feed lists it
+    kind: str  # "self" (the label introduces itself), "address" (the speaker before
+    # addresses it), or "only speaker" (one person listed, one speaker found)
+    said_by: str  # the label whose words these are
+    text: str  # the words, cut to EVIDENCE_CHARS
+
+
+@dataclass(frozen=True)
 class SpeakerNaming:
     """Hypothesis labels mapped one to one onto reference names, by time or by words."""
 
     names: tuple[SpeakerName, ...]
     agreement: float | None  # over all labels: agreeing share of all shared time/words
-    by: str  # "time" (seconds of overlap) or "words" (aligned word pairs)
+    by: str  # "time" (seconds of overlap), "words" (aligned word pairs) or "feed" (mentions)
+    candidates: tuple[str, ...] = ()  # by="feed": every name the feed listed, named or not
+    evidence: tuple[NameEvidence, ...] = ()  # by="feed": what each count came from
 
     def as_dict(self) -> dict[str, str]:
         """label -> name for the labels that got one."""
@@ -286,3 +307,123 @@ def rename_speakers(
         for s in transcript.segments
     )
     return dataclasses.replace(transcript, segments=segments)
+
+
+# --- naming from a feed's persons: what the speakers say -------------------------------------
+
+EVIDENCE_CHARS = 120  # of a turn's text kept as evidence: enough to check it by eye
+# A label introduces itself: "I'm Alice", "I am Alice Smith", "my name is Alice", "this is
+# Alice", "it's Alice", "Alice here".
+_SELF_BEFORE = r"(?:i'm|i am|my name is|my name's|this is|it's)"
+_SELF_AFTER = r"here\b(?!')"
+# The speaker before addresses the next one: "thanks, Bob", "welcome Bob", "over to you, Bob";
+# a turn that opens with "Bob," or asks ", Bob?" at its end.
+_ADDRESS_BEFORE = (
+    r"(?:thanks|thank you|welcome|welcome back|hi|hello|hey|good to have you|"
+    r"over to you|back to you|go ahead)(?: so much| very much)?"
+)
+
+
+def _name_forms(persons: Sequence[Person]) -> dict[str, str]:
+    """Lower-cased forms a name is said in -> the person's full name: the full name, and the
+    first name where no other person shares it."""
+    forms: dict[str, str] = {}
+    firsts: dict[str, list[str]] = {}
+    for person in persons:
+        full = " ".join(person.name.split())
+        forms.setdefault(full.casefold(), person.name)
+        words = re.findall(r"\w[\w'-]*", full)
+        if len(words) > 1:
+            firsts.setdefault(words[0].casefold(), []).append(person.name)
+    for first, owners in firsts.items():
+        if len(set(owners)) == 1:
+            forms.setdefault(first, owners[0])
+    return forms
+
+
+_Patterns = tuple[re.Pattern[str], ...]
+
+
+def _mention_patterns(forms: Mapping[str, str]) -> tuple[_Patterns, _Patterns]:
+    """(self-introduction, address) patterns over lower-cased text, the name in group "n"."""
+    # Longest first: "alice smith" before "alice"; a possessive ("Alice's") is not the name.
+    names = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+    name = rf"(?<![\w'])(?P<n>{names})(?![\w-])(?!'s\b)"
+    self_intro = (rf"\b{_SELF_BEFORE},?\s+{name}", rf"{name},?\s+{_SELF_AFTER}")
+    address = (rf"\b{_ADDRESS_BEFORE},?\s+{name}", rf"^\W*{name}\s*,", rf",\s*{name}\s*\?\s*$")
+    return tuple(map(re.compile, self_intro)), tuple(map(re.compile, address))
+
+
+def _matches(patterns: _Patterns, text: str) -> list[re.Match[str]]:
+    """Every match of any of ``patterns``; where two cover one place, the first pattern's."""
+    spans: list[tuple[int, int]] = []
+    found: list[re.Match[str]] = []
+    for pattern in patterns:
+        for match in pattern.finditer(text):
+            start, end = match.span("n")
+            if all(end <= s or start >= e for s, e in spans):
+                spans.append((start, end))
+                found.append(match)
+    return found
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.replace("\u2019", "'").replace("\u2018", "'").casefold().split())
+
+
+def _mention_evidence(
+    turns: Sequence[SpeakerTurn], persons: Sequence[Person]
+) -> list[NameEvidence]:
+    forms = _name_forms(persons)
+    if not forms:
+        return []
+    self_intro, address = _mention_patterns(forms)
+    found: list[NameEvidence] = []
+    labelled = [t for t in turns if t.speaker]
+    for i, turn in enumerate(labelled):
+        speaker = turn.speaker or UNLABELLED
+        text = _plain(turn.text)
+        excerpt = " ".join(turn.text.split())[:EVIDENCE_CHARS]
+        for match in _matches(self_intro, text):
+            found.append(NameEvidence(speaker, forms[match["n"]], "self", speaker, excerpt))
+        # The addressee answers: the next turn by someone else.
+        after = next((t.speaker for t in labelled[i + 1 :] if t.speaker != speaker), None)
+        if after is None:
+            continue
+        for match in _matches(address, text):
+            found.append(NameEvidence(after, forms[match["n"]], "address", speaker, excerpt))
+    return found
+
+
+def name_speakers_by_mentions(
+    turns: Sequence[SpeakerTurn], persons: Sequence[Person]
+) -> SpeakerNaming:
+    """Name the diarizer's labels after the feed's ``persons`` from what is said: a label
+    introducing itself ("I'm Alice", "Alice here") counts once for that name; a name said in
+    address ("thanks, Bob", "welcome Bob", "Bob, …") counts once for the next other speaker.
+    Names match whole words, case ignored, as the full name or (when no one else has it) the
+    first name. Labels get names one to one (most counts); agreement: the share of the
+    label's counts that is for its name. A label without evidence keeps its label.
+
+    One person listed and one speaker found: that person, with the speaker's share of the
+    transcript's words (whitespace-separated, unlabelled turns included) as agreement.
+    """
+    candidates = tuple(dict.fromkeys(p.name for p in persons))
+    labels = list(dict.fromkeys(t.speaker for t in turns if t.speaker))
+    if len(candidates) == 1 and len(labels) == 1:
+        words = {t.speaker: 0 for t in turns}
+        for t in turns:
+            words[t.speaker] += len(t.text.split())
+        total = sum(words.values())
+        said = words[labels[0]]
+        share = said / total if total else None
+        only = NameEvidence(labels[0], candidates[0], "only speaker", labels[0], "")
+        name = SpeakerName(labels[0], candidates[0], share, float(said))
+        return SpeakerNaming((name,), share, "feed", candidates, (only,))
+    evidence = _mention_evidence(turns, persons)
+    shared: dict[str, dict[str, float]] = {}
+    for e in evidence:
+        row = shared.setdefault(e.label, {})
+        row[e.name] = row.get(e.name, 0.0) + 1
+    naming = _name_from_shared(shared, labels, "feed")
+    return dataclasses.replace(naming, candidates=candidates, evidence=tuple(evidence))

@@ -18,6 +18,7 @@ left stays failed until ``retry_episode`` (``podscribe episodes retry``) makes i
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -35,6 +36,7 @@ from sqlalchemy.pool import NullPool
 
 from pipeline.core.errors import FeedError, OptionsError
 from pipeline.core.store import DEFAULT_TRANSCRIPTS_ROOT
+from pipeline.core.types import Person
 from pipeline.sources.feed import Feed, FeedEpisode, best_transcript
 
 # Where a catalog lives: a SQLite file path, or a database URL (postgresql://user@host/db).
@@ -43,7 +45,7 @@ CatalogLocation = str | os.PathLike[str]
 DEFAULT_DB = DEFAULT_TRANSCRIPTS_ROOT / "podscribe.db"
 BUSY_TIMEOUT_S = 30.0  # seconds a SQLite write waits for another process's write to finish
 STATES = ("new", "running", "done", "failed")
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _MAX_EXPONENT = 32  # 2**32 × any sane base is past every cap: no float overflow
 _PG_MIGRATION_LOCK = 0x70647363  # pg_advisory_xact_lock key: one process migrates at a time
 
@@ -83,11 +85,15 @@ _episodes = sa.Table(
     sa.Column("claimed_at", _Time),
     sa.Column("claim_id", sa.Text),
     sa.Column("flow_run_id", sa.Text),
+    # Version 3: the feed's <podcast:person> list, as JSON (NULL: none), so that an episode
+    # started later from its row still names its speakers.
+    sa.Column("persons", sa.Text),
     sa.UniqueConstraint("feed_id", "guid"),
     sa.CheckConstraint("state IN ('new', 'running', 'done', 'failed')", name="episode_state"),
 )
 sa.Index("episodes_by_state", _episodes.c.state)
 _V2_COLUMNS = ("attempts", "next_attempt_at", "claimed_at", "claim_id", "flow_run_id")
+_V3_COLUMNS = ("persons",)
 # PostgreSQL only: the version of the schema in that database (SQLite keeps it in user_version).
 _schema_info = sa.Table(
     "podscribe_schema", sa.MetaData(), sa.Column("version", sa.Integer, nullable=False)
@@ -130,6 +136,7 @@ class EpisodeRow:
     claimed_at: str | None = None  # when the latest run was claimed (ISO 8601, UTC)
     claim_id: str | None = None  # unique per claim: the idempotency key of that claim's run
     flow_run_id: str | None = None  # the Prefect flow run of the latest claim, when known
+    persons: tuple[Person, ...] = ()  # the feed's <podcast:person> list for this episode
 
 
 @dataclass(frozen=True)
@@ -292,7 +299,7 @@ def _migrate_sqlite(dbapi_conn: sqlite3.Connection) -> None:
                     create = sa.schema.CreateIndex(index, if_not_exists=True)
                     dbapi_conn.execute(str(create.compile(dialect=dialect)))
         have = {row[1] for row in dbapi_conn.execute("PRAGMA table_info(episodes)")}
-        for name in _V2_COLUMNS:
+        for name in (*_V2_COLUMNS, *_V3_COLUMNS):
             if name not in have:
                 column = sa.schema.CreateColumn(_episodes.c[name]).compile(dialect=dialect)
                 dbapi_conn.execute(f"ALTER TABLE episodes ADD COLUMN {column}")
@@ -323,6 +330,10 @@ def _migrate_postgres(conn: Connection, where: str) -> None:
             conn.execute(
                 sa.text(f"ALTER TABLE {table} ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY")
             )
+    if 1 <= version < 3:  # PostgreSQL catalogs began at version 2: only v3's column is new
+        for name in _V3_COLUMNS:
+            column = sa.schema.CreateColumn(_episodes.c[name]).compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE episodes ADD COLUMN IF NOT EXISTS {column}"))
     if version < _SCHEMA_VERSION:
         conn.execute(sa.delete(_schema_info))
         conn.execute(sa.insert(_schema_info).values(version=_SCHEMA_VERSION))
@@ -415,6 +426,32 @@ _FEED_COLUMNS = [_feeds.c[f.name] for f in fields(FeedRow)]
 _EPISODE_COLUMNS = [_episodes.c[f.name] for f in fields(EpisodeRow)]
 
 
+def _to_episode_row(row: sa.Row[Any]) -> EpisodeRow:
+    values = dict(row._mapping)
+    values["persons"] = _persons_from_json(values.get("persons"))
+    return EpisodeRow(**values)
+
+
+def _persons_json(persons: Sequence[Person]) -> str | None:
+    if not persons:
+        return None
+    return json.dumps(
+        [{"name": p.name, "role": p.role, "group": p.group, "href": p.href} for p in persons]
+    )
+
+
+def _persons_from_json(text: str | None) -> tuple[Person, ...]:
+    # Written by _persons_json only; a row another tool mangled names no one rather than
+    # failing every listing.
+    try:
+        items = json.loads(text) if text else []
+        return tuple(
+            Person(str(i["name"]), str(i["role"]), str(i["group"]), i.get("href")) for i in items
+        )
+    except (ValueError, TypeError, KeyError):
+        return ()
+
+
 def _feed_row(conn: Connection, url: str) -> FeedRow:
     row = conn.execute(sa.select(*_FEED_COLUMNS).where(_feeds.c.url == url)).one()
     return FeedRow(**row._mapping)
@@ -449,6 +486,7 @@ def record_feed_episodes(db: CatalogLocation, feed: Feed) -> list[FeedEpisode]:
                 fresh.add(episode.guid)
             else:
                 _update_transcript_url(conn, feed_id, episode, now)
+                _update_persons(conn, feed_id, episode, now)
         conn.execute(sa.update(_feeds).where(_feeds.c.url == feed.url).values(last_polled_at=now))
     return [episode for episode in feed.episodes if episode.guid in fresh]
 
@@ -468,6 +506,7 @@ def _insert_episode(conn: Connection, feed_id: str, ep: FeedEpisode, now: str) -
         audio_url=ep.audio_url,
         published=ep.published,
         transcript_url=_transcript_url(ep),
+        persons=_persons_json(ep.persons),
         state="new",
         updated_at=now,
     )
@@ -488,6 +527,21 @@ def _update_transcript_url(conn: Connection, feed_id: str, ep: FeedEpisode, now:
             _episodes.c.transcript_url.is_distinct_from(url),
         )
         .values(transcript_url=url, updated_at=now)
+    )
+
+
+def _update_persons(conn: Connection, feed_id: str, ep: FeedEpisode, now: str) -> None:
+    persons = _persons_json(ep.persons)
+    if persons is None:  # as with transcript links, a list that vanished is kept
+        return
+    conn.execute(
+        sa.update(_episodes)
+        .where(
+            _episodes.c.feed_id == feed_id,
+            _episodes.c.guid == ep.guid,
+            _episodes.c.persons.is_distinct_from(persons),
+        )
+        .values(persons=persons, updated_at=now)
     )
 
 
@@ -577,7 +631,7 @@ def claim_episode(
             )
             .returning(*_EPISODE_COLUMNS)
         ).one_or_none()
-    return EpisodeRow(**claimed._mapping) if claimed is not None else None
+    return _to_episode_row(claimed) if claimed is not None else None
 
 
 def record_flow_run(db: CatalogLocation, episode_id: str, flow_run_id: str) -> bool:
@@ -671,7 +725,7 @@ def _episode_row(
     row = conn.execute(query.with_for_update() if lock else query).one_or_none()
     if row is None:
         raise _unknown_episode(db, episode_id)
-    return EpisodeRow(**row._mapping)
+    return _to_episode_row(row)
 
 
 def get_episode(db: CatalogLocation, episode_id: str) -> EpisodeRow:
@@ -687,7 +741,7 @@ def _select_episodes(conn: Connection, *where: sa.ColumnElement[bool]) -> list[E
         .where(*where)
         .order_by(_episodes.c.published.is_(None), _episodes.c.published, _order(conn))
     )
-    return [EpisodeRow(**row._mapping) for row in conn.execute(query)]
+    return [_to_episode_row(row) for row in conn.execute(query)]
 
 
 def list_episodes(

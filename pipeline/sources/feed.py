@@ -4,7 +4,8 @@ The feed's bytes are fetched through ``pipeline.sources.net`` (so timeouts, retr
 and a size cap are ours: ``FetchLimits``), checked
 with defusedxml (an XML bomb or an HTML page is refused before feedparser sees it), then read with
 feedparser, which smooths over RSS/Atom differences and date formats. Podcasting 2.0
-``<podcast:transcript>`` links come from the raw XML: feedparser keeps only one per item.
+``<podcast:transcript>`` links come from the raw XML: feedparser keeps only one per item; so do
+``<podcast:person>`` tags (who takes part: names for the diarizer's speakers).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import mimetypes
+import re
 import time
 import xml.etree.ElementTree as StdET
 from collections.abc import Iterable
@@ -26,8 +28,9 @@ import feedparser
 import httpx
 from defusedxml import DefusedXmlException
 
-from pipeline.core.errors import FeedError, FetchError, PodscribeError
+from pipeline.core.errors import FeedError, FetchError, OptionsError, PodscribeError
 from pipeline.core.store import slugify
+from pipeline.core.types import Person
 from pipeline.sources.net import SCHEMES, FetchLimits, NetSession, setting_name
 from pipeline.sources.reference import (
     Reference,
@@ -44,6 +47,12 @@ _ATOM_NS = "http://www.w3.org/2005/Atom"
 _FEED_ROOTS = ("rss", "feed", "RDF")  # local names of the root element of RSS, Atom, RSS 1.0
 # Best first: JSON keeps the words apart from timing; HTML and plain text often carry extra prose.
 TRANSCRIPT_PREFERENCE = ("json", "vtt", "srt", "html", "text")
+# <podcast:person> from a hostile feed: a longer "name" is not one, more people per episode
+# than this is not a cast (and every name costs a pass over the transcript when naming).
+MAX_PERSON_NAME = 200
+MAX_PERSONS = 20
+_MAX_PERSON_WORD = 50  # a role or group longer than this is not one of the namespace's words
+_MAX_HREF = 2000
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,9 @@ class FeedEpisode:
     audio_type: str  # MIME type, declared or guessed from the URL
     published: str | None  # ISO 8601 in UTC, None when the feed gives no readable date
     transcripts: tuple[TranscriptLink, ...] = ()
+    # <podcast:person> of the item, else of the channel (the namespace: an item's list replaces
+    # the channel's), at most MAX_PERSONS
+    persons: tuple[Person, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -194,6 +206,7 @@ def parse_feed(data: bytes, origin: str, *, max_items: int | None = None) -> Fee
         if ignored:  # feedparser then reads only what is kept: a huge feed costs no more
             data = StdET.tostring(root, encoding="utf-8")
     transcripts = _transcripts_from_xml(root) if root is not None else None
+    persons = _persons_from_xml(root) if root is not None else _ItemPersons((), {})
     try:
         parsed = feedparser.parse(data)
     except Exception as exc:
@@ -214,7 +227,7 @@ def parse_feed(data: bytes, origin: str, *, max_items: int | None = None) -> Fee
             setting_name("max_feed_items"),
         )
     title = str(parsed.feed.get("title") or "").strip()
-    episodes, skipped = _read_entries(entries, origin, transcripts or {})
+    episodes, skipped = _read_entries(entries, origin, transcripts or {}, persons)
     if not episodes:
         raise FeedError(_no_episodes_message(origin, entries, skipped))
     return Feed(
@@ -300,6 +313,98 @@ def _transcripts_from_xml(root: StdET.Element) -> dict[str, tuple[TranscriptLink
     return links
 
 
+@dataclass(frozen=True)
+class _ItemPersons:
+    """The channel's persons, and those of each item that lists its own (by item key)."""
+
+    channel: tuple[Person, ...]
+    items: dict[str, tuple[Person, ...]]
+
+    def of(self, key: str) -> tuple[Person, ...]:
+        found = self.items.get(key)
+        return self.channel if found is None else found
+
+
+def _persons_from_xml(root: StdET.Element) -> _ItemPersons:
+    """<podcast:person> tags: the channel's (direct children of <channel> or Atom's <feed>)
+    and, per item key, the item's own."""
+    channel: tuple[Person, ...] = ()
+    for element in root.iter():
+        tag = element.tag if isinstance(element.tag, str) else ""
+        if _local_name(tag) in ("channel", "feed") and not _is_item(element):
+            channel = _read_persons(element)
+            if channel:
+                break
+    items: dict[str, tuple[Person, ...]] = {}
+    for item in _xml_items(root):
+        key = _xml_item_key(item)
+        found = _read_persons(item)
+        # An item without (usable) persons of its own takes the channel's.
+        if key and found and key not in items:
+            items[key] = found
+    return _ItemPersons(channel, items)
+
+
+def _read_persons(parent: StdET.Element) -> tuple[Person, ...]:
+    """The usable <podcast:person> children of ``parent``: first MAX_PERSONS, one per name."""
+    persons: list[Person] = []
+    seen: set[str] = set()
+    for element in parent.findall(f"{{{PODCAST_NS}}}person"):
+        person = _person(element)
+        if person is None or person.name.casefold() in seen:
+            continue
+        seen.add(person.name.casefold())
+        persons.append(person)
+        if len(persons) == MAX_PERSONS:
+            break
+    return tuple(persons)
+
+
+def _person(element: StdET.Element) -> Person | None:
+    name = _clean_text(element.text or "")
+    if not name or len(name) > MAX_PERSON_NAME:
+        return None
+    href = (element.get("href") or "").strip()
+    return Person(
+        name=name,
+        role=_person_word(element.get("role"), "host"),
+        group=_person_word(element.get("group"), "cast"),
+        href=href if href and len(href) <= _MAX_HREF and _is_web_url(href) else None,
+    )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _clean_text(text: str) -> str:
+    """One line, control characters dropped, runs of spaces as one."""
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+def _person_word(value: str | None, default: str) -> str:
+    """A role or group as the namespace spells them (case-insensitive), else ``default``."""
+    word = _clean_text(value or "").lower()
+    return word if word and len(word) <= _MAX_PERSON_WORD else default
+
+
+def parse_person(text: str) -> Person:
+    """A person given by hand: "Name" or "Name:role" (role default "host"); OptionsError
+    when the name is empty or too long."""
+    name, _, role = text.rpartition(":") if ":" in text else (text, "", "")
+    person = Person(_clean_text(name), _person_word(role, "host"))
+    if not person.name or len(person.name) > MAX_PERSON_NAME:
+        raise OptionsError(
+            f"person {text[:80]!r}: give a name of 1 to {MAX_PERSON_NAME} characters, "
+            'optionally with a role: "Alice Smith:host"'
+        )
+    return person
+
+
+def format_person(person: Person) -> str:
+    """``person`` as parse_person reads it: "Name:role"."""
+    return f"{person.name}:{person.role}"
+
+
 def _local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
@@ -343,14 +448,17 @@ def _url_guid(url: str) -> str:
 
 
 def _read_entries(
-    entries: list[Any], origin: str, transcripts: dict[str, tuple[TranscriptLink, ...]]
+    entries: list[Any],
+    origin: str,
+    transcripts: dict[str, tuple[TranscriptLink, ...]],
+    persons: _ItemPersons,
 ) -> tuple[list[FeedEpisode], list[tuple[str, str]]]:
     episodes: list[FeedEpisode] = []
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
     for entry in entries:
         title = str(entry.get("title") or "").strip() or "(untitled)"
-        episode, why = _episode_from_entry(entry, title, origin, transcripts)
+        episode, why = _episode_from_entry(entry, title, origin, transcripts, persons)
         if episode is not None and episode.guid in seen:
             why = f"duplicate GUID {episode.guid!r}: kept the first item"
             episode = None
@@ -364,7 +472,11 @@ def _read_entries(
 
 
 def _episode_from_entry(
-    entry: Any, title: str, origin: str, transcripts: dict[str, tuple[TranscriptLink, ...]]
+    entry: Any,
+    title: str,
+    origin: str,
+    transcripts: dict[str, tuple[TranscriptLink, ...]],
+    persons: _ItemPersons,
 ) -> tuple[FeedEpisode | None, str]:
     """The episode of one feedparser entry, or None and the reason it is not one."""
     enclosures = [e for e in entry.get("enclosures", []) if e.get("href")]
@@ -388,6 +500,7 @@ def _episode_from_entry(
         audio_type=audio_type,
         published=_published(entry),
         transcripts=links,
+        persons=persons.of(guid),
     )
     return episode, ""
 

@@ -59,8 +59,11 @@ def read_rttm(path: str | Path) -> tuple[SpeakerSpan, ...]:
 
 
 def to_rttm(spans: tuple[SpeakerSpan, ...], file_id: str) -> str:
-    """RTTM text of ``spans`` for recording ``file_id`` (3 decimals, as most tools write)."""
+    """RTTM text of ``spans`` for recording ``file_id`` (3 decimals, as most tools write).
+
+    RTTM fields are split at spaces: a speaker named "Alice Smith" is written Alice_Smith."""
     return "".join(
-        f"SPEAKER {file_id} 1 {s.start:.3f} {s.end - s.start:.3f} <NA> <NA> {s.speaker} <NA> <NA>\n"
+        f"SPEAKER {file_id} 1 {s.start:.3f} {s.end - s.start:.3f} <NA> <NA> "
+        f"{'_'.join(s.speaker.split()) or '<NA>'} <NA> <NA>\n"
         for s in spans
     )
