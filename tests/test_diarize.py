@@ -96,12 +96,12 @@ def test_a_segment_in_a_pause_takes_the_nearest_speaker() -> None:
 # --- the real diarizer (speaker encoder inference: slow) --------------------------------------
 
 
-def _decoded(tmp_path: Path, fixtures_dir: Path) -> Path:
+def _decoded(tmp_path: Path, fixtures_dir: Path, name: str = "dialogue") -> Path:
     from pipeline.audio.decode import decode_audio
     from pipeline.core.store import sha256_file
 
-    src = fixtures_dir / "dialogue.mp3"
-    return decode_audio(src, tmp_path / "dialogue.wav", source_sha256=sha256_file(src)).path
+    src = fixtures_dir / f"{name}.mp3"
+    return decode_audio(src, tmp_path / f"{name}.wav", source_sha256=sha256_file(src)).path
 
 
 @pytest.mark.slow
@@ -137,6 +137,26 @@ def test_two_espeak_voices_are_two_speakers_with_their_turns(
     assert all(len(m["sha256"]) == 64 for m in models.values())
     assert found.provenance["options"]["speakers"] == speakers
     assert found.provenance["code_version"]
+
+
+@pytest.mark.slow
+def test_a_short_clip_is_counted_from_its_first_eigengaps_only(
+    tmp_path: Path, fixtures_dir: Path
+) -> None:
+    """intro.mp3 is 37 s of two voices (35 clustered windows): far up the spectrum of so
+    small a graph the eigenvalues spread apart, and taking the largest gap anywhere below
+    max_speakers found 12 "speakers". A speaker needs MIN_SPEAKER_WINDOWS windows, so only
+    the first n / MIN_SPEAKER_WINDOWS gaps count."""
+    from pipeline.audio.diarize import MIN_SPEAKER_WINDOWS, diarize_audio
+
+    found = diarize_audio(_decoded(tmp_path, fixtures_dir, "intro"), "intro", DiarizeOptions())
+    clustered = found.provenance["found"]["clustered_windows"]
+    assert clustered < 20 * MIN_SPEAKER_WINDOWS  # short enough that the cap applies
+    assert found.speakers == ("SPEAKER_1", "SPEAKER_2"), found.provenance["found"]
+    # "Hello and welcome …, I'm Alice." then "Thanks, Alice. I'm Bob …": the first two turns
+    # are the two voices
+    assert [t.speaker for t in found.turns[:1]] == ["SPEAKER_1"]
+    assert "SPEAKER_2" in {t.speaker for t in found.turns if t.start < 8.0}
 
 
 @pytest.mark.slow
@@ -262,7 +282,7 @@ def test_speakers_are_named_after_the_feeds_persons_from_what_they_say(
         episode_id="intro",
         audio_root=tmp_path / "audio",
         transcripts_root=tmp_path / "transcripts",
-        diarize_options=DiarizeOptions(speakers=2),
+        diarize_options=DiarizeOptions(),  # --speakers auto
         persons=persons,
     )
     transcript = json.loads((result.out_dir / "transcript.json").read_text())

@@ -67,6 +67,12 @@ LABEL_PREFIX = "SPEAKER_"
 # (two seconds of one voice) form a group of their own: on a 36 s two-voice dialogue p = 2
 # found 17 "speakers"; from 4 to 8 every dev set here comes out right (BENCHMARKS.md).
 MIN_PRUNING = 5
+# The fewest clustered windows (1.5 s every 0.75 s: about 4 s of voice) a speaker found by the
+# eigengap must be able to have: the gap is looked for among the first n / this eigenvalues
+# only. Far up the spectrum of a small graph the eigenvalues spread apart and their gaps mean
+# nothing: a 37 s two-voice dialogue (35 windows) came out as 12 "speakers" at every pruning
+# from 3 to 5 while its first gap said 2. Long episodes have hundreds of windows: no change.
+MIN_SPEAKER_WINDOWS = 4
 
 
 def parse_speakers(value: str | int | None) -> int | None | bool:
@@ -445,7 +451,7 @@ def _eigengap_clusters(
     if n < 3:
         return np.zeros(n, dtype=int), {"k": 1, "pruning": None}
     sim = np.clip(emb @ emb.T, 0.0, 1.0)
-    max_k = min(max_speakers, n - 2)
+    max_k = max(1, min(max_speakers, n - 2, n // MIN_SPEAKER_WINDOWS))
     best: tuple[float, int, np.ndarray, np.ndarray] | None = None
     p_min = max(1, min(MIN_PRUNING, n // 3))
     p_max = max(p_min + 1, min(n - 1, n // 4))
@@ -521,7 +527,10 @@ def _centroids(emb: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     # A cluster k-means left empty gets a zero centroid: similarity 0 to everything, never a
     # NaN that would win every argmax downstream.
     c = np.stack(
-        [emb[labels == j].mean(axis=0) if np.any(labels == j) else np.zeros(emb.shape[1]) for j in range(k)]
+        [
+            emb[labels == j].mean(axis=0) if np.any(labels == j) else np.zeros(emb.shape[1])
+            for j in range(k)
+        ]
     )
     return c / (np.linalg.norm(c, axis=1, keepdims=True) + 1e-10)
 
