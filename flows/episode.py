@@ -647,8 +647,7 @@ def diarized(diarizing: PrefectFuture[Diarization] | Diarization | None) -> Diar
         return diarizing.result()
     except FailedRun as exc:
         raise DiarizationError(
-            f"diarization failed: {one_line(exc)} — the transcribed chunks are kept: fix the "
-            "cause and Retry this run"
+            f"diarization failed: {one_line(exc)} (the transcribed chunks are kept for a Retry)"
         ) from exc
 
 
