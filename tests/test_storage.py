@@ -51,7 +51,8 @@ def test_verified_copy_and_checksum_mismatch(storage: Storage, tmp_path: Path) -
     dest = tmp_path / "mine" / "chunk-0001.wav"
     assert storage.get_verified("audio/ep/chunks/chunk-0001.wav", dest, good).read_bytes() == data
 
-    storage.put_bytes("audio/ep/chunks/chunk-0001.wav", data[:-1] + b"x")  # damaged in storage
+    # damaged in storage: the last byte flipped (a fixed b"x" equals it 1 time in 256)
+    storage.put_bytes("audio/ep/chunks/chunk-0001.wav", data[:-1] + bytes([data[-1] ^ 1]))
     dest.unlink()
     with pytest.raises(ChecksumError, match=r"chunk-0001\.wav has sha256 .* expected") as info:
         storage.get_verified("audio/ep/chunks/chunk-0001.wav", dest, good)
