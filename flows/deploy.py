@@ -19,7 +19,7 @@ from flows.device import ensure_device_limit
 from flows.episode import rerun_chunks, transcribe_episode
 from flows.feeds import backfill, poll_feeds
 from flows.forms import with_form
-from flows.settings import load_settings
+from flows.settings import DIARIZE_LIMIT, load_settings
 
 TRANSCRIBE_DESCRIPTION = """\
 Transcribe one episode with Whisper and score it. The audio is fetched, decoded once and cut \
@@ -118,13 +118,16 @@ def serve_deployments(
     feeds: list[str] | None = None,
     limit: int | None = None,
 ) -> None:
-    """Create the device limit if missing, then serve the deployments until interrupted.
+    """Create the device and diarize limits if missing, then serve the deployments until
+    interrupted.
 
     On Ctrl-C the deployments stay as they are: Prefect's serve() pauses their schedules on
     exit by default, which would leave poll-feeds paused after a restart of `podscribe serve`
     (or of a second server process) until someone resumes it in the UI.
     """
-    ensure_device_limit(load_settings().device_slots)
+    settings = load_settings()
+    ensure_device_limit(settings.device_slots)
+    ensure_device_limit(settings.diarize_slots, DIARIZE_LIMIT)
     serve(
         *build_deployments(poll_every_min, poll_cron, feeds),
         limit=limit,
@@ -140,7 +143,7 @@ def deploy_to_pool(
     feeds: list[str] | None = None,
 ) -> list[str]:
     """Send the four deployments to work pool ``pool`` (created as a process pool when
-    missing) and create the device limit if missing; returns the deployments' ids.
+    missing) and create the device and diarize limits if missing; returns the deployments' ids.
 
     Their entrypoints are module paths (``flows.episode.transcribe_episode``): a worker
     imports the flows from the podscribe installed on its own machine, in its own working
@@ -155,7 +158,9 @@ def deploy_to_pool(
             client.create_work_pool(
                 WorkPoolCreate(name=pool, type="process", base_job_template=template)
             )
-    ensure_device_limit(load_settings().device_slots)
+    settings = load_settings()
+    ensure_device_limit(settings.device_slots)
+    ensure_device_limit(settings.diarize_slots, DIARIZE_LIMIT)
     # deploy() returns a coroutine only when called from async code.
     ids = cast(
         list[UUID],

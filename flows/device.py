@@ -26,7 +26,7 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
-from flows.settings import DEVICE_LIMIT
+from flows.settings import DEVICE_LIMIT, DIARIZE_LIMIT
 
 
 def ensure_device_limit(slots: int, name: str = DEVICE_LIMIT) -> int:
@@ -287,3 +287,12 @@ def device_slot(key: Hashable | None = None) -> Iterator[None]:
 def reserve_device_slots(n: int) -> Reservation:
     """Start acquiring device slots for ``n`` chunk tasks of this process about to start."""
     return _DEVICE.reserve(n)
+
+
+@contextlib.contextmanager
+def diarize_slot() -> Iterator[None]:
+    """Hold one slot of the diarize limit (PODSCRIBE_DIARIZE_SLOTS) while an episode is
+    diarized: each diarization holds the whole episode in memory. A plain acquisition, one
+    per task: there are few diarize tasks, and each runs for minutes."""
+    with concurrency(DIARIZE_LIMIT, occupy=1):
+        yield

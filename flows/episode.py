@@ -34,7 +34,13 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run, task_run
 from prefect.states import Completed, Failed, State
 
-from flows.device import Reservation, device_slot, ensure_device_limit, reserve_device_slots
+from flows.device import (
+    Reservation,
+    device_slot,
+    diarize_slot,
+    ensure_device_limit,
+    reserve_device_slots,
+)
 from flows.forms import (
     BeamSize,
     ChunkNumbers,
@@ -62,7 +68,7 @@ from flows.report import (
     quiet_failed_state_logs,
 )
 from flows.runners import SettingsTaskRunner
-from flows.settings import Settings, load_settings, result_storage
+from flows.settings import DIARIZE_LIMIT, Settings, load_settings, result_storage
 from pipeline.asr.cache import STORE_DIRNAME, ChunkResultStore, StoredChunkResults
 from pipeline.asr.loading import load_model
 from pipeline.asr.microbatch import MicroBatcher, shared_batcher
@@ -74,8 +80,14 @@ from pipeline.audio.diarize import (
     diarization_from_dict,
     parse_speakers,
 )
-from pipeline.audio.remote import fetch_chunk, publish_chunks
-from pipeline.core.errors import FeedError, OptionsError, PodscribeError, TranscriptionError
+from pipeline.audio.remote import fetch_audio, fetch_chunk, publish_chunks
+from pipeline.core.errors import (
+    DiarizationError,
+    FeedError,
+    OptionsError,
+    PodscribeError,
+    TranscriptionError,
+)
 from pipeline.core.storage import Storage
 from pipeline.core.store import episode_dir, read_json
 from pipeline.core.transcript import load_transcript
@@ -144,29 +156,52 @@ def prepare(
 
 
 @task(task_run_name="publish chunks of {title}")
-def publish(manifest: ChunkManifest, storage_url: str, title: str) -> int:
-    """Put the chunk WAVs and the manifest under the shared storage root, for workers that
-    share nothing else with this machine; returns how many chunks were uploaded."""
-    return publish_chunks(Storage(storage_url), manifest)
+def publish(manifest: ChunkManifest, storage_url: str, title: str, with_audio: bool = False) -> int:
+    """Put the chunk WAVs (with ``with_audio`` the decoded WAV too, for the diarize task) and
+    the manifest under the shared storage root, for workers that share nothing else with this
+    machine; returns how many chunks were uploaded."""
+    return publish_chunks(Storage(storage_url), manifest, with_audio)
 
 
 @task(task_run_name="diarize {title}", persist_result=True)
-def diarize(manifest: ChunkManifest, options: dict[str, Any], title: str) -> Diarization:
-    """Who speaks when, on the whole episode (embeddings need all of it, not chunks)."""
-    return diarize_episode(manifest, DiarizeOptions(**options))
+def diarize(
+    manifest: ChunkManifest, options: dict[str, Any], title: str, storage_url: str | None = None
+) -> Diarization:
+    """Who speaks when, on the whole episode (embeddings need all of it, not chunks), on a
+    slot of the diarize limit. The decoded WAV is checked against the manifest's sha256
+    first; on a machine that lacks it, it is fetched (checked) from the shared storage root
+    into a temp folder of this task's own.
+
+    A PodscribeError ends the task run Failed with its one line as the state message (no
+    traceback), as a chunk task's does: the flow reports it once, after the chunks.
+    """
+    try:
+        with diarize_slot():
+            if storage_url is None or manifest.audio.path.is_file():
+                return diarize_episode(manifest, DiarizeOptions(**options))
+            with tempfile.TemporaryDirectory(prefix="podscribe-diarize-") as tmp:
+                local = fetch_audio(Storage(storage_url), manifest, Path(tmp))
+                return diarize_episode(local, DiarizeOptions(**options))
+    except PodscribeError as exc:
+        return cast(Diarization, Failed(message=one_line(exc)))
+
+
+def diarize_options(speakers: str, device: str) -> DiarizeOptions | None:
+    """The diarize task's options for a run's ``speakers``; None when it is off."""
+    count = parse_speakers(speakers)
+    return None if count is False else DiarizeOptions(speakers=count or None, device=device)
 
 
 def submit_diarization(
-    manifest: ChunkManifest, speakers: str, device: str, title: str, settings: Settings
+    manifest: ChunkManifest, options: DiarizeOptions | None, title: str, settings: Settings
 ) -> PrefectFuture[Diarization] | None:
-    """Start the diarize task beside the chunk tasks (None when ``speakers`` is off). Its
+    """Start the diarize task beside the chunk tasks (None when ``options`` is None). Its
     result is persisted like theirs: a Retry of the run takes it from disk unless it failed."""
-    count = parse_speakers(speakers)
-    if count is False:
+    if options is None:
         return None
-    options = DiarizeOptions(speakers=count or None, device=device)
+    ensure_device_limit(settings.diarize_slots, DIARIZE_LIMIT)
     task_ = diarize.with_options(result_storage=result_storage(settings))
-    return task_.submit(manifest, dataclasses.asdict(options), title)
+    return task_.submit(manifest, dataclasses.asdict(options), title, settings.storage_url)
 
 
 def slot_key(chunk: Chunk) -> tuple[str, str]:
@@ -560,8 +595,7 @@ def complete_episode(
     )
     out_dir = run.settings.transcripts_root / manifest.episode_id
     elapsed_s = time.perf_counter() - run.started
-    # a failed diarize task raises here, after the chunks, whose results are kept for a Retry
-    diarization = diarizing.result() if isinstance(diarizing, PrefectFuture) else diarizing
+    diarization = diarized(diarizing)
     _, score, files = finish(
         manifest,
         transcripts,
@@ -602,6 +636,19 @@ def complete_episode(
         description=f"quality report of {title}: {headline}",
     )
     return summary
+
+
+def diarized(diarizing: PrefectFuture[Diarization] | Diarization | None) -> Diarization | None:
+    """The diarize task's turns; a failed task raises DiarizationError with its one line,
+    after the chunks, whose results are kept for a Retry (which re-runs only what failed)."""
+    if not isinstance(diarizing, PrefectFuture):
+        return diarizing
+    try:
+        return diarizing.result()
+    except FailedRun as exc:
+        raise DiarizationError(
+            f"diarization failed: {one_line(exc)} (the transcribed chunks are kept for a Retry)"
+        ) from exc
 
 
 def record_state(
@@ -706,7 +753,7 @@ def transcribe_episode(
         )
         # Not given (a scheduled poll's runs): the server's PODSCRIBE_SPEAKERS.
         speakers = settings.speakers if speakers is None else speakers
-        parse_speakers(speakers)  # a bad value fails before any work
+        diarizer = diarize_options(speakers, device)  # a bad value fails before any work
         people = tuple(parse_person(p) for p in persons or ())
         limits = fetch_limits(settings)
         ref = check_inputs(options, reference, settings, limits)
@@ -718,8 +765,10 @@ def transcribe_episode(
             limits,
             settings.max_episode_s,
         )
-        if settings.storage_url:
-            publish(manifest, settings.storage_url, title or manifest.episode_id)
+        if settings.storage_url:  # the decoded WAV only when a diarize task needs it
+            publish(
+                manifest, settings.storage_url, title or manifest.episode_id, diarizer is not None
+            )
         run = EpisodeRun(
             manifest,
             title or manifest.episode_id,
@@ -731,7 +780,7 @@ def transcribe_episode(
             feed,
             people,
         )
-        diarizing = submit_diarization(manifest, speakers, device, run.title, settings)
+        diarizing = submit_diarization(manifest, diarizer, run.title, settings)
         new, statuses, errors = run_chunks(
             manifest, list(manifest.chunks), options, run.title, settings, background
         )

@@ -16,9 +16,17 @@ from prefect.filesystems import LocalFileSystem, RemoteFileSystem, WritableFileS
 from pipeline.core.storage import Storage, is_url
 from pipeline.settings import Settings, load_settings
 
-__all__ = ["DEVICE_LIMIT", "Settings", "load_settings", "result_storage", "shared_storage"]
+__all__ = [
+    "DEVICE_LIMIT",
+    "DIARIZE_LIMIT",
+    "Settings",
+    "load_settings",
+    "result_storage",
+    "shared_storage",
+]
 
 DEVICE_LIMIT = "whisper-device"  # the global concurrency limit that chunk transcriptions hold
+DIARIZE_LIMIT = "podscribe-diarize"  # the one diarize tasks hold (PODSCRIBE_DIARIZE_SLOTS)
 
 
 RESULTS_PREFIX = "results"  # Prefect's persisted results under a shared storage root

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.asr.options import LoadedModel, TranscribeOptions, resolve_device
 from pipeline.audio.chunk import ChunkOptions, chunk_audio
-from pipeline.audio.decode import decode_audio
+from pipeline.audio.decode import decode_audio, verify_decoded
 from pipeline.audio.diarize import (
     Diarization,
     DiarizeOptions,
@@ -166,8 +166,10 @@ def build_provenance(
 
 
 def diarize_episode(manifest: ChunkManifest, options: DiarizeOptions) -> Diarization:
-    """Who speaks when in the whole episode (the embeddings need all of it, not chunks)."""
-    return diarize_audio(manifest.audio.path, manifest.episode_id, options)
+    """Who speaks when in the whole episode (the embeddings need all of it, not chunks),
+    from its decoded WAV once checked against the manifest's sha256 (AudioError if changed)."""
+    audio = verify_decoded(manifest.audio, manifest.episode_id)
+    return diarize_audio(audio.path, manifest.episode_id, options)
 
 
 def name_speakers(

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     # default is twice TranscribeOptions.batch_size (8): the next batch's chunks queue while
     # one runs.
     device_slots: int = Field(default=16, ge=1)
+    # Slots of the global "podscribe-diarize" limit, created when missing: how many diarize
+    # tasks may run at once across all flow runs and workers. Each holds a whole episode's
+    # samples and speaker embeddings in memory (a 3-hour episode: ~0.7 GB of float32 samples
+    # alone), unlike a chunk task; a back catalogue's runs queue for a slot instead.
+    diarize_slots: int = Field(default=2, ge=1)
     # Chunk tasks at once per flow run (threads feeding the micro-batcher); like the slots,
     # twice the batch size, so that the batcher never idles waiting for a thread to free.
     workers: int = Field(default=16, ge=1)

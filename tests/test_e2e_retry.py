@@ -6,6 +6,12 @@ WAVs are corrupted after the run has cut them (the test holds the only slot of t
 limit until then, so no chunk starts early), their sha256 checks fail and the run is Failed.
 The chunks are restored, headless Chromium clicks ⋮ → Retry → Retry, and the run must
 complete having transcribed each chunk exactly once over both attempts.
+
+The second test runs a two-voice episode with speakers="auto": the decoded WAV is damaged
+after cutting (the test also holds the only slot of the diarize limit), so the diarize task
+fails its sha256 check while every chunk is transcribed; the WAV is restored, Retry re-runs
+the diarize task alone (the chunks come from their persisted results) and the transcript has
+its speakers.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -93,13 +100,40 @@ def _final_state(client, run_id):
     return state if state is not None and state.is_final() else None
 
 
-def _transcribed(client, run_id) -> Counter[int]:
+def _transcribed(client, run_id, line: re.Pattern[str] = LOG_LINE) -> Counter[int]:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     logs = client.read_logs(
         log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200
     )
-    return Counter(int(m.group(1)) for log in logs if (m := LOG_LINE.search(log.message)))
+    return Counter(int(m.group(1)) for log in logs if (m := line.search(log.message)))
+
+
+def _task_states(client, run_id, prefix: str) -> list[str]:
+    """The state names of the run's task runs whose names start with ``prefix``, sorted
+    (a Retry adds task-run records; the earlier attempt's stay)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs = client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), limit=200
+    )
+    return sorted(r.state.name for r in runs if r.name.startswith(prefix) and r.state)
+
+
+@contextmanager
+def _limits_of_one(client, *names: str) -> Iterator[None]:
+    """Set the global concurrency limits ``names`` (created by serve) to one slot each;
+    their slot counts as they were afterwards."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    old = {n: client.read_global_concurrency_limit_by_name(n).limit for n in names}
+    for name in names:
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1))
+    try:
+        yield
+    finally:
+        for name, limit in old.items():
+            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=limit))
 
 
 def _local_only(route) -> None:
@@ -219,3 +253,89 @@ def test_ui_retry_reruns_only_the_failed_chunks(
             client.update_global_concurrency_limit(
                 DEVICE_LIMIT, GlobalConcurrencyLimitUpdate(limit=old_limit)
             )
+
+
+DIALOGUE = "e2e-dialogue"
+DIALOGUE_LINE = re.compile(rf"transcribing chunk (\d+) of {DIALOGUE}")
+
+
+def test_ui_retry_reruns_only_a_failed_diarization(
+    served: dict[str, str], prefect_ui_server: str, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+    from prefect.deployments import run_deployment
+
+    from flows.settings import DEVICE_LIMIT, DIARIZE_LIMIT
+
+    with get_client(sync_client=True) as client:
+        _wait(
+            "the served deployment",
+            lambda: _deployment_id(client, "transcribe-episode/transcribe-episode"),
+            120,
+        )
+        with _limits_of_one(client, DEVICE_LIMIT, DIARIZE_LIMIT):
+            episode_dir = tmp_path / "audio" / DIALOGUE
+            # Neither a chunk nor the diarization starts before the damage.
+            with concurrency([DEVICE_LIMIT, DIARIZE_LIMIT], occupy=1):
+                run = run_deployment(
+                    "transcribe-episode/transcribe-episode",
+                    timeout=0,
+                    parameters={
+                        "source": str(fixtures_dir / "dialogue.mp3"),
+                        "episode_id": DIALOGUE,
+                        "title": "E2E dialogue",
+                        "reference": str(fixtures_dir / "dialogue.txt"),
+                        "max_chunk_s": 15.0,
+                        "speakers": "auto",
+                    },
+                )
+                _wait("the chunk manifest", lambda: (episode_dir / "manifest.json").is_file(), 180)
+                manifest = json.loads((episode_dir / "manifest.json").read_text())
+                wav = Path(manifest["audio"]["path"])
+                wav = wav if wav.is_absolute() else ROOT / wav
+                original = wav.read_bytes()
+                wav.write_bytes(original[:100] + bytes(len(original) - 100))  # same size
+            total = len(manifest["chunks"])
+            assert total >= 2
+            failed = _wait("the run to fail", lambda: _final_state(client, run.id), 300)
+            assert failed.is_failed(), failed
+            assert "diarization failed" in failed.message and str(wav) in failed.message
+            assert "Retry" in failed.message
+            first = _wait(
+                "the first attempt's logs",
+                lambda: (
+                    c
+                    if sum((c := _transcribed(client, run.id, DIALOGUE_LINE)).values()) == total
+                    else None
+                ),
+                30,
+            )
+            assert set(first) == set(range(1, total + 1)), "every chunk done in the first attempt"
+            assert _task_states(client, run.id, "diarize") == ["Failed"]
+
+            wav.write_bytes(original)
+            _click_retry(prefect_ui_server.removesuffix("/api"), run.id, tmp_path)
+            _wait(
+                "the retried run to leave Failed",
+                lambda: not client.read_flow_run(run.id).state.is_failed(),
+                60,
+            )
+            done = _wait("the retried run", lambda: _final_state(client, run.id), 300)
+            assert done.is_completed(), (done, Path(served["log"]).read_text()[-3000:])
+            # The diarize task ran twice (failed, then completed: not Cached), each chunk was
+            # transcribed once over both attempts (the retry took them from their results).
+            states = _wait(
+                "the diarize task runs",
+                lambda: s if len(s := _task_states(client, run.id, "diarize")) == 2 else None,
+                30,
+            )
+            assert states == ["Completed", "Failed"]
+            assert _transcribed(client, run.id, DIALOGUE_LINE) == Counter(range(1, total + 1))
+            transcript = json.loads(
+                (tmp_path / "transcripts" / DIALOGUE / "transcript.json").read_text()
+            )
+            assert {s["speaker"] for s in transcript["segments"]} == {"Host", "Guest"}
+            assert transcript["provenance"]["diarization"]["speakers"] == 2

@@ -168,3 +168,23 @@ def test_chunks_transcribed_on_workers_that_share_only_storage(
     assert sum("/chunks/" in k for k in keys) == spread["chunks"]
     assert storage.list("results"), "Prefect results persisted on the shared root"
     assert [r.episode_id for r in read_stored_history(storage)] == [EPISODE]
+
+    # Speakers: the diarize task runs on a worker too, which has no decoded WAV of its own:
+    # the flow publishes it beside the chunks and the task fetches it (checked) from there.
+    dialogue = transcribe_episode(
+        source=str(fixtures_dir / "dialogue.mp3"),
+        episode_id="mm-dialogue",
+        reference=str(fixtures_dir / "dialogue.txt"),
+        max_chunk_s=15.0,
+        speakers="auto",
+    )
+    assert dialogue["transcribed"] == list(range(1, dialogue["chunks"] + 1))
+    assert storage.exists("audio/mm-dialogue/decoded-16k-mono.wav")
+    assert not storage.exists(f"audio/{EPISODE}/decoded-16k-mono.wav"), "only when diarizing"
+    transcript = json.loads(
+        (flow_dir / "transcripts_root" / "mm-dialogue" / "transcript.json").read_bytes()
+    )
+    assert {s["speaker"] for s in transcript["segments"]} == {"Host", "Guest"}
+    assert transcript["provenance"]["diarization"]["made_by"]["pid"] in set(worker_pids.values())
+    for home in worker_homes:
+        assert not (home / "audio" / "mm-dialogue").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -50,7 +51,8 @@ def test_verified_copy_and_checksum_mismatch(storage: Storage, tmp_path: Path) -
     dest = tmp_path / "mine" / "chunk-0001.wav"
     assert storage.get_verified("audio/ep/chunks/chunk-0001.wav", dest, good).read_bytes() == data
 
-    storage.put_bytes("audio/ep/chunks/chunk-0001.wav", data[:-1] + b"x")  # damaged in storage
+    # damaged in storage: the last byte flipped (a fixed b"x" equals it 1 time in 256)
+    storage.put_bytes("audio/ep/chunks/chunk-0001.wav", data[:-1] + bytes([data[-1] ^ 1]))
     dest.unlink()
     with pytest.raises(ChecksumError, match=r"chunk-0001\.wav has sha256 .* expected") as info:
         storage.get_verified("audio/ep/chunks/chunk-0001.wav", dest, good)
@@ -160,3 +162,42 @@ def test_published_chunks_are_fetched_verified_by_a_worker(
     assert not (worker / second.path.name).exists()
     publish_chunks(storage, manifest)
     assert fetch_chunk(storage, "st-1", second, worker).path.is_file()
+
+
+def test_published_decoded_audio_is_fetched_verified_for_diarization(
+    storage: Storage, tmp_path: Path, fixtures_dir: Path
+) -> None:
+    """An episode that is diarized publishes its decoded WAV too; a diarize task on a machine
+    without it fetches it into its own folder, checked against the manifest's sha256; one
+    damaged in storage is an AudioError naming the episode and the object."""
+    from pipeline.audio.chunk import ChunkOptions
+    from pipeline.audio.remote import audio_key, fetch_audio, publish_chunks
+    from pipeline.core.errors import AudioError
+    from pipeline.episode import prepare_episode
+
+    options = ChunkOptions(max_chunk_s=5.0, min_chunk_s=2.0, search_s=3.0)
+    manifest = prepare_episode(str(fixtures_dir / "speech.ogg"), "st-2", tmp_path / "a", options)
+    key = audio_key("st-2", manifest.audio)
+    publish_chunks(storage, manifest)
+    assert not storage.exists(key), "no decoded WAV without diarization"
+    publish_chunks(storage, manifest, with_audio=True)
+    assert storage.exists(key)
+
+    worker = tmp_path / "worker"
+    local = fetch_audio(storage, manifest, worker)
+    assert local.audio.path == worker / manifest.audio.path.name
+    assert local.audio.path.read_bytes() == manifest.audio.path.read_bytes()
+    assert local.chunks == manifest.chunks and local.audio.sha256 == manifest.audio.sha256
+
+    local.audio.path.unlink()
+    storage.put_bytes(key, manifest.audio.path.read_bytes()[:-2] + b"\0\1")
+    with pytest.raises(
+        AudioError, match=r"decoded audio of st-2 changed since it was cut: .*sha256"
+    ):
+        fetch_audio(storage, manifest, worker)
+    assert not local.audio.path.exists()
+    old = manifest.__class__(
+        manifest.episode_id, dataclasses.replace(manifest.audio, sha256=None), manifest.chunks, {}
+    )
+    with pytest.raises(AudioError, match="records no sha256 .* re-run the episode"):
+        fetch_audio(storage, old, worker)

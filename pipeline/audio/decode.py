@@ -91,11 +91,41 @@ def decode_audio(
                 "check that the file plays, or download it again"
             )
         _check_duration(name, num_samples, max_duration_s)
-    decoded = DecodedAudio(path=out_wav, num_samples=num_samples, source_sha256=source_sha256)
+        sha256 = sha256_file(tmp)
+    decoded = DecodedAudio(
+        path=out_wav, num_samples=num_samples, source_sha256=source_sha256, sha256=sha256
+    )
     write_json_atomic(
-        _sidecar(out_wav), {"source_sha256": source_sha256, "num_samples": num_samples}
+        _sidecar(out_wav),
+        {"source_sha256": source_sha256, "num_samples": num_samples, "sha256": sha256},
     )
     return decoded
+
+
+def verify_decoded(audio: DecodedAudio, episode_id: str = "") -> DecodedAudio:
+    """Check that a decoded WAV still holds what was decoded (its sha256); AudioError if not.
+
+    Run before a stage reads the whole episode (diarization): a WAV changed or damaged since
+    it was cut into chunks would give speaker turns that no longer match the chunks. A
+    manifest of an older version records no sha256: nothing to check against.
+    """
+    if audio.sha256 is None:
+        return audio
+    where = f" of {episode_id}" if episode_id else ""
+    try:
+        actual = sha256_file(audio.path)
+    except OSError as exc:
+        raise AudioError(
+            f"the decoded audio{where} cannot be read ({audio.path}): {exc}; "
+            "Retry the run (or re-run the episode) to decode it again"
+        ) from exc
+    if actual != audio.sha256:
+        raise AudioError(
+            f"the decoded audio{where} changed since it was cut (sha256 mismatch): "
+            f"{audio.path} has {actual[:12]}, the manifest says {audio.sha256[:12]}; "
+            "Retry the run (or re-run the episode) to decode it again, or restore the file"
+        )
+    return audio
 
 
 def _check_duration(name: str, num_samples: int, max_duration_s: float | None) -> None:
@@ -236,4 +266,11 @@ def _reuse_decoded(out_wav: Path, source_sha256: str) -> DecodedAudio | None:
         return None
     if recorded.get("num_samples") != num_samples or num_samples == 0:
         return None
-    return DecodedAudio(path=out_wav, num_samples=num_samples, source_sha256=source_sha256)
+    # Hashed again even when the sidecar records it (~1 s for a 3-hour episode, far less
+    # than decoding): a WAV damaged since is decoded again, so a Retry repairs it.
+    sha256 = sha256_file(out_wav)
+    if recorded.get("sha256", sha256) != sha256:
+        return None
+    return DecodedAudio(
+        path=out_wav, num_samples=num_samples, source_sha256=source_sha256, sha256=sha256
+    )

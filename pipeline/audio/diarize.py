@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import socket
 import time
 import wave
 from dataclasses import dataclass
@@ -830,5 +832,7 @@ def diarize_audio(wav: Path, episode_id: str, options: DiarizeOptions | None = N
         "options": dataclasses.asdict(options),
         "code_version": code_version(),
         "found": details,
+        # which process diarized: with a shared storage root, possibly another machine's
+        "made_by": {"host": socket.gethostname(), "pid": os.getpid()},
     }
     return Diarization(episode_id, duration_s, turns, provenance, round(elapsed, 3))

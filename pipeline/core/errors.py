@@ -43,6 +43,10 @@ class TranscriptionError(PodscribeError):
     """Whisper failed on a chunk."""
 
 
+class DiarizationError(PodscribeError):
+    """Diarizing an episode failed (its transcribed chunks are kept)."""
+
+
 class ReferenceError(PodscribeError):  # shadows the builtin on purpose: our domain word
     """A reference transcript is missing, empty or in an unreadable format."""
 

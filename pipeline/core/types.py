@@ -47,6 +47,9 @@ class DecodedAudio:
     num_samples: int
     source_sha256: str
     sample_rate: int = SAMPLE_RATE
+    # Of the decoded WAV itself: what diarization checks it against before use, and what a
+    # worker on another machine verifies its copy by. None in manifests of older versions.
+    sha256: str | None = None
 
     @property
     def duration_s(self) -> float:
@@ -362,6 +365,7 @@ def decoded_audio_from_dict(d: dict[str, Any]) -> DecodedAudio:
         num_samples=d["num_samples"],
         source_sha256=d["source_sha256"],
         sample_rate=d.get("sample_rate", SAMPLE_RATE),
+        sha256=d.get("sha256"),
     )
 
 
