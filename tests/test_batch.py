@@ -26,7 +26,7 @@ from pipeline.asr.loading import load_model
 from pipeline.asr.microbatch import MicroBatcher
 from pipeline.asr.options import TranscribeOptions
 from pipeline.asr.static_decode import greedy_update, vocab_logits
-from pipeline.asr.transcribe import transcribe_chunk
+from pipeline.asr.transcribe import transcribe_chunk, transcribe_chunks
 from pipeline.audio.chunk import ChunkOptions, chunk_audio
 from pipeline.audio.decode import decode_audio, read_wav_samples
 from pipeline.core.errors import OptionsError
@@ -255,6 +255,33 @@ def test_beam_search_decodes_a_batch_as_each_window_alone(episode_chunks: list[C
     assert all(len(r.tokens) > 5 for r in alone)
 
 
+@pytest.mark.slow
+def test_beam_search_takes_the_batched_decoder_and_is_batch_invariant(
+    episode_chunks: list[Chunk],
+) -> None:
+    # --beam-size goes through the batched decoder (continue_in_window, the chunk's speech end,
+    # the fallback ladder per window), not whisper.transcribe per chunk; and a chunk's beam
+    # text is the same alone as in a batch of all the chunks.
+    options = TranscribeOptions(beam_size=5, batch_size=len(episode_chunks))
+    loaded = load_model(options)
+    alone = transcribe_chunks_batched(episode_chunks, options, batch_size=1, loaded=loaded)
+    together = transcribe_chunks(episode_chunks, options, loaded=loaded)
+    assert _texts(alone) == _texts(together)
+    assert {r.options["engine"] for r in together} == {"batched"}
+    assert {r.options["beam_size"] for r in together} == {5}
+    words = normalize_words(" ".join(r.text for r in together))
+    assert {"rivers", "mountains", "weather", "fox", "podcasts"} <= set(words)
+    # One chunk on its own (what the repair pass runs): the same engine, the same text.
+    single = transcribe_chunk(episode_chunks[0], options, loaded)
+    assert single.options["engine"] == "batched"
+    assert _texts([single]) == _texts(alone[:1])
+    # whisper.transcribe is left for what batches cannot do, or for transcribe()'s seek alone.
+    plain = TranscribeOptions(beam_size=5, batch_size=1, continue_in_window=False)
+    assert transcribe_chunk(episode_chunks[0], plain, loaded).options["engine"] == (
+        "whisper.transcribe"
+    )
+
+
 def _gap_chunk(tmp_path: Path, fixtures_dir: Path) -> Chunk:
     """Speech, 8 s of silence, speech again (fixture seconds 10-20 and 20-30)."""
     episode = read_wav_samples(decode_audio(fixtures_dir / "episode.mp3", tmp_path / "e.wav").path)
@@ -308,6 +335,13 @@ def test_a_window_goes_on_while_the_chunk_has_speech_after_its_early_stop(
             assert {"rivers", "storm", "worry", "plan", "map"} <= words
             assert max(s["end"] for s in state.segments) > 26.0
     assert windows == {False: 2, True: 1}
+    # With beams too: one window, up to the chunk's end.
+    engine = BatchTranscriber(TranscribeOptions(beam_size=5), loaded)
+    state = engine.start(chunk)
+    engine.run_batch([state])
+    assert state.done and state.windows == 1
+    words = set(normalize_words(" ".join(s["text"] for s in state.segments)))
+    assert {"rivers", "storm", "worry", "plan", "map"} <= words
     # The static-cache loop (the GPU's, eager here) holds EOT back the same way.
     engine = BatchTranscriber(TranscribeOptions(), loaded)
     state = engine.start(chunk)

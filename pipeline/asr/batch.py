@@ -480,6 +480,7 @@ class BatchTranscriber:
         self.result_options = options.to_dict() | {
             "resolved_device": self.loaded.device,
             "batch_size": self.batch_size,
+            "engine": "batched",  # which decoder made the text (transcribe.py picks it)
         }
 
     # -- chunks in and out ---------------------------------------------------------------

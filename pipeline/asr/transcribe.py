@@ -67,10 +67,11 @@ def transcribe_chunk(
 
 
 def _batchable(options: TranscribeOptions, loaded: LoadedModel) -> bool:
-    # Beam search and per-chunk language detection stay on whisper.transcribe's path.
-    return options.beam_size is None and (
-        options.language is not None or not loaded.model.is_multilingual
-    )
+    # Beam search is batched too (batch.BatchDecodingTask keeps each window's beams apart):
+    # on whisper.transcribe's path it would lose continue_in_window, and the chunk's speech
+    # end. Only per-chunk language detection (a multilingual model without a language) needs
+    # whisper.transcribe: the windows of a batch share one SOT sequence, so one language.
+    return options.language is not None or not loaded.model.is_multilingual
 
 
 def transcribe_chunks(

@@ -1,5 +1,5 @@
 """The openai-whisper engine for one chunk: ``whisper.transcribe`` over the chunk's samples
-(the path for beam search, per-chunk language detection and ``batch_size=1`` without
+(the path for per-chunk language detection and ``batch_size=1`` without
 ``continue_in_window``), and the conversion of whisper's segment dicts into ``Segment`` values
 that every engine shares."""
 
@@ -205,6 +205,7 @@ def transcribe_chunk_whisper(
             result["segments"], chunk, context, sounding_frames(samples) if timed else None
         ),
         model=loaded.info,
-        options=options.to_dict() | {"resolved_device": loaded.device},
+        options=options.to_dict()
+        | {"resolved_device": loaded.device, "engine": "whisper.transcribe"},
         elapsed_s=round(time.perf_counter() - started, 4),
     )
