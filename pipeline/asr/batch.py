@@ -57,7 +57,14 @@ from whisper.timing import add_word_timestamps
 from whisper.tokenizer import Tokenizer, get_tokenizer
 
 from pipeline.asr.loading import load_model
-from pipeline.asr.options import LoadedModel, TranscribeOptions, continue_limit
+from pipeline.asr.options import (
+    CONDITION_MAX_TEMPERATURE,
+    MAX_PROMPT_TOKENS,
+    LoadedModel,
+    TranscribeOptions,
+    context_text,
+    continue_limit,
+)
 from pipeline.asr.static_decode import greedy_update, static_decoder, text_decoder_forward
 from pipeline.asr.whisper import has_context, segments_from_whisper
 from pipeline.asr.words import use_numpy_dtw
@@ -414,6 +421,9 @@ class ChunkState:
     timed: bool = False
     # Which 10 ms frames of the WAV sound (analysis.sounding_frames), for placing words.
     sounding: np.ndarray | None = None
+    # The previous chunk's text as tokens (condition_chunks), before this chunk's own; dropped
+    # once a window of this chunk is decoded hotter than CONDITION_MAX_TEMPERATURE.
+    context: tuple[int, ...] = ()
 
     @property
     def done(self) -> bool:
@@ -485,8 +495,9 @@ class BatchTranscriber:
 
     # -- chunks in and out ---------------------------------------------------------------
 
-    def start(self, chunk: Chunk, future: Future | None = None) -> ChunkState:
-        """Read a chunk's samples and compute its padded log-mel (on the model's device)."""
+    def start(self, chunk: Chunk, future: Future | None = None, context: str = "") -> ChunkState:
+        """Read a chunk's samples and compute its padded log-mel (on the model's device);
+        ``context``: the previous chunk's text (``options.context_text``), its prompt."""
         try:
             samples = read_chunk_samples(chunk, context=True)
         except (OSError, AudioError) as exc:
@@ -499,6 +510,8 @@ class BatchTranscriber:
             torch.from_numpy(samples), self.model.dims.n_mels, padding=N_SAMPLES, device=device
         )
         state = ChunkState(chunk, mel, content_frames=mel.shape[-1] - N_FRAMES, future=future)
+        if context.strip():
+            state.context = tuple(self.tokenizer.encode(" " + context.strip()))
         # The chunk's own samples end here; the trailing context is heard, never decoded alone.
         core_n = chunk.context_before + chunk.end_sample - chunk.start_sample
         state.timed = self.options.word_timestamps or has_context(chunk)
@@ -531,8 +544,11 @@ class BatchTranscriber:
     # -- decoding ------------------------------------------------------------------------
 
     def prompt_of(self, state: ChunkState) -> tuple[int, ...]:
-        """The prompt tokens of a chunk's next window (windows in a batch must share it)."""
-        return self.prompt_tokens + tuple(state.all_tokens[state.prompt_reset_since :])
+        """The prompt tokens of a chunk's next window: style and initial prompt, the previous
+        chunk's text, this chunk's earlier windows (condition_on_previous_text); the last
+        MAX_PROMPT_TOKENS of them, as whisper's DecodingTask keeps."""
+        tokens = self.prompt_tokens + state.context + tuple(state.all_tokens[state.prompt_reset_since :])
+        return tokens[-MAX_PROMPT_TOKENS:]
 
     def continue_before(self, states: Sequence[ChunkState]) -> list[int] | None:
         """Per state, the timestamp index (in its next window) before which a "continue from
@@ -668,8 +684,10 @@ class BatchTranscriber:
             self._time_words(state, new, seek, segment_size, features)
         state.segments.extend(new)
         state.all_tokens.extend(t for seg in new for t in seg["tokens"])
-        if not o.condition_on_previous_text or result.temperature > 0.5:
+        if not o.condition_on_previous_text or result.temperature > CONDITION_MAX_TEMPERATURE:
             state.prompt_reset_since = len(state.all_tokens)
+        if result.temperature > CONDITION_MAX_TEMPERATURE:
+            state.context = ()
 
     def _time_words(
         self,
@@ -809,19 +827,67 @@ def transcribe_chunks_batched(
     batch_size: int | None = None,
     on_done: Callable[[ChunkTranscript], None] | None = None,
     loaded: LoadedModel | None = None,
+    previous: ChunkTranscript | None = None,
 ) -> list[ChunkTranscript]:
-    """Transcribe chunks in batches; results in chunk order, ``on_done`` as each chunk ends."""
+    """Transcribe chunks in batches; results in chunk order, ``on_done`` as each chunk ends.
+
+    With ``options.condition_chunks`` a chunk whose predecessor (``options.conditions``) is
+    among ``chunks``, or is ``previous`` (already transcribed, say by an earlier run), is
+    decoded after it with its text as the prompt: round by round, chunk t of every run of
+    consecutive chunks in one batch.
+    """
     if batch_size is not None and batch_size != options.batch_size:
         options = _with_batch_size(options, batch_size)
     engine = BatchTranscriber(options, loaded)
     results: dict[int, ChunkTranscript] = {}
-    todo = deque(enumerate(chunks))
+    for round_ in condition_rounds(chunks, options, previous):
+        contexts = {}
+        for pos, before in round_:
+            prior = previous if before is None else results.get(before)
+            contexts[pos] = context_text(prior.segments) if prior is not None else ""
+        _decode_states(engine, chunks, contexts, results, on_done)
+    return [results[i] for i in range(len(chunks))]
+
+
+def condition_rounds(
+    chunks: Sequence[Chunk], options: TranscribeOptions, previous: ChunkTranscript | None = None
+) -> list[list[tuple[int, int | None]]]:
+    """The order chunks are decoded in: rounds of (position, position of the chunk it is
+    conditioned on, None for ``previous`` or -1 for none). Without ``condition_chunks``, one
+    round of every chunk, unconditioned."""
+    depth: list[int] = []
+    rounds: list[list[tuple[int, int | None]]] = []
+    for pos, chunk in enumerate(chunks):
+        before: int | None = -1
+        if pos > 0 and options.conditions(chunks[pos - 1].index, chunk.index):
+            before = pos - 1
+        elif (
+            pos == 0 and previous is not None and options.conditions(previous.chunk_index, chunk.index)
+        ):
+            before = None
+        d = depth[before] + 1 if before is not None and before >= 0 else 0
+        depth.append(d)
+        if d == len(rounds):
+            rounds.append([])
+        rounds[d].append((pos, before))
+    return rounds
+
+
+def _decode_states(
+    engine: BatchTranscriber,
+    chunks: Sequence[Chunk],
+    contexts: dict[int, str],
+    results: dict[int, ChunkTranscript],
+    on_done: Callable[[ChunkTranscript], None] | None,
+) -> None:
+    # The chunks at ``contexts``' positions, each with its prompt text, batched.
+    todo = deque(contexts.items())
     pending: deque[ChunkState] = deque()  # remainders first: they finish their chunks
     order: dict[int, int] = {}
     while todo or pending:
         while todo and len(pending) < engine.batch_size:
-            pos, chunk = todo.popleft()
-            state = engine.start(chunk)
+            pos, context = todo.popleft()
+            state = engine.start(chunks[pos], context=context)
             order[id(state)] = pos
             pending.append(state)
         batch = engine.next_batch(pending)
@@ -836,7 +902,6 @@ def transcribe_chunks_batched(
             else:
                 unfinished.append(state)
         pending.extendleft(reversed(unfinished))
-    return [results[i] for i in range(len(chunks))]
 
 
 def _with_batch_size(options: TranscribeOptions, batch_size: int) -> TranscribeOptions:
