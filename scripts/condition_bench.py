@@ -28,7 +28,7 @@ FILLERS = re.compile(r"\b(you know|um+|uh+)\b", re.IGNORECASE)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("sets", nargs="+", type=Path, help="folders with episode.mp3, reference.txt")
+    parser.add_argument("sets", nargs="+", type=Path, help="eval folders")
     parser.add_argument("--condition", nargs="+", type=int, default=[0, 100_000])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--keep", type=Path, help="write each transcript's text here")

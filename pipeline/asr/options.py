@@ -4,8 +4,8 @@ loaded model that the engines share. Plain values: no torch or whisper at import
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.errors import OptionsError, TranscriptionError
