@@ -126,7 +126,7 @@ def test_conditioned_text_does_not_depend_on_the_batch(chunks: list[Chunk]) -> N
     assert all(r.options["condition_chunks"] == 2 for r in together)
     # A chunk decoded on its own after its predecessor's result gives the same text.
     second = transcribe_chunks_batched(
-        chunks[1:2], options, batch_size=1, loaded=loaded, previous=together[0]
+        chunks[1:2], options, batch_size=1, loaded=loaded, known={chunks[0].index: together[0]}
     )
     assert _texts(second) == _texts(together[1:2])
     # ... and that text reached the decoder as its prompt, after the style and initial prompt.

@@ -34,7 +34,7 @@ import dataclasses
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -951,45 +951,45 @@ def transcribe_chunks_batched(
     batch_size: int | None = None,
     on_done: Callable[[ChunkTranscript], None] | None = None,
     loaded: LoadedModel | None = None,
-    previous: ChunkTranscript | None = None,
+    known: Mapping[int, ChunkTranscript] | None = None,
 ) -> list[ChunkTranscript]:
     """Transcribe chunks in batches; results in chunk order, ``on_done`` as each chunk ends.
 
     With ``options.condition_chunks`` a chunk whose predecessor (``options.conditions``) is
-    among ``chunks``, or is ``previous`` (already transcribed, say by an earlier run), is
-    decoded after it with its text as the prompt: round by round, chunk t of every run of
-    consecutive chunks in one batch.
+    among ``chunks``, or in ``known`` (by chunk index: already transcribed, say by an earlier
+    run), is decoded after it with its text as the prompt: round by round, chunk t of every
+    run of consecutive chunks in one batch.
     """
     if batch_size is not None and batch_size != options.batch_size:
         options = _with_batch_size(options, batch_size)
     engine = BatchTranscriber(options, loaded)
     results: dict[int, ChunkTranscript] = {}
-    for round_ in condition_rounds(chunks, options, previous):
+    known = known or {}
+    for round_ in condition_rounds(chunks, options, known):
         contexts = {}
         for pos, before in round_:
-            prior = previous if before is None else results.get(before)
+            prior = known.get(chunks[pos].index - 1) if before is None else results.get(before)
             contexts[pos] = context_text(prior.segments) if prior is not None else ""
         _decode_states(engine, chunks, contexts, results, on_done)
     return [results[i] for i in range(len(chunks))]
 
 
 def condition_rounds(
-    chunks: Sequence[Chunk], options: TranscribeOptions, previous: ChunkTranscript | None = None
+    chunks: Sequence[Chunk],
+    options: TranscribeOptions,
+    known: Mapping[int, ChunkTranscript] | None = None,
 ) -> list[list[tuple[int, int | None]]]:
     """The order chunks are decoded in: rounds of (position, position of the chunk it is
-    conditioned on, None for ``previous`` or -1 for none). Without ``condition_chunks``, one
+    conditioned on; None: on ``known``'s; -1: on none). Without ``condition_chunks``, one
     round of every chunk, unconditioned."""
+    known = known or {}
     depth: list[int] = []
     rounds: list[list[tuple[int, int | None]]] = []
     for pos, chunk in enumerate(chunks):
         before: int | None = -1
         if pos > 0 and options.conditions(chunks[pos - 1].index, chunk.index):
             before = pos - 1
-        elif (
-            pos == 0
-            and previous is not None
-            and options.conditions(previous.chunk_index, chunk.index)
-        ):
+        elif chunk.index - 1 in known and options.conditions(chunk.index - 1, chunk.index):
             before = None
         d = depth[before] + 1 if before is not None and before >= 0 else 0
         depth.append(d)

@@ -123,6 +123,11 @@ class TranscribeOptions:
                 f"condition_chunks must be between 0 (off) and {MAX_CONDITION_CHUNKS}, "
                 f"not {self.condition_chunks}"
             )
+        if self.condition_chunks and (self.backend != "openai-whisper" or self.beam_size):
+            raise OptionsError(
+                "condition_chunks needs the batched greedy decoder: backend openai-whisper "
+                "without beam_size"
+            )
         if self.model.endswith(".en") and self.language not in ("en", None):
             raise OptionsError(f"model {self.model} is English-only: language must be 'en'")
 
