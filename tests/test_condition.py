@@ -21,6 +21,8 @@ from pipeline.audio.chunk import ChunkOptions, chunk_audio
 from pipeline.audio.decode import decode_audio, read_wav_samples
 from pipeline.core.errors import OptionsError
 from pipeline.core.types import Chunk, Segment
+from pipeline.quality.repair import RepairPolicy
+from pipeline.quality.signals import ChunkFlags
 
 
 def _seg(text: str, temperature: float = 0.0) -> Segment:
@@ -64,6 +66,8 @@ def test_chunks_are_decoded_in_rounds_of_their_runs() -> None:
 def test_condition_chunks_is_validated() -> None:
     with pytest.raises(OptionsError, match="condition_chunks must be between 0"):
         TranscribeOptions(condition_chunks=-1)
+    with pytest.raises(OptionsError, match="condition_chunks needs the batched greedy decoder"):
+        TranscribeOptions(condition_chunks=8, beam_size=5)
     assert TranscribeOptions(condition_chunks=8).to_dict()["condition_chunks"] == 8
 
 
@@ -150,3 +154,12 @@ def test_the_prompt_is_dropped_after_a_temperature_fallback(chunks: list[Chunk])
     got = transcribe_chunks_batched(part, conditioned, batch_size=3, loaded=loaded)
     assert {s.temperature for r in got for s in r.segments} == {0.6}
     assert _texts(got) == _texts(cold)
+
+
+def test_a_repair_retry_is_decoded_cold() -> None:
+    # The retry decodes one flagged chunk alone, with beams: no predecessor text.
+    retry = RepairPolicy().retry_options(
+        TranscribeOptions(condition_chunks=8), ChunkFlags(0, hallucination=True)
+    )
+    assert retry.condition_chunks == 0
+    assert retry.beam_size == 5
