@@ -445,6 +445,7 @@ def run_episode(
             options,
             on_done=finished,
             loaded=loaded,
+            known={r.chunk_index: r for r in reused},  # what conditioned chunks follow
         )
         return repair_and_finish(
             manifest,

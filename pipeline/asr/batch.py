@@ -30,10 +30,11 @@ chunk (Prefect) share these batches.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,8 +58,21 @@ from whisper.timing import add_word_timestamps
 from whisper.tokenizer import Tokenizer, get_tokenizer
 
 from pipeline.asr.loading import load_model
-from pipeline.asr.options import LoadedModel, TranscribeOptions, continue_limit
-from pipeline.asr.static_decode import greedy_update, static_decoder, text_decoder_forward
+from pipeline.asr.options import (
+    CONDITION_MAX_TEMPERATURE,
+    MAX_PROMPT_TOKENS,
+    LoadedModel,
+    TranscribeOptions,
+    context_text,
+    continue_limit,
+)
+from pipeline.asr.static_decode import (
+    attend,
+    greedy_update,
+    static_decoder,
+    text_decoder_forward,
+    vocab_logits,
+)
 from pipeline.asr.whisper import has_context, segments_from_whisper
 from pipeline.asr.words import use_numpy_dtw
 from pipeline.audio.analysis import sounding_frames, speech_end_s
@@ -233,6 +247,92 @@ class BatchInference(PyTorchInference):
         return text_decoder_forward(self.model.decoder, tokens, audio_features, self.kv_cache)
 
 
+class RaggedInference(PyTorchInference):
+    """The text decoder for a batch whose rows have prompts of different lengths
+    (``condition_chunks``: each chunk is prompted with its own predecessor's text).
+
+    Each row is left-padded to the batch's longest initial sequence, and the padding is made
+    invisible: a row's positions count from its first real token, and its keys at padded
+    columns are masked out of self-attention at every step. A row computes what it would alone,
+    up to floating-point differences between shapes (as between batch sizes). Caches grow with
+    ``torch.cat`` (no static cache: on cuda these batches run the eager greedy loop).
+    """
+
+    def __init__(self, model: Any, initial_token_length: int, pad: torch.Tensor) -> None:
+        super().__init__(model, initial_token_length)
+        self.pad = pad  # (n,) padded columns at the start of each row
+        self.self_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.cross_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def logits(self, tokens: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
+        decoder = self.model.decoder
+        pad = self.pad.to(tokens.device)
+        first = not self.self_kv
+        if first:
+            n_new = tokens.shape[-1]
+            start = 0
+            self.cross_kv = [
+                (b.cross_attn.key(audio_features), b.cross_attn.value(audio_features))
+                for b in decoder.blocks
+            ]
+        else:
+            tokens = tokens[:, -1:]
+            n_new = 1
+            start = self.self_kv[0][0].shape[1]
+        cols = torch.arange(start + n_new, device=tokens.device)
+        new_cols = cols[start:]
+        positions = (new_cols[None, :] - pad[:, None]).clamp(min=0)
+        x = decoder.token_embedding(tokens) + decoder.positional_embedding[positions]
+        x = x.to(audio_features.dtype)
+        # Keys a query may see: real ones (not padding), not in its future; a padded query
+        # sees itself, so that its (unused) output stays finite.
+        real = cols[None, :] >= pad[:, None]  # (n, keys)
+        mask = real[:, None, :] & (cols[None, None, :] <= new_cols[None, :, None])
+        mask |= cols[None, None, :] == new_cols[None, :, None]
+        mask = mask[:, None]  # (n, 1 head, queries, keys)
+        n_head = decoder.blocks[0].attn.n_head
+        for i, block in enumerate(decoder.blocks):
+            h = block.attn_ln(x)
+            q, k, v = block.attn.query(h), block.attn.key(h), block.attn.value(h)
+            if not first:
+                k = torch.cat([self.self_kv[i][0], k], dim=1)
+                v = torch.cat([self.self_kv[i][1], v], dim=1)
+            if first:
+                self.self_kv.append((k, v))
+            else:
+                self.self_kv[i] = (k, v)
+            x = x + block.attn.out(attend(q, k, v, n_head, mask=mask))
+            h = block.cross_attn_ln(x)
+            ck, cv = self.cross_kv[i]
+            x = x + block.cross_attn.out(attend(block.cross_attn.query(h), ck, cv, n_head))
+            x = x + block.mlp(block.mlp_ln(x))
+        return vocab_logits(decoder.ln(x), decoder.token_embedding.weight)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (the others finished)."""
+        self.pad = self.pad[rows.to(self.pad.device)]
+        self.self_kv = [(k[rows], v[rows]) for k, v in self.self_kv]
+        self.cross_kv = [(k[rows], v[rows]) for k, v in self.cross_kv]
+
+    def rearrange_kv_cache(self, source_indices: Any) -> None:
+        raise TranscriptionError("beam search over prompts of different lengths is not supported")
+
+    def cleanup_caching(self) -> None:
+        self.self_kv, self.cross_kv = [], []
+
+
+def ragged_initial_tokens(
+    sot_prev: int, sot_sequence: Sequence[int], prompts: Sequence[Sequence[int]], pad_token: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's initial tokens (``[sot_prev] + prompt + sot_sequence``, or the SOT sequence
+    alone without a prompt), left-padded to the longest: (tokens (n, L), padding per row)."""
+    rows = [([sot_prev, *p] if p else []) + list(sot_sequence) for p in prompts]
+    width = max(len(r) for r in rows)
+    pad = torch.tensor([width - len(r) for r in rows], dtype=torch.long)
+    tokens = torch.tensor([[pad_token] * (width - len(r)) + r for r in rows], dtype=torch.long)
+    return tokens, pad
+
+
 class BatchDecodingTask(DecodingTask):
     """Whisper's ``DecodingTask`` with vectorised timestamp rules and finished rows dropped."""
 
@@ -242,12 +342,31 @@ class BatchDecodingTask(DecodingTask):
         options: DecodingOptions,
         static: bool | None = None,
         continue_before: Sequence[int] | None = None,
+        prompts: Sequence[Sequence[int]] | None = None,
     ) -> None:
+        # prompts: one per row, when rows differ (RaggedInference); options.prompt is then
+        # the longest, so that sample_begin and the SOT's column are those of the padded rows.
+        self.ragged: tuple[torch.Tensor, torch.Tensor] | None = None
+        if prompts is not None and len(set(map(tuple, prompts))) > 1:
+            longest = max(prompts, key=len)
+            options = dataclasses.replace(options, prompt=list(longest) or None)
+        else:
+            prompts = None
         super().__init__(model, options)
+        if prompts is not None:
+            self.ragged = ragged_initial_tokens(
+                self.tokenizer.sot_prev,
+                self.sot_sequence,
+                prompts,
+                self.tokenizer.sot_prev,
+            )
+            assert self.ragged[0].shape[1] == len(self.initial_tokens)
         # static: decode greedily over a static KV cache (pipeline.asr.static_decode);
         # None: on cuda.
         self.static = static
-        self.inference = BatchInference(model, len(self.initial_tokens))
+        self.inference: PyTorchInference = BatchInference(model, len(self.initial_tokens))
+        if self.ragged is not None:
+            self.inference = RaggedInference(model, len(self.initial_tokens), self.ragged[1])
         if hasattr(self.decoder, "inference"):  # beams reorder the cache of this inference
             self.decoder.inference = self.inference
         self.logit_filters: list[LogitFilter] = [_vectorised(f) for f in self.logit_filters]
@@ -276,10 +395,12 @@ class BatchDecodingTask(DecodingTask):
         return languages[:: self.n_group], probs
 
     def _main_loop(self, audio_features: torch.Tensor, tokens: torch.Tensor) -> Any:
+        if self.ragged is not None:
+            tokens = self.ragged[0].to(tokens.device)  # the rows' own prompts, left-padded
         if not isinstance(self.decoder, GreedyDecoder):
             return super()._main_loop(audio_features, tokens)  # beams keep their groups
         static = self.static if self.static is not None else audio_features.device.type == "cuda"
-        if static and self.decoder.temperature == 0:
+        if static and self.ragged is None and self.decoder.temperature == 0:
             return self._static_loop(audio_features, tokens)
         return self._greedy_loop(audio_features, tokens)
 
@@ -360,6 +481,9 @@ class BatchDecodingTask(DecodingTask):
         return out, sum_logprobs, no_speech_probs
 
     def _keep_cache_rows(self, keep: torch.Tensor) -> None:
+        if isinstance(self.inference, RaggedInference):
+            self.inference.keep(keep)
+            return
         # Self- and cross-attention caches alike (whisper's rearrange_kv_cache touches only
         # self-attention, which is enough for beams but not for dropping rows).
         cache = self.inference.kv_cache  # type: ignore[attr-defined]
@@ -373,15 +497,17 @@ def decode_batch(
     options: DecodingOptions,
     static: bool | None = None,
     continue_before: Sequence[int] | None = None,
+    prompts: Sequence[Sequence[int]] | None = None,
 ) -> list[DecodingResult]:
     """Decode a batch of 30 s log-mel windows, shape (n, n_mels, 3000), with one options value.
 
     ``static``: greedy steps over a static KV cache (CUDA graphs on cuda); None: on cuda only.
     ``continue_before``: per window, the timestamp index before which a pair may not end it
-    (``ContinueInWindow``); None: whisper's rules alone.
+    (``ContinueInWindow``); None: whisper's rules alone. ``prompts``: per window, its prompt
+    tokens (in place of ``options.prompt``), for greedy decoding.
     """
     with torch.inference_mode():
-        return BatchDecodingTask(model, options, static, continue_before).run(mels)
+        return BatchDecodingTask(model, options, static, continue_before, prompts).run(mels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,6 +540,9 @@ class ChunkState:
     timed: bool = False
     # Which 10 ms frames of the WAV sound (analysis.sounding_frames), for placing words.
     sounding: np.ndarray | None = None
+    # The previous chunk's text as tokens (condition_chunks), before this chunk's own; dropped
+    # once a window of this chunk is decoded hotter than CONDITION_MAX_TEMPERATURE.
+    context: tuple[int, ...] = ()
 
     @property
     def done(self) -> bool:
@@ -485,8 +614,9 @@ class BatchTranscriber:
 
     # -- chunks in and out ---------------------------------------------------------------
 
-    def start(self, chunk: Chunk, future: Future | None = None) -> ChunkState:
-        """Read a chunk's samples and compute its padded log-mel (on the model's device)."""
+    def start(self, chunk: Chunk, future: Future | None = None, context: str = "") -> ChunkState:
+        """Read a chunk's samples and compute its padded log-mel (on the model's device);
+        ``context``: the previous chunk's text (``options.context_text``), its prompt."""
         try:
             samples = read_chunk_samples(chunk, context=True)
         except (OSError, AudioError) as exc:
@@ -499,6 +629,8 @@ class BatchTranscriber:
             torch.from_numpy(samples), self.model.dims.n_mels, padding=N_SAMPLES, device=device
         )
         state = ChunkState(chunk, mel, content_frames=mel.shape[-1] - N_FRAMES, future=future)
+        if context.strip():
+            state.context = tuple(self.tokenizer.encode(" " + context.strip()))
         # The chunk's own samples end here; the trailing context is heard, never decoded alone.
         core_n = chunk.context_before + chunk.end_sample - chunk.start_sample
         state.timed = self.options.word_timestamps or has_context(chunk)
@@ -531,8 +663,13 @@ class BatchTranscriber:
     # -- decoding ------------------------------------------------------------------------
 
     def prompt_of(self, state: ChunkState) -> tuple[int, ...]:
-        """The prompt tokens of a chunk's next window (windows in a batch must share it)."""
-        return self.prompt_tokens + tuple(state.all_tokens[state.prompt_reset_since :])
+        """The prompt tokens of a chunk's next window: style and initial prompt, the previous
+        chunk's text, this chunk's earlier windows (condition_on_previous_text); the last
+        MAX_PROMPT_TOKENS of them, as whisper's DecodingTask keeps."""
+        tokens = (
+            self.prompt_tokens + state.context + tuple(state.all_tokens[state.prompt_reset_since :])
+        )
+        return tokens[-MAX_PROMPT_TOKENS:]
 
     def continue_before(self, states: Sequence[ChunkState]) -> list[int] | None:
         """Per state, the timestamp index (in its next window) before which a "continue from
@@ -590,17 +727,18 @@ class BatchTranscriber:
         return result
 
     def run_batch(self, states: Sequence[ChunkState]) -> None:
-        """Decode the next window of each state (all sharing one prompt) and advance them."""
+        """Decode the next window of each state (each with its own prompt) and advance them."""
         started = time.perf_counter()
-        prompt = self.prompt_of(states[0])
+        prompts = [self.prompt_of(s) for s in states]
         first_t = self.options.temperatures[0]
         if first_t == 0:
             features = self.window_features(states)  # whisper skips its encoder for these
             results = decode_batch(
                 self.model,
                 features,
-                self._decoding_options(0.0, prompt),
+                self._decoding_options(0.0, prompts[0]),
                 continue_before=self.continue_before(states),
+                prompts=prompts,
             )
         else:  # sampling from the first try: every window alone, seeded
             results = [self._decode_with_fallback(s, self.options.temperatures) for s in states]
@@ -668,8 +806,10 @@ class BatchTranscriber:
             self._time_words(state, new, seek, segment_size, features)
         state.segments.extend(new)
         state.all_tokens.extend(t for seg in new for t in seg["tokens"])
-        if not o.condition_on_previous_text or result.temperature > 0.5:
+        if not o.condition_on_previous_text or result.temperature > CONDITION_MAX_TEMPERATURE:
             state.prompt_reset_since = len(state.all_tokens)
+        if result.temperature > CONDITION_MAX_TEMPERATURE:
+            state.context = ()
 
     def _time_words(
         self,
@@ -755,15 +895,17 @@ class BatchTranscriber:
         }
 
     def next_batch(self, pending: deque[ChunkState]) -> list[ChunkState]:
-        """Take up to batch_size states that share the first one's prompt, in queue order."""
+        """Take up to batch_size states that share the first one's prompt, in queue order
+        (any prompts with condition_chunks: rows then have their own, RaggedInference)."""
         if not pending:
             return []
         prompt = self.prompt_of(pending[0])
+        ragged = self.options.condition_chunks > 0 and self.options.temperatures[0] == 0
         batch: list[ChunkState] = []
         rest: deque[ChunkState] = deque()
         while pending:
             state = pending.popleft()
-            if len(batch) < self.batch_size and self.prompt_of(state) == prompt:
+            if len(batch) < self.batch_size and (ragged or self.prompt_of(state) == prompt):
                 batch.append(state)
             else:
                 rest.append(state)
@@ -809,19 +951,69 @@ def transcribe_chunks_batched(
     batch_size: int | None = None,
     on_done: Callable[[ChunkTranscript], None] | None = None,
     loaded: LoadedModel | None = None,
+    known: Mapping[int, ChunkTranscript] | None = None,
 ) -> list[ChunkTranscript]:
-    """Transcribe chunks in batches; results in chunk order, ``on_done`` as each chunk ends."""
+    """Transcribe chunks in batches; results in chunk order, ``on_done`` as each chunk ends.
+
+    With ``options.condition_chunks`` a chunk whose predecessor (``options.conditions``) is
+    among ``chunks``, or in ``known`` (by chunk index: already transcribed, say by an earlier
+    run), is decoded after it with its text as the prompt: round by round, chunk t of every
+    run of consecutive chunks in one batch.
+    """
     if batch_size is not None and batch_size != options.batch_size:
         options = _with_batch_size(options, batch_size)
     engine = BatchTranscriber(options, loaded)
     results: dict[int, ChunkTranscript] = {}
-    todo = deque(enumerate(chunks))
+    known = known or {}
+    for round_ in condition_rounds(chunks, options, known):
+        contexts = {}
+        for pos, before in round_:
+            prior = known.get(chunks[pos].index - 1) if before is None else results.get(before)
+            contexts[pos] = context_text(prior.segments) if prior is not None else ""
+        _decode_states(engine, chunks, contexts, results, on_done)
+    return [results[i] for i in range(len(chunks))]
+
+
+def condition_rounds(
+    chunks: Sequence[Chunk],
+    options: TranscribeOptions,
+    known: Mapping[int, ChunkTranscript] | None = None,
+) -> list[list[tuple[int, int | None]]]:
+    """The order chunks are decoded in: rounds of (position, position of the chunk it is
+    conditioned on; None: on ``known``'s; -1: on none). Without ``condition_chunks``, one
+    round of every chunk, unconditioned."""
+    known = known or {}
+    depth: list[int] = []
+    rounds: list[list[tuple[int, int | None]]] = []
+    for pos, chunk in enumerate(chunks):
+        before: int | None = -1
+        if pos > 0 and options.conditions(chunks[pos - 1].index, chunk.index):
+            before = pos - 1
+        elif chunk.index - 1 in known and options.conditions(chunk.index - 1, chunk.index):
+            before = None
+        d = depth[before] + 1 if before is not None and before >= 0 else 0
+        depth.append(d)
+        if d == len(rounds):
+            rounds.append([])
+        rounds[d].append((pos, before))
+    return rounds
+
+
+def _decode_states(
+    engine: BatchTranscriber,
+    chunks: Sequence[Chunk],
+    contexts: dict[int, str],
+    results: dict[int, ChunkTranscript],
+    on_done: Callable[[ChunkTranscript], None] | None,
+) -> None:
+    # The chunks at ``contexts``' positions, each with its prompt text, batched.
+    todo = deque(contexts.items())
     pending: deque[ChunkState] = deque()  # remainders first: they finish their chunks
     order: dict[int, int] = {}
     while todo or pending:
         while todo and len(pending) < engine.batch_size:
-            pos, chunk = todo.popleft()
-            state = engine.start(chunk)
+            pos, context = todo.popleft()
+            state = engine.start(chunks[pos], context=context)
             order[id(state)] = pos
             pending.append(state)
         batch = engine.next_batch(pending)
@@ -836,7 +1028,6 @@ def transcribe_chunks_batched(
             else:
                 unfinished.append(state)
         pending.extendleft(reversed(unfinished))
-    return [results[i] for i in range(len(chunks))]
 
 
 def _with_batch_size(options: TranscribeOptions, batch_size: int) -> TranscribeOptions:

@@ -4,11 +4,12 @@ loaded model that the engines share. Plain values: no torch or whisper at import
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.errors import OptionsError, TranscriptionError
-from pipeline.core.types import ModelInfo
+from pipeline.core.types import ModelInfo, Segment
 
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("openai-whisper", "faster-whisper")  # faster-whisper: pipeline/asr/ct2.py
@@ -25,6 +26,11 @@ STYLE_PROMPTS: dict[str, str | None] = {
     "it means for you.",
 }
 MAX_BATCH_SIZE = 256  # windows per forward pass; more only costs memory
+# Most prompt tokens the decoder is given: whisper keeps the last n_text_ctx // 2 - 1 (223).
+MAX_PROMPT_TOKENS = 223
+# Segments decoded at a temperature above this do not condition what follows (as transcribe()).
+CONDITION_MAX_TEMPERATURE = 0.5
+MAX_CONDITION_CHUNKS = 100_000
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,14 @@ class TranscribeOptions:
     # speakers are assigned by. The text does not depend on it, on any engine (on
     # whisper.transcribe's path the words are timed after decoding, window by window).
     word_timestamps: bool = True
+    # Chunks conditioned on the previous chunk's text, in runs of this many consecutive chunks
+    # (0: off, every chunk starts cold). Chunk j of a run gets chunk j-1's own text (after any
+    # segment decoded hotter than 0.5, its last MAX_PROMPT_TOKENS tokens) as the decoder's
+    # prompt, as transcribe(condition_on_previous_text=True) does from window to window; the
+    # first chunk of a run starts cold. Round t decodes chunk t of every run in one batch, so
+    # runs are the parallelism: fixed here, never by hardware, so the text stays the same
+    # whatever the batch size.
+    condition_chunks: int = 0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -104,6 +118,16 @@ class TranscribeOptions:
                 f"batch_size must be between 1 and {MAX_BATCH_SIZE} (or 0: automatic), "
                 f"not {self.batch_size}"
             )
+        if not 0 <= self.condition_chunks <= MAX_CONDITION_CHUNKS:
+            raise OptionsError(
+                f"condition_chunks must be between 0 (off) and {MAX_CONDITION_CHUNKS}, "
+                f"not {self.condition_chunks}"
+            )
+        if self.condition_chunks and (self.backend != "openai-whisper" or self.beam_size):
+            raise OptionsError(
+                "condition_chunks needs the batched greedy decoder: backend openai-whisper "
+                "without beam_size"
+            )
         if self.model.endswith(".en") and self.language not in ("en", None):
             raise OptionsError(f"model {self.model} is English-only: language must be 'en'")
 
@@ -112,6 +136,12 @@ class TranscribeOptions:
         ``initial_prompt``; None when there is neither."""
         parts = [p.strip() for p in (STYLE_PROMPTS[self.style], self.initial_prompt) if p]
         return " ".join(parts) or None
+
+    def conditions(self, previous_index: int, index: int) -> bool:
+        """Whether chunk ``index`` is conditioned on chunk ``previous_index``'s text: its
+        predecessor, in the same run of ``condition_chunks`` chunks."""
+        k = self.condition_chunks
+        return k > 1 and index == previous_index + 1 and index % k != 0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -123,6 +153,19 @@ class TranscribeOptions:
 # to go on in the same window (continue_in_window); a shorter rest gets a window of its own.
 CONTINUE_SPEECH_AHEAD_S = 0.5
 TIMESTAMP_S = 0.02  # one Whisper timestamp token
+
+
+def context_text(previous: Sequence[Segment]) -> str:
+    """The text a chunk hands to its successor as the decoder's prompt (``condition_chunks``):
+    its segments after the last one decoded hotter than CONDITION_MAX_TEMPERATURE (a sampled
+    decode is a failed one; transcribe() stops conditioning on it too)."""
+    kept: list[str] = []
+    for seg in previous:
+        if seg.temperature > CONDITION_MAX_TEMPERATURE:
+            kept = []
+        elif seg.text.strip():
+            kept.append(seg.text.strip())
+    return " ".join(kept)
 
 
 def continue_limit(speech_end_s: float, window_start_s: float, window_s: float) -> int:

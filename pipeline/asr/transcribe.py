@@ -3,13 +3,15 @@ decoder (``pipeline.asr.batch``), ``whisper.transcribe`` one chunk at a time
 (``pipeline.asr.whisper``) or CTranslate2 (``pipeline.asr.ct2``).
 
 Each chunk is at most 30 s (one Whisper window), cut inside a silence, and transcribed on its
-own: chunks never condition on each other, so a chunk's text depends only on its audio, the
-weights and these options (which is what makes single-chunk re-runs and caching sound).
+own: by default chunks never condition on each other, so a chunk's text depends only on its
+audio, the weights and these options (which is what makes single-chunk re-runs and caching
+sound). With ``condition_chunks`` it also depends on the previous chunk's text, which
+depends on the same things in turn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pipeline.asr.loading import load_model
 from pipeline.asr.options import LoadedModel, TranscribeOptions
@@ -79,12 +81,16 @@ def transcribe_chunks(
     options: TranscribeOptions,
     on_done: Callable[[ChunkTranscript], None] | None = None,
     loaded: LoadedModel | None = None,
+    known: Mapping[int, ChunkTranscript] | None = None,
 ) -> list[ChunkTranscript]:
     """Transcribe chunks, calling ``on_done`` as each finishes (for progress bars).
 
     With ``options.batch_size`` other than 1, chunk windows are decoded in batches
     (``pipeline.asr.batch``); results come back in chunk order either way. Silent chunks get
-    an empty transcript without Whisper (``silent_chunk_transcript``).
+    an empty transcript without Whisper (``silent_chunk_transcript``). With
+    ``options.condition_chunks``, ``known`` (by chunk index: transcripts of this episode's
+    other chunks, say from an earlier run) gives the text a chunk whose predecessor is not
+    among ``chunks`` is conditioned on.
     """
     loaded = loaded or load_model(options)
     # By position, not by chunk index: the chunks may come from several episodes (a backfill
@@ -100,7 +106,7 @@ def transcribe_chunks(
         if on_done is not None:
             on_done(result)
     if heard:
-        decoded = _transcribe_heard([chunks[p] for p in heard], options, on_done, loaded)
+        decoded = _transcribe_heard([chunks[p] for p in heard], options, on_done, loaded, known)
         for pos, result in zip(heard, decoded, strict=True):
             results[pos] = result
     return [r for r in results if r is not None]
@@ -111,16 +117,20 @@ def _transcribe_heard(
     options: TranscribeOptions,
     on_done: Callable[[ChunkTranscript], None] | None,
     loaded: LoadedModel,
+    known: Mapping[int, ChunkTranscript] | None = None,
 ) -> list[ChunkTranscript]:
     if options.backend == "faster-whisper":
         from pipeline.asr.ct2 import LoadedCT2, transcribe_chunks_ct2  # an optional extra
 
         ct2 = loaded.model if isinstance(loaded.model, LoadedCT2) else None
         return transcribe_chunks_ct2(chunks, options, on_done=on_done, loaded=ct2)
-    if options.batch_size != 1 and _batchable(options, loaded):
+    # Conditioned chunks take the batched engine even one at a time (it hands text on).
+    if (options.batch_size != 1 or options.condition_chunks) and _batchable(options, loaded):
         from pipeline.asr.batch import transcribe_chunks_batched  # torch
 
-        return transcribe_chunks_batched(chunks, options, on_done=on_done, loaded=loaded)
+        return transcribe_chunks_batched(
+            chunks, options, on_done=on_done, loaded=loaded, known=known
+        )
     results = []
     for chunk in chunks:
         result = transcribe_chunk_whisper(chunk, options, loaded)

@@ -82,6 +82,13 @@ def transcribe(
     beam_size: Annotated[
         int | None, typer.Option(help="Beam search width (default: greedy).")
     ] = None,
+    condition_chunks: Annotated[
+        int,
+        typer.Option(
+            help="Prompt each chunk with the previous chunk's text, in runs of this many "
+            "chunks decoded side by side (0: every chunk starts cold)."
+        ),
+    ] = 0,
     batch_size: Annotated[
         int | None,
         typer.Option(
@@ -185,6 +192,7 @@ def transcribe(
         continue_in_window=continue_in_window,
         style=style,
         word_timestamps=word_timestamps,
+        condition_chunks=condition_chunks,
     )
     # Shorter chunks search a shorter stretch for their cut (as the flows do): the defaults
     # (5 s minimum, 10 s search) do not fit in a chunk of less than 10 s.

@@ -71,6 +71,7 @@ class RepairPolicy:
             "temperatures": self.temperatures,
             "initial_prompt": None,
             "condition_on_previous_text": False,
+            "condition_chunks": 0,  # a retry is decoded alone, from its audio only
         }
         if flags.dropped_speech and self.ungate_dropped_speech:
             changes["no_speech_threshold"] = None
