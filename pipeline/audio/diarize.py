@@ -767,19 +767,15 @@ def check_diarizer() -> None:
     _model_files()
 
 
-def prepare_diarizer(threads: int | None = None) -> None:
+def prepare_diarizer() -> None:
     """Import what the diarizer needs (torch, silero-vad, the model files' hashes)
     and hash its model files, so that a caller can do it while the episode is still being
     fetched and decoded (ffmpeg leaves a core free) instead of beside Whisper's decoding.
 
-    ``threads``: torch's intra-op threads for the calling thread only (torch keeps the count
-    per thread). A diarizer thread beside Whisper's decoder runs best on one: two more
-    threads on cores Whisper already fills make both wait at each other's barriers."""
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-
+    The diarizer keeps torch's thread count as it finds it. Setting one thread from the
+    diarizer's own thread is not private to that thread: it made Whisper's decoder run on one
+    thread too, and a quiet conversation-dev run with diarization took +34 % to +50 % instead
+    of +1 % to +17 % (scripts/speaker_overhead.py, three alternating pairs each)."""
     files = _model_files()
     _load_vad(files["silero_vad"])
     _models_provenance(files)
