@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import wave
+from collections.abc import Sequence
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -139,34 +140,43 @@ def build(parts: list[tuple[str, str, float]], out: Path, jingle_s: float = 0.0)
             )
             pieces.append(tone)
             pieces.append(silence(tmp, 0.7))
-        for i, (voice, text, pause) in enumerate(parts):
-            wav = tmp / f"s{i}.wav"
-            speak(voice, text, wav)
-            norm = tmp / f"n{i}.wav"
-            ffmpeg("-i", wav.as_posix(), "-ar", str(RATE), "-ac", "1", norm.as_posix())
-            pieces.append(norm)
-            if pause:
-                pieces.append(silence(tmp, pause))
-        listing = tmp / "list.txt"
-        listing.write_text("".join(f"file '{p.as_posix()}'\n" for p in pieces))
-        args = [
-            "-f",
-            "concat",
-            "-safe",
-            "0",
-            "-i",
-            listing.as_posix(),
-            "-ar",
-            str(RATE),
-            "-ac",
-            "1",
-        ]
-        if out.suffix == ".mp3":
-            args += ["-c:a", "libmp3lame", "-b:a", "32k"]
-        elif out.suffix == ".ogg":
-            args += ["-c:a", "libopus", "-b:a", "24k"]
-        ffmpeg(*args, out.as_posix())
+        pieces += spoken(tmp, 0.0, parts)[0]
+        concat(tmp, pieces, out)
     return " ".join(text for _, text, _ in parts) + "\n"
+
+
+def spoken(
+    tmp: Path, lead_s: float, lines: Sequence[tuple[str, str, float]]
+) -> tuple[list[Path], list[tuple[float, float]]]:
+    """(voice, text, pause after) lines spoken one after another, after ``lead_s`` of
+    silence: the WAV pieces in order, and where each line starts and how long it is."""
+    pieces = [silence(tmp, lead_s)] if lead_s else []
+    spans: list[tuple[float, float]] = []
+    t = lead_s
+    for i, (voice, text, pause) in enumerate(lines):
+        raw, wav = tmp / f"r{i}.wav", tmp / f"w{i}.wav"
+        speak(voice, text, raw)
+        ffmpeg("-i", raw.as_posix(), "-ar", str(RATE), "-ac", "1", wav.as_posix())
+        length = wav_seconds(wav)
+        spans.append((t, length))
+        pieces.append(wav)
+        t += length
+        if pause:
+            pieces.append(silence(tmp, pause))
+            t += pause
+    return pieces, spans
+
+
+def concat(tmp: Path, pieces: Sequence[Path], out: Path) -> None:
+    """``pieces`` one after another into ``out``, 16 kHz mono; MP3 or Opus by its suffix."""
+    listing = tmp / "list.txt"
+    listing.write_text("".join(f"file '{p.as_posix()}'\n" for p in pieces))
+    args = ["-f", "concat", "-safe", "0", "-i", listing.as_posix(), "-ar", str(RATE), "-ac", "1"]
+    if out.suffix == ".mp3":
+        args += ["-c:a", "libmp3lame", "-b:a", "32k"]
+    elif out.suffix == ".ogg":
+        args += ["-c:a", "libopus", "-b:a", "24k"]
+    ffmpeg(*args, out.as_posix())
 
 
 def silence(tmp: Path, seconds: float) -> Path:
@@ -194,12 +204,7 @@ def build_longform(out: Path) -> str:
         tmp = Path(tmp_name)
         speech = tmp / "speech.wav"
         text = build(LONGFORM, speech)
-        listing = tmp / "list.txt"
-        listing.write_text(f"file '{speech.as_posix()}'\nfile '{faint_tail(tmp, TAIL_S)}'\n")
-        ffmpeg(
-            "-f", "concat", "-safe", "0", "-i", listing.as_posix(), "-ar", str(RATE), "-ac", "1",
-            "-c:a", "libmp3lame", "-b:a", "32k", out.as_posix(),
-        )  # fmt: skip
+        concat(tmp, [speech, faint_tail(tmp, TAIL_S)], out)
     return text
 
 
@@ -217,26 +222,12 @@ def build_dialogue(
     reference and its RTTM."""
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        pieces: list[Path] = [silence(tmp, 0.5)]
-        t = 0.5
-        rttm = []
-        for i, (speaker, text, pause) in enumerate(lines):
-            raw, wav = tmp / f"r{i}.wav", tmp / f"d{i}.wav"
-            speak(voices[speaker], text, raw)
-            ffmpeg("-i", raw.as_posix(), "-ar", str(RATE), "-ac", "1", wav.as_posix())
-            length = wav_seconds(wav)
-            rttm.append(f"SPEAKER dialogue 1 {t:.3f} {length:.3f} <NA> <NA> {speaker} <NA> <NA>\n")
-            pieces.append(wav)
-            t += length
-            if pause:
-                pieces.append(silence(tmp, pause))
-                t += pause
-        listing = tmp / "list.txt"
-        listing.write_text("".join(f"file '{p.as_posix()}'\n" for p in pieces))
-        ffmpeg(
-            "-f", "concat", "-safe", "0", "-i", listing.as_posix(), "-ar", str(RATE), "-ac", "1",
-            "-c:a", "libmp3lame", "-b:a", "32k", out.as_posix(),
-        )  # fmt: skip
+        pieces, spans = spoken(tmp, 0.5, [(voices[sp], text, pause) for sp, text, pause in lines])
+        concat(tmp, pieces, out)
+    rttm = [
+        f"SPEAKER dialogue 1 {t:.3f} {length:.3f} <NA> <NA> {speaker} <NA> <NA>\n"
+        for (speaker, _, _), (t, length) in zip(lines, spans, strict=True)
+    ]
     text = "".join(f"{speaker}: {line}\n" for speaker, line, _ in lines)
     return text, "".join(rttm)
 
@@ -245,26 +236,12 @@ def build_parts(out: Path) -> tuple[str, str]:
     """PARTS spoken into ``out`` (mp3); returns (the labelled reference, parts.tsv)."""
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        pieces = [silence(tmp, PARTS_LEAD_S)]
-        rows = ["line\tstart_s\tend_s\tspeaker_source"]
-        t = PARTS_LEAD_S
-        for i, (speaker, voice, text, pause) in enumerate(PARTS):
-            wav, norm = tmp / f"p{i}.wav", tmp / f"pn{i}.wav"
-            speak(voice, text, wav)
-            ffmpeg("-i", wav.as_posix(), "-ar", str(RATE), "-ac", "1", norm.as_posix())
-            n = wav_seconds(norm)
-            rows.append(f"{i + 1}\t{t:.3f}\t{t + n:.3f}\t{speaker} (espeak-ng {voice})")
-            pieces.append(norm)
-            t += n
-            if pause:
-                pieces.append(silence(tmp, pause))
-                t += pause
-        listing = tmp / "list.txt"
-        listing.write_text("".join(f"file '{p.as_posix()}'\n" for p in pieces))
-        ffmpeg(
-            "-f", "concat", "-safe", "0", "-i", listing.as_posix(), "-ar", str(RATE), "-ac", "1",
-            "-c:a", "libmp3lame", "-b:a", "32k", out.as_posix(),
-        )  # fmt: skip
+        pieces, spans = spoken(tmp, PARTS_LEAD_S, [(v, text, p) for _, v, text, p in PARTS])
+        concat(tmp, pieces, out)
+    rows = ["line\tstart_s\tend_s\tspeaker_source"] + [
+        f"{i + 1}\t{t:.3f}\t{t + n:.3f}\t{speaker} (espeak-ng {voice})"
+        for i, ((speaker, voice, _, _), (t, n)) in enumerate(zip(PARTS, spans, strict=True))
+    ]
     reference = "".join(f"{speaker}: {text}\n" for speaker, _v, text, _p in PARTS)
     return reference, "\n".join(rows) + "\n"
 
