@@ -485,8 +485,8 @@ def record_feed_episodes(db: CatalogLocation, feed: Feed) -> list[FeedEpisode]:
             if _insert_episode(conn, feed_id, episode, now):
                 fresh.add(episode.guid)
             else:
-                _update_transcript_url(conn, feed_id, episode, now)
-                _update_persons(conn, feed_id, episode, now)
+                _refresh(conn, feed_id, episode, "transcript_url", _transcript_url(episode), now)
+                _refresh(conn, feed_id, episode, "persons", _persons_json(episode.persons), now)
         conn.execute(sa.update(_feeds).where(_feeds.c.url == feed.url).values(last_polled_at=now))
     return [episode for episode in feed.episodes if episode.guid in fresh]
 
@@ -515,33 +515,21 @@ def _insert_episode(conn: Connection, feed_id: str, ep: FeedEpisode, now: str) -
     return inserted.first() is not None
 
 
-def _update_transcript_url(conn: Connection, feed_id: str, ep: FeedEpisode, now: str) -> None:
-    url = _transcript_url(ep)
-    if url is None:  # a link that vanished from the feed is kept: it may still be served
+def _refresh(
+    conn: Connection, feed_id: str, ep: FeedEpisode, column: str, value: Any, now: str
+) -> None:
+    """Set ``column`` of the episode's row to what the feed says now. A value that vanished
+    from the feed (None) is kept: a transcript link may still be served, and a list of
+    persons still names the voices."""
+    if value is None:
         return
+    col = _episodes.c[column]
     conn.execute(
         sa.update(_episodes)
         .where(
-            _episodes.c.feed_id == feed_id,
-            _episodes.c.guid == ep.guid,
-            _episodes.c.transcript_url.is_distinct_from(url),
+            _episodes.c.feed_id == feed_id, _episodes.c.guid == ep.guid, col.is_distinct_from(value)
         )
-        .values(transcript_url=url, updated_at=now)
-    )
-
-
-def _update_persons(conn: Connection, feed_id: str, ep: FeedEpisode, now: str) -> None:
-    persons = _persons_json(ep.persons)
-    if persons is None:  # as with transcript links, a list that vanished is kept
-        return
-    conn.execute(
-        sa.update(_episodes)
-        .where(
-            _episodes.c.feed_id == feed_id,
-            _episodes.c.guid == ep.guid,
-            _episodes.c.persons.is_distinct_from(persons),
-        )
-        .values(persons=persons, updated_at=now)
+        .values({column: value, "updated_at": now})
     )
 
 
