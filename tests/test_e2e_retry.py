@@ -169,11 +169,22 @@ def _click_retry(ui: str, run_id, shots: Path) -> None:
             browser.close()
 
 
+def _retry_to_completion(api: str, client, run_id, serve_log: str, shots: Path) -> None:
+    """Retry the failed run from its page in the UI; it must leave Failed and complete."""
+    _click_retry(api.removesuffix("/api"), run_id, shots)
+    _wait(
+        "the retried run to leave Failed",
+        lambda: not client.read_flow_run(run_id).state.is_failed(),
+        60,
+    )
+    done = _wait("the retried run", lambda: _final_state(client, run_id), 300)
+    assert done.is_completed(), (done, Path(serve_log).read_text()[-3000:])
+
+
 def test_ui_retry_reruns_only_the_failed_chunks(
     served: dict[str, str], prefect_ui_server: str, fixtures_dir: Path, tmp_path: Path
 ) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.concurrency.sync import concurrency
     from prefect.deployments import run_deployment
@@ -182,77 +193,58 @@ def test_ui_retry_reruns_only_the_failed_chunks(
     from flows.settings import DEVICE_LIMIT
 
     ensure_device_limit(1)
-    with get_client(sync_client=True) as client:
-        old_limit = client.read_global_concurrency_limit_by_name(DEVICE_LIMIT).limit
-        client.update_global_concurrency_limit(DEVICE_LIMIT, GlobalConcurrencyLimitUpdate(limit=1))
-        try:
+    with get_client(sync_client=True) as client, _limits_of_one(client, DEVICE_LIMIT):
+        _wait(
+            "the served deployment",
+            lambda: _deployment_id(client, "transcribe-episode/transcribe-episode"),
+            120,
+        )
+        chunks_dir = tmp_path / "audio" / EPISODE / "chunks"
+        with concurrency(DEVICE_LIMIT, occupy=1):  # no chunk starts before the damage
+            run = run_deployment(
+                "transcribe-episode/transcribe-episode",
+                timeout=0,
+                parameters={
+                    "source": str(fixtures_dir / "episode.mp3"),
+                    "episode_id": EPISODE,
+                    "title": "E2E episode",
+                    "reference": str(fixtures_dir / "episode.txt"),
+                    "max_chunk_s": 15.0,
+                },
+            )
             _wait(
-                "the served deployment",
-                lambda: _deployment_id(client, "transcribe-episode/transcribe-episode"),
-                120,
+                "the chunk manifest",
+                lambda: (chunks_dir.parent / "manifest.json").is_file(),
+                180,
             )
-            chunks_dir = tmp_path / "audio" / EPISODE / "chunks"
-            with concurrency(DEVICE_LIMIT, occupy=1):  # no chunk starts before the damage
-                run = run_deployment(
-                    "transcribe-episode/transcribe-episode",
-                    timeout=0,
-                    parameters={
-                        "source": str(fixtures_dir / "episode.mp3"),
-                        "episode_id": EPISODE,
-                        "title": "E2E episode",
-                        "reference": str(fixtures_dir / "episode.txt"),
-                        "max_chunk_s": 15.0,
-                    },
-                )
-                _wait(
-                    "the chunk manifest",
-                    lambda: (chunks_dir.parent / "manifest.json").is_file(),
-                    180,
-                )
-                originals = {i: (chunks_dir / f"chunk-{i:04d}.wav").read_bytes() for i in CORRUPT}
-                for i, data in originals.items():
-                    (chunks_dir / f"chunk-{i:04d}.wav").write_bytes(
-                        data[:100] + bytes(len(data) - 100)
-                    )
-            total = len(list(chunks_dir.glob("chunk-*.wav")))
-            assert total >= 3
-            failed = _wait("the run to fail", lambda: _final_state(client, run.id), 300)
-            assert failed.is_failed(), failed
-            first = _wait(
-                "the first attempt's logs",
-                lambda: (
-                    c if sum((c := _transcribed(client, run.id)).values()) == total - 2 else None
-                ),
-                30,
-            )
-            # the log counts chunks from 1, as the task names do
-            assert set(first) == {i + 1 for i in range(total)} - {i + 1 for i in CORRUPT}
-
+            originals = {i: (chunks_dir / f"chunk-{i:04d}.wav").read_bytes() for i in CORRUPT}
             for i, data in originals.items():
-                (chunks_dir / f"chunk-{i:04d}.wav").write_bytes(data)
-            _click_retry(prefect_ui_server.removesuffix("/api"), run.id, tmp_path)
+                (chunks_dir / f"chunk-{i:04d}.wav").write_bytes(data[:100] + bytes(len(data) - 100))
+        total = len(list(chunks_dir.glob("chunk-*.wav")))
+        assert total >= 3
+        failed = _wait("the run to fail", lambda: _final_state(client, run.id), 300)
+        assert failed.is_failed(), failed
+        first = _wait(
+            "the first attempt's logs",
+            lambda: c if sum((c := _transcribed(client, run.id)).values()) == total - 2 else None,
+            30,
+        )
+        # the log counts chunks from 1, as the task names do
+        assert set(first) == {i + 1 for i in range(total)} - {i + 1 for i in CORRUPT}
 
-            _wait(
-                "the retried run to leave Failed",
-                lambda: not client.read_flow_run(run.id).state.is_failed(),
-                60,
-            )
-            done = _wait("the retried run", lambda: _final_state(client, run.id), 300)
-            assert done.is_completed(), (done, Path(served["log"]).read_text()[-3000:])
-            counts = _wait(
-                "the retry's logs",
-                lambda: c if sum((c := _transcribed(client, run.id)).values()) >= total else None,
-                30,
-            )
-            assert counts == Counter(range(1, total + 1)), "each chunk transcribed exactly once"
-            artifacts = client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"quality-{EPISODE}"]))
-            )
-            assert artifacts and "Worst chunks" in str(artifacts[0].data)
-        finally:
-            client.update_global_concurrency_limit(
-                DEVICE_LIMIT, GlobalConcurrencyLimitUpdate(limit=old_limit)
-            )
+        for i, data in originals.items():
+            (chunks_dir / f"chunk-{i:04d}.wav").write_bytes(data)
+        _retry_to_completion(prefect_ui_server, client, run.id, served["log"], tmp_path)
+        counts = _wait(
+            "the retry's logs",
+            lambda: c if sum((c := _transcribed(client, run.id)).values()) >= total else None,
+            30,
+        )
+        assert counts == Counter(range(1, total + 1)), "each chunk transcribed exactly once"
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"quality-{EPISODE}"]))
+        )
+        assert artifacts and "Worst chunks" in str(artifacts[0].data)
 
 
 DIALOGUE = "e2e-dialogue"
@@ -317,14 +309,7 @@ def test_ui_retry_reruns_only_a_failed_diarization(
             assert _task_states(client, run.id, "diarize") == ["Failed"]
 
             wav.write_bytes(original)
-            _click_retry(prefect_ui_server.removesuffix("/api"), run.id, tmp_path)
-            _wait(
-                "the retried run to leave Failed",
-                lambda: not client.read_flow_run(run.id).state.is_failed(),
-                60,
-            )
-            done = _wait("the retried run", lambda: _final_state(client, run.id), 300)
-            assert done.is_completed(), (done, Path(served["log"]).read_text()[-3000:])
+            _retry_to_completion(prefect_ui_server, client, run.id, served["log"], tmp_path)
             # The diarize task ran twice (failed, then completed: not Cached), each chunk was
             # transcribed once over both attempts (the retry took them from their results).
             states = _wait(
