@@ -133,6 +133,22 @@ class LocalHTTPServer:
             return replies.pop(0) if len(replies) > 1 else replies[0]
 
 
+def serve_demo_episode(server: LocalHTTPServer, n: int) -> tuple[str, tuple[tuple[str, str]]]:
+    """The project's demo episode ``n`` (pipeline/data/demo) served by ``server``: the URL of
+    its MP3 and its reference text as a feed's transcript link (URL, MIME type)."""
+    from pipeline.demo import DEMO_DIR
+
+    audio = server.route(
+        f"/ep{n}.mp3",
+        Reply((DEMO_DIR / f"episode-{n}.mp3").read_bytes(), content_type="audio/mpeg"),
+    )
+    text = server.route(
+        f"/ep{n}.txt",
+        Reply((DEMO_DIR / f"episode-{n}.txt").read_bytes(), content_type="text/plain"),
+    )
+    return audio, ((text, "text/plain"),)
+
+
 def _handler_for(server: LocalHTTPServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import LocalHTTPServer, Reply
+from conftest import LocalHTTPServer, Reply, serve_demo_episode
 from feedgen import Item, rss
 from typer.testing import CliRunner
 
@@ -36,16 +36,9 @@ def _serve_feed(server: LocalHTTPServer, numbers: list[int], missing: list[int])
     enclosures answer 404 (``missing``), published in that order."""
     items = []
     for day, n in enumerate([*numbers, *missing], start=1):
+        transcripts: tuple[tuple[str, str], ...]
         if n in numbers:
-            audio = server.route(
-                f"/ep{n}.mp3",
-                Reply((DEMO_DIR / f"episode-{n}.mp3").read_bytes(), content_type="audio/mpeg"),
-            )
-            text = server.route(
-                f"/ep{n}.txt",
-                Reply((DEMO_DIR / f"episode-{n}.txt").read_bytes(), content_type="text/plain"),
-            )
-            transcripts: tuple[tuple[str, str], ...] = ((text, "text/plain"),)
+            audio, transcripts = serve_demo_episode(server, n)
         else:
             audio, transcripts = server.url(f"/gone{n}.mp3"), ()
         items.append(

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import LocalHTTPServer, Reply
+from conftest import LocalHTTPServer, Reply, serve_demo_episode
 from feedgen import Item, rss
 
 pytestmark = pytest.mark.slow
@@ -211,20 +211,13 @@ def test_dask_task_runner_with_two_local_workers(flow_env: Path, fixtures_dir: P
 def _demo_feed(server: LocalHTTPServer, numbers: list[int]) -> str:
     items = []
     for n in numbers:
-        audio = server.route(
-            f"/ep{n}.mp3",
-            Reply((DEMO_DIR / f"episode-{n}.mp3").read_bytes(), content_type="audio/mpeg"),
-        )
-        text = server.route(
-            f"/ep{n}.txt",
-            Reply((DEMO_DIR / f"episode-{n}.txt").read_bytes(), content_type="text/plain"),
-        )
+        audio, transcripts = serve_demo_episode(server, n)
         items.append(
             Item(
                 title=f"Poll demo {n}",
                 guid=f"demo-{n}",
                 enclosure=(audio, "audio/mpeg"),
-                transcripts=((text, "text/plain"),),
+                transcripts=transcripts,
                 published=f"Mon, 0{n} Jun 2025 10:00:00 GMT",
             )
         )
