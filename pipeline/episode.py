@@ -208,11 +208,7 @@ def label_speakers(
     names: dict[str, str] = {}
     if naming is not None:
         labelled = rename_speakers(labelled, naming, NAME_AGREEMENT)
-        names = {
-            n.label: n.name
-            for n in naming.names
-            if n.name is not None and n.agreement is not None and n.agreement >= NAME_AGREEMENT
-        }
+        names = naming.sure(NAME_AGREEMENT)
     record = diarization.provenance | {
         "speakers": len(diarization.speakers),
         "elapsed_s": diarization.elapsed_s,

@@ -209,6 +209,14 @@ class SpeakerNaming:
         """label -> name for the labels that got one."""
         return {n.label: n.name for n in self.names if n.name is not None}
 
+    def sure(self, min_agreement: float) -> dict[str, str]:
+        """label -> name for the labels whose name is at least ``min_agreement`` sure."""
+        return {
+            n.label: n.name
+            for n in self.names
+            if n.name is not None and n.agreement is not None and n.agreement >= min_agreement
+        }
+
 
 def _name_from_shared(
     shared: Mapping[str, Mapping[str, float]], labels: Sequence[str], by: str
@@ -286,11 +294,7 @@ def rename_speakers(
 ) -> Transcript:
     """``transcript`` with each label replaced by its name where the naming is at least
     ``min_agreement`` sure of it; other labels stay as they are (``SPEAKER_3``)."""
-    names = {
-        n.label: n.name
-        for n in naming.names
-        if n.name is not None and n.agreement is not None and n.agreement >= min_agreement
-    }
+    names = naming.sure(min_agreement)
     segments = tuple(
         dataclasses.replace(
             s,
