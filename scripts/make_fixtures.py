@@ -11,6 +11,8 @@ Outputs:
 - tests/fixtures/longform.mp3 + longform.txt: ~20 s, a long sentence (to be cut in the middle)
   and a short one, 0.25 s apart as in long recordings rebuilt from sentence clips, then 0.5 s
   of near-silence (faint noise at about -60 dBFS): a chunk's quiet tail.
+- tests/fixtures/fillers.mp3 + fillers.txt: ~9 s, one voice saying "you know" once as a
+  filler and once as the verb ("Do you know what ..."), for the clean style.
 - tests/fixtures/parts.mp3 + parts.txt + parts.tsv: ~17 s, two voices taking turns (one turn a
   lone "Right!"), 1 s of silence first and 0.7-1.5 s between turns; parts.tsv says where each
   turn starts and ends (as ../shared/eval/dev-episode/parts.tsv does) and parts.txt is the
@@ -26,7 +28,7 @@ Outputs:
   diarizer's speakers after a feed's <podcast:person> list, with no labelled reference.
 
 ``python scripts/make_fixtures.py longform`` makes only the named outputs (speech, episode,
-longform, dialogue, parts, intro); no name: all of them.
+longform, fillers, dialogue, parts, intro); no name: all of them.
 """
 
 from __future__ import annotations
@@ -72,6 +74,12 @@ LONGFORM = [
     ("en-gb", "Thank you all for coming tonight.", 0.0),
 ]
 TAIL_S = 0.5  # near-silence after the last sentence
+
+# Fillers a clean transcript leaves out, and "you know" as the verb, which it keeps.
+FILLERS = [
+    ("en-us", "As I look at this year, you know, we will make the product simpler.", 0.5),
+    ("en-us", "Do you know what the answer is? It is a faster and smaller team.", 0.5),
+]
 
 DIALOGUE_VOICES = {"Host": "en-us+m3", "Guest": "en-gb+f3"}
 DIALOGUE = [  # (speaker, text, pause after, seconds)
@@ -248,7 +256,9 @@ def build_parts(out: Path) -> tuple[str, str]:
 
 def main(names: list[str]) -> None:
     FIXTURES.mkdir(parents=True, exist_ok=True)
-    wanted = set(names) or {"speech", "episode", "longform", "dialogue", "parts", "intro"}
+    wanted = set(names) or {
+        "speech", "episode", "longform", "fillers", "dialogue", "parts", "intro"
+    }  # fmt: skip
     if "speech" in wanted:
         speech = build([(v, t, 0.3) for v, t in SPEECH], FIXTURES / "speech.ogg")
         (FIXTURES / "speech.txt").write_text(speech)
@@ -257,6 +267,8 @@ def main(names: list[str]) -> None:
         (FIXTURES / "episode.txt").write_text(episode)
     if "longform" in wanted:
         (FIXTURES / "longform.txt").write_text(build_longform(FIXTURES / "longform.mp3"))
+    if "fillers" in wanted:
+        (FIXTURES / "fillers.txt").write_text(build(FILLERS, FIXTURES / "fillers.mp3"))
     if "dialogue" in wanted:
         text, rttm = build_dialogue(FIXTURES / "dialogue.mp3")
         (FIXTURES / "dialogue.txt").write_text(text)

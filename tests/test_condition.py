@@ -133,7 +133,7 @@ def test_conditioned_text_does_not_depend_on_the_batch(chunks: list[Chunk]) -> N
         chunks[1:2], options, batch_size=1, loaded=loaded, known={chunks[0].index: together[0]}
     )
     assert _texts(second) == _texts(together[1:2])
-    # ... and that text reached the decoder as its prompt, after the style and initial prompt.
+    # ... and that text reached the decoder as its prompt, after the initial prompt.
     engine = BatchTranscriber(dataclasses.replace(options, initial_prompt="Podcasts."), loaded)
     state = engine.start(chunks[1], context=together[0].text)
     expected = engine.tokenizer.encode(" Podcasts.") + engine.tokenizer.encode(

@@ -3,6 +3,7 @@ said, and the clean style — with the real tiny.en model on espeak-ng speech wh
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import wave
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from pipeline.asr.batch import transcribe_chunks_batched
 from pipeline.asr.loading import load_model
-from pipeline.asr.options import STYLE_PROMPTS, TranscribeOptions
+from pipeline.asr.options import TranscribeOptions
 from pipeline.asr.whisper import segments_from_whisper
 from pipeline.audio.analysis import sounding_center, speech_end_s
 from pipeline.audio.decode import decode_audio, read_chunk_samples, read_wav_pcm
@@ -130,13 +131,16 @@ def test_words_round_trip_through_json() -> None:
     assert segment_from_dict(to_dict(seg) | {"words": None}).words is None
 
 
-def test_style_is_validated_and_prompts_every_window() -> None:
+def test_style_is_validated_recorded_and_prompts_nothing() -> None:
     with pytest.raises(OptionsError, match="style"):
         TranscribeOptions(style="formal")
+    assert TranscribeOptions().style == "clean"
+    # The style is applied to the text after decoding: the decoder's prompt is the user's.
     assert TranscribeOptions(style="verbatim").prompt() is None
-    clean = TranscribeOptions(style="clean", initial_prompt="Podscribe, Prefect.")
-    assert clean.prompt() == f"{STYLE_PROMPTS['clean']} Podscribe, Prefect."
-    assert TranscribeOptions(style="clean").to_dict()["style"] == "clean"  # recorded
+    assert TranscribeOptions(style="clean").prompt() is None
+    clean = TranscribeOptions(style="clean", initial_prompt=" Podscribe, Prefect. ")
+    assert clean.prompt() == "Podscribe, Prefect."
+    assert TranscribeOptions(style="verbatim").to_dict()["style"] == "verbatim"  # recorded
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,3 +255,41 @@ def test_text_over_a_quiet_tail_is_taken_out(longform: DecodedAudio, tmp_path: P
     screened, signals, _flags = screen_chunk(chunk, transcript)
     assert screened.segments == (said,)
     assert signals.dropped_nonspeech == 1
+
+
+def _seg_of(start: float, end: float, text: str, probability: float) -> Segment:
+    pieces = text.split()
+    step = (end - start) / len(pieces)
+    words = tuple(
+        Word(start + i * step, start + (i + 1) * step, " " + w, probability)
+        for i, w in enumerate(pieces)
+    )
+    return Segment(start, end, text, 0, words=words)
+
+
+def test_a_guess_at_the_end_of_a_chunk_is_taken_out(longform: DecodedAudio, tmp_path: Path) -> None:
+    # "Good evening." as tiny.en wrote it at the end of a chunk of a real call (word
+    # probabilities 0.28 and 0.31), here over the last words this fixture says: the sound
+    # analysis hears speech under it, so only the model's own doubt tells it is invented.
+    (chunk, _) = _cut(longform, [12.5], 0.0, tmp_path)
+    end = chunk.end_s
+    speech_end = speech_end_s(read_chunk_samples(chunk))
+    assert speech_end > end - 0.5  # the chunk ends in speech: screen_chunk hears it
+    said = _seg_of(end - 3.0, end - 1.2, "The spring of next year.", 0.9)
+    guess = _seg_of(end - 0.6, end - 0.1, "Good evening.", 0.3)
+    sure = _seg_of(end - 0.6, end - 0.1, "Thank you.", 0.9)
+    early = _seg_of(end - 2.6, end - 2.2, "Ceremony.", 0.1)  # not in the tail: kept
+
+    def screened(*segments: Segment) -> tuple[tuple[Segment, ...], int]:
+        transcript = ChunkTranscript(
+            0, chunk.sha256, 0.0, end, segments, ModelInfo("tiny.en", "x", "test", Path("m")),
+            {"style": "verbatim"}, 0.0,
+        )  # fmt: skip
+        out, signals, _flags = screen_chunk(chunk, transcript)
+        return out.segments, signals.dropped_guesses
+
+    assert screened(said, guess) == ((said,), 1)
+    assert screened(said, sure) == ((said, sure), 0)
+    assert screened(early, said) == ((early, said), 0)
+    # Without word probabilities nothing is called a guess.
+    assert screened(said, dataclasses.replace(guess, words=None))[1] == 0

@@ -15,16 +15,10 @@ DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("openai-whisper", "faster-whisper")  # faster-whisper: pipeline/asr/ct2.py
 # Whisper's own defaults for deciding that a decode failed and a hotter one should be tried.
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-# Transcript styles: verbatim (what the model writes cold) or clean, as publishers' transcripts
-# are (punctuated sentences, no fillers). Clean is asked for with a prompt before every window,
-# text the decoder treats as what came before: a clean sentence makes it continue cleanly, as
-# transcribe() does when it conditions on its own earlier, clean text. Generic on purpose (no
-# names or topics that could be echoed into a silence).
-STYLE_PROMPTS: dict[str, str | None] = {
-    "verbatim": None,
-    "clean": "Welcome back to the show. Today we talk about the news of the week, and what "
-    "it means for you.",
-}
+# Transcript styles (pipeline/quality/style.py): verbatim, what the model writes; clean, as
+# publishers' transcripts are: fillers ("um", "you know" as a parenthetical) taken out of the
+# chunk's text after decoding. Decoding is the same for both.
+STYLES = ("verbatim", "clean")
 MAX_BATCH_SIZE = 256  # windows per forward pass; more only costs memory
 # Most prompt tokens the decoder is given: whisper keeps the last n_text_ctx // 2 - 1 (223).
 MAX_PROMPT_TOKENS = 223
@@ -61,8 +55,9 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6
     # Optional text (names, jargon) given to the decoder as context for every window.
     initial_prompt: str | None = None
-    # "verbatim" or "clean" (STYLE_PROMPTS): the style prompt goes before initial_prompt.
-    style: str = "verbatim"
+    # "clean" (fillers taken out of the text, as publishers' transcripts are) or "verbatim"
+    # (STYLES). Applied to each chunk's text when it is screened (quality.screen_chunk).
+    style: str = "clean"
     # Chunk windows decoded together by `transcribe_chunks` (pipeline/asr/batch.py); 1 decodes each
     # chunk alone (with whisper.transcribe when continue_in_window is off); 0 picks a size
     # from free GPU memory (8 on CPU).
@@ -99,10 +94,8 @@ class TranscribeOptions:
             )
         if not self.model.strip():
             raise OptionsError("model must not be empty: use a name `podscribe models` lists")
-        if self.style not in STYLE_PROMPTS:
-            raise OptionsError(
-                f"style must be one of {', '.join(STYLE_PROMPTS)}, not {self.style!r}"
-            )
+        if self.style not in STYLES:
+            raise OptionsError(f"style must be one of {', '.join(STYLES)}, not {self.style!r}")
         if self.device not in DEVICES:
             raise OptionsError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.beam_size is not None and not 1 <= self.beam_size <= 32:
@@ -132,10 +125,9 @@ class TranscribeOptions:
             raise OptionsError(f"model {self.model} is English-only: language must be 'en'")
 
     def prompt(self) -> str | None:
-        """The text given to the decoder before every window: the style's, then
-        ``initial_prompt``; None when there is neither."""
-        parts = [p.strip() for p in (STYLE_PROMPTS[self.style], self.initial_prompt) if p]
-        return " ".join(parts) or None
+        """The text given to the decoder before every window: ``initial_prompt``; None when
+        there is none."""
+        return (self.initial_prompt or "").strip() or None
 
     def conditions(self, previous_index: int, index: int) -> bool:
         """Whether chunk ``index`` is conditioned on chunk ``previous_index``'s text: its

@@ -77,8 +77,11 @@ def transcribe(
     ] = 0.0,
     style: Annotated[
         str,
-        typer.Option(help="verbatim | clean: clean asks for punctuated text without fillers."),
-    ] = "verbatim",
+        typer.Option(
+            help="clean | verbatim: clean takes fillers ('um', 'you know') out of the text, "
+            "as publishers' transcripts do; verbatim keeps what the model wrote."
+        ),
+    ] = "clean",
     beam_size: Annotated[
         int | None, typer.Option(help="Beam search width (default: greedy).")
     ] = None,

@@ -35,6 +35,7 @@ from pipeline.audio.decode import read_chunk_samples
 from pipeline.core.errors import OptionsError
 from pipeline.core.types import Chunk, ChunkTranscript, Segment
 from pipeline.quality.score import normalize_words
+from pipeline.quality.style import apply_style
 
 __all__ = [
     "ChunkFlags",
@@ -122,6 +123,10 @@ class ChunkSignals:
     words_over_nonspeech: int  # words in segments over (mostly) no speech
     # Segments taken out before these signals because no window under them is speech.
     dropped_nonspeech: int = 0
+    # Segments taken out as guesses in the chunk's tail (``tail_guess``).
+    dropped_guesses: int = 0
+    # Filler words taken out for the clean style (quality.style).
+    fillers_removed: int = 0
 
     @property
     def duration_s(self) -> float:
@@ -324,17 +329,50 @@ def screen_chunk(
 ) -> tuple[ChunkTranscript, ChunkSignals, ChunkFlags]:
     """Take out the segments that lie over no speech at all (silence, noise or music under
     every window they touch: text the model wrote over a quiet tail or a jingle, never
-    something said), then the signals and flags of what is left, reading the WAV once."""
+    something said) and the guesses in the chunk's tail (``tail_guess``), put the rest in
+    the chunk's style (``quality.style``: fillers out for clean), then the signals and flags
+    of what is left, reading the WAV once."""
     t = thresholds or QualityThresholds()
     windows = classify_windows(read_chunk_samples(chunk), chunk.start_s, t.sound())
     kept = tuple(
         s for s in transcript.segments if not s.text.strip() or windows.speech_over(s.start, s.end)
     )
     dropped = len(transcript.segments) - len(kept)
-    if dropped:
+    guesses = tuple(s for s in kept if tail_guess(s, transcript.end_s))
+    if dropped or guesses:
+        kept = tuple(s for s in kept if s not in guesses)
         transcript = dataclasses.replace(transcript, segments=kept)
-    signals = dataclasses.replace(chunk_signals(transcript, windows, t), dropped_nonspeech=dropped)
+    transcript, fillers = apply_style(transcript)
+    signals = dataclasses.replace(
+        chunk_signals(transcript, windows, t),
+        dropped_nonspeech=dropped,
+        dropped_guesses=len(guesses),
+        fillers_removed=fillers,
+    )
     return transcript, signals, flag_chunk(signals, t)
+
+
+# A chunk's last words that the model itself did not believe: a segment ending within
+# TAIL_GUESS_S of the chunk's end, of at most TAIL_GUESS_WORDS words, none of them above
+# TAIL_GUESS_PROBABILITY. On longform-dev: "Good evening." (0.28, 0.31) and "ceremony." (0.0)
+# over a clip's quiet, clipped end, where screen_chunk's sound analysis hears speech; no
+# segment of dev, seed or conversation-dev is one (the nearest, "check." 1.7 s before its
+# chunk's end at 0.32, and "You too." at 0.39/0.67, are said).
+TAIL_GUESS_S = 1.0
+TAIL_GUESS_WORDS = 3
+TAIL_GUESS_PROBABILITY = 0.4
+
+
+def tail_guess(segment: Segment, chunk_end_s: float) -> bool:
+    """Whether a segment is a guess over the chunk's tail (see TAIL_GUESS_S): only with
+    timed words, whose probabilities say how sure the model was of each."""
+    words = [w for w in segment.words or () if w.text.strip()]
+    return (
+        bool(words)
+        and chunk_end_s - segment.end <= TAIL_GUESS_S
+        and len(words) <= TAIL_GUESS_WORDS
+        and all(w.probability < TAIL_GUESS_PROBABILITY for w in words)
+    )
 
 
 def screen_chunks(
