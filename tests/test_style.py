@@ -40,9 +40,7 @@ def test_fillers_are_found_and_the_verb_is_kept(text: str, fillers: list[str]) -
 
 
 def _segment(text: str, timed: bool = True) -> Segment:
-    words = tuple(
-        Word(float(i), i + 0.5, " " + w, 0.9) for i, w in enumerate(text.split())
-    )
+    words = tuple(Word(float(i), i + 0.5, " " + w, 0.9) for i, w in enumerate(text.split()))
     return Segment(0.0, float(len(words)), text, 3, words=words if timed else None)
 
 

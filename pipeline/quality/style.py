@@ -22,7 +22,6 @@ from collections.abc import Sequence
 
 from pipeline.core.types import ChunkTranscript, Segment, Word
 
-
 # Said on their own, fillers in any sentence.
 _FILLERS = frozenset({"um", "umm", "uh", "uhh", "erm"})
 # "you know" is the verb after these ("do you know", "if you know", "as you know") ...
