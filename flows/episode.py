@@ -56,6 +56,7 @@ from flows.forms import (
     RerunReference,
     Source,
     Speakers,
+    StyleChoice,
     Title,
 )
 from flows.report import (
@@ -729,6 +730,7 @@ def transcribe_episode(
     device: DeviceChoice = "auto",
     max_chunk_s: MaxChunk = 30.0,
     beam_size: BeamSize = None,
+    style: StyleChoice = "clean",
     feed: Feed = None,
     repair: Repair = True,
     speakers: Speakers = None,
@@ -745,7 +747,7 @@ def transcribe_episode(
     record_flow_run(settings, episode_id)
     background = Background()
     try:
-        options = TranscribeOptions(model=model, device=device, beam_size=beam_size)
+        options = TranscribeOptions(model=model, device=device, beam_size=beam_size, style=style)
         chunk_options = ChunkOptions(
             max_chunk_s=max_chunk_s,
             min_chunk_s=min(5.0, max_chunk_s),
@@ -839,7 +841,9 @@ def rerun_chunks(
                 f"{out_dir}/transcript.json was made from another cut of "
                 f"{episode_id}: transcribe the whole episode again"
             )
-        options = TranscribeOptions(model=model, device=device)
+        # In the style the episode was transcribed in, so kept and new chunks read alike.
+        style = old.chunks[0].options.get("style", "clean") if old.chunks else "clean"
+        options = TranscribeOptions(model=model, device=device, style=style)
         ref = check_inputs(
             options, reference or _scored_reference(out_dir), settings, fetch_limits(settings)
         )

@@ -96,6 +96,14 @@ MaxChunk = Annotated[
         le=30.0,
     ),
 ]
+StyleChoice = Annotated[
+    Literal["clean", "verbatim"],
+    Field(
+        title="Style",
+        description="clean: fillers ('um', 'you know' where it is not the verb) taken out, as "
+        "publishers' transcripts are; verbatim: what the model wrote.",
+    ),
+]
 BeamSize = Annotated[
     int | None,
     Field(

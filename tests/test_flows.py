@@ -34,6 +34,7 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
     from flows.episode import transcribe_episode
     from pipeline.asr.cache import STORE_DIRNAME, ChunkResultStore
     from pipeline.asr.microbatch import shared_batcher
+    from pipeline.core.transcript import load_transcript
 
     # However slow this machine's API server is, let the slot acquisition finish before the
     # chunks are handed over (the wait ends as soon as it has).
@@ -54,6 +55,7 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
         reference=str(fixtures_dir / "episode.txt"),
         title="Fixture episode",
         max_chunk_s=15.0,
+        style="verbatim",
     )
     assert summary["chunks"] >= 3
     # A first attempt hands its first batch to the batcher before the chunk tasks start;
@@ -94,6 +96,9 @@ def test_transcribe_episode_writes_outputs_and_quality_report(
     assert again["transcribed"] == [last] and again["chunks"] == last
     assert again["episode_id"] == "Fixture_Episode.1"
     assert again["wer"] == pytest.approx(summary["wer"], abs=0.05)
+    # The chunk done again is in the style the episode was transcribed in.
+    redone = load_transcript(out / "transcript.json")
+    assert {c.options["style"] for c in redone.chunks} == {"verbatim"}
     assert _runs_named(f"rerun chunks {last} of Fixture episode") == 1
 
 

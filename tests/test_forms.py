@@ -34,6 +34,8 @@ def test_every_parameter_has_a_title_and_a_description(flow) -> None:
 def test_model_and_device_offer_their_choices() -> None:
     props = form_schema(transcribe_episode).properties
     assert props["device"]["enum"] == ["auto", "cpu", "cuda"]
+    assert props["style"]["enum"] == ["clean", "verbatim"]
+    assert props["style"]["default"] == "clean"
     names, other = props["model"]["anyOf"]
     available = [m.name for m in list_models() if m.available]
     assert "tiny.en" in available
