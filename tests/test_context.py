@@ -269,16 +269,18 @@ def _seg_of(start: float, end: float, text: str, probability: float) -> Segment:
 
 def test_a_guess_at_the_end_of_a_chunk_is_taken_out(longform: DecodedAudio, tmp_path: Path) -> None:
     # "Good evening." as tiny.en wrote it at the end of a chunk of a real call (word
-    # probabilities 0.28 and 0.31), here over the last words this fixture says: the sound
-    # analysis hears speech under it, so only the model's own doubt tells it is invented.
+    # probabilities 0.28 and 0.31, in 0.19 s), here over the last words this fixture says: the
+    # sound analysis hears speech under it, so only the model's own doubt and the impossible
+    # pace tell it is invented.
     (chunk, _) = _cut(longform, [12.5], 0.0, tmp_path)
     end = chunk.end_s
     speech_end = speech_end_s(read_chunk_samples(chunk))
     assert speech_end > end - 0.5  # the chunk ends in speech: screen_chunk hears it
     said = _seg_of(end - 3.0, end - 1.2, "The spring of next year.", 0.9)
-    guess = _seg_of(end - 0.6, end - 0.1, "Good evening.", 0.3)
-    sure = _seg_of(end - 0.6, end - 0.1, "Thank you.", 0.9)
-    early = _seg_of(end - 2.6, end - 2.2, "Ceremony.", 0.1)  # not in the tail: kept
+    guess = _seg_of(end - 0.3, end - 0.1, "Good evening.", 0.3)
+    sure = _seg_of(end - 0.3, end - 0.1, "Thank you.", 0.9)  # as fast, but believed
+    slow = _seg_of(end - 0.7, end - 0.1, "You too.", 0.4)  # doubted, but said at 3.3 words/s
+    early = _seg_of(end - 2.6, end - 2.5, "Ceremony.", 0.1)  # not in the tail: kept
 
     def screened(*segments: Segment) -> tuple[tuple[Segment, ...], int]:
         transcript = ChunkTranscript(
@@ -290,6 +292,7 @@ def test_a_guess_at_the_end_of_a_chunk_is_taken_out(longform: DecodedAudio, tmp_
 
     assert screened(said, guess) == ((said,), 1)
     assert screened(said, sure) == ((said, sure), 0)
+    assert screened(said, slow) == ((said, slow), 0)
     assert screened(early, said) == ((early, said), 0)
     # Without word probabilities nothing is called a guess.
     assert screened(said, dataclasses.replace(guess, words=None))[1] == 0

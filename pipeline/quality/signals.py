@@ -353,26 +353,27 @@ def screen_chunk(
 
 
 # A chunk's last words that the model itself did not believe: a segment ending within
-# TAIL_GUESS_S of the chunk's end, of at most TAIL_GUESS_WORDS words, none of them above
-# TAIL_GUESS_PROBABILITY. On longform-dev: "Good evening." (0.28, 0.31) and "ceremony." (0.0)
-# over a clip's quiet, clipped end, where screen_chunk's sound analysis hears speech; no
-# segment of dev, seed or conversation-dev is one (the nearest, "check." 1.7 s before its
-# chunk's end at 0.32, and "You too." at 0.39/0.67, are said).
+# TAIL_GUESS_S of the chunk's end whose words average under TAIL_GUESS_PROBABILITY and come
+# faster than anyone speaks (TAIL_GUESS_WORDS_PER_S: the words are squeezed into the last
+# moments of the audio). On longform-dev: "Good evening." (0.28, 0.31 in 0.19 s) and
+# "ceremony." (0.0 in 0.02 s) over a clip's quiet, clipped end, where screen_chunk's sound
+# analysis hears speech; with other padding of the window, "We have, we have a lot of time."
+# (8 words in 0.66 s). No segment of dev, seed or conversation-dev is one (the nearest,
+# "check." at 0.32 and "You too." at 0.39/0.67, are said at 2.8 and 3.8 words a second).
 TAIL_GUESS_S = 1.0
-TAIL_GUESS_WORDS = 3
-TAIL_GUESS_PROBABILITY = 0.4
+TAIL_GUESS_PROBABILITY = 0.5
+TAIL_GUESS_WORDS_PER_S = 6.0
 
 
 def tail_guess(segment: Segment, chunk_end_s: float) -> bool:
     """Whether a segment is a guess over the chunk's tail (see TAIL_GUESS_S): only with
     timed words, whose probabilities say how sure the model was of each."""
     words = [w for w in segment.words or () if w.text.strip()]
-    return (
-        bool(words)
-        and chunk_end_s - segment.end <= TAIL_GUESS_S
-        and len(words) <= TAIL_GUESS_WORDS
-        and all(w.probability < TAIL_GUESS_PROBABILITY for w in words)
-    )
+    if not words or chunk_end_s - segment.end > TAIL_GUESS_S:
+        return False
+    doubt = sum(w.probability for w in words) / len(words) < TAIL_GUESS_PROBABILITY
+    rate = len(words) / max(segment.end - segment.start, 0.01)
+    return doubt and rate > TAIL_GUESS_WORDS_PER_S
 
 
 def screen_chunks(
