@@ -395,7 +395,7 @@ def run_episode(
     command, which reuses the stored chunks and transcribes only the others.
     """
     # Imported here: torch and whisper load only when transcription really starts.
-    from pipeline.asr.cache import STORE_DIRNAME, ChunkResultStore
+    from pipeline.asr.cache import STORE_DIRNAME, ChunkResultStore, conditioned_on
     from pipeline.asr.loading import load_model
     from pipeline.asr.transcribe import transcribe_chunks
 
@@ -432,7 +432,9 @@ def run_episode(
                 on_chunk(r, total)
 
         def finished(ct: ChunkTranscript) -> None:
-            store.put(ct, by_index[ct.chunk_index], options, loaded)  # before anything else
+            chunk = by_index[ct.chunk_index]
+            before = conditioned_on(manifest.chunks, chunk, options)
+            store.put(ct, chunk, options, loaded, before)  # before anything else
             if on_chunk:
                 on_chunk(ct, total)
 
@@ -482,7 +484,14 @@ def stored_transcripts(
 ) -> list[ChunkTranscript]:
     """The episode's chunk transcripts already in ``store``, made exactly this way (an earlier
     run cut short, or a backfill that failed after them)."""
-    return [r for c in manifest.chunks if (r := store.get(c, options, loaded)) is not None]
+    from pipeline.asr.cache import conditioned_on
+
+    return [
+        r
+        for c in manifest.chunks
+        if (r := store.get(c, options, loaded, conditioned_on(manifest.chunks, c, options)))
+        is not None
+    ]
 
 
 @dataclass(frozen=True)

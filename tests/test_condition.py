@@ -15,12 +15,13 @@ from pipeline.asr.batch import (
     decode_batch,
     transcribe_chunks_batched,
 )
+from pipeline.asr.cache import chunk_result_key, conditioned_on
 from pipeline.asr.loading import load_model
-from pipeline.asr.options import TranscribeOptions, context_text
+from pipeline.asr.options import LoadedModel, TranscribeOptions, context_text
 from pipeline.audio.chunk import ChunkOptions, chunk_audio
 from pipeline.audio.decode import decode_audio, read_wav_samples
 from pipeline.core.errors import OptionsError
-from pipeline.core.types import Chunk, Segment
+from pipeline.core.types import Chunk, ModelInfo, Segment
 from pipeline.quality.repair import RepairPolicy
 from pipeline.quality.signals import ChunkFlags
 
@@ -61,6 +62,28 @@ def test_chunks_are_decoded_in_rounds_of_their_runs() -> None:
         [(0, -1), (2, -1)],
         [(1, 0), (3, 2)],
     ]
+
+
+def test_a_stored_conditioned_chunk_is_keyed_by_the_audio_before_it_in_its_run() -> None:
+    # A conditioned chunk's text depends on its predecessors' (each is the next one's prompt):
+    # a changed cut before it, with this chunk's own audio the same, must not reuse its result.
+    options = TranscribeOptions(condition_chunks=3)
+    loaded = LoadedModel(
+        model=None, info=ModelInfo("tiny.en", "w" * 64, "test", Path("m")), device="cpu"
+    )
+    chunks = [_chunk(i) for i in range(5)]
+    assert conditioned_on(chunks, chunks[2], options) == (chunks[0], chunks[1])
+    assert conditioned_on(chunks, chunks[3], options) == ()  # a run starts cold
+    assert conditioned_on(chunks, chunks[4], options) == (chunks[3],)
+    assert conditioned_on(chunks, chunks[2], TranscribeOptions()) == ()
+
+    def key(cut: list[Chunk], i: int, opts: TranscribeOptions = options) -> str:
+        return chunk_result_key(cut[i], opts, loaded, conditioned_on(cut, cut[i], opts))
+
+    recut = [dataclasses.replace(chunks[0], sha256="other"), *chunks[1:]]
+    assert key(recut, 2) != key(chunks, 2) and key(recut, 4) == key(chunks, 4)
+    cold = TranscribeOptions()  # no conditioning: only the chunk's own audio counts
+    assert key(recut, 2, cold) == key(chunks, 2, cold)
 
 
 def test_condition_chunks_is_validated() -> None:

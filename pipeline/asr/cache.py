@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,30 @@ ENTRY_FORMAT = 1
 STORE_DIRNAME = ".chunk-results"  # under the audio root; episode ids never start with a dot
 
 
-def chunk_result_key(chunk: Chunk, options: TranscribeOptions, loaded: LoadedModel) -> str:
+def conditioned_on(
+    chunks: Sequence[Chunk], chunk: Chunk, options: TranscribeOptions
+) -> tuple[Chunk, ...]:
+    """The chunks before ``chunk`` in its run of ``options.condition_chunks`` (its text
+    depends on their texts: each is the next one's prompt), first to last; () without
+    conditioning."""
+    by_index = {c.index: c for c in chunks}
+    before: list[Chunk] = []
+    index = chunk.index
+    while options.conditions(index - 1, index) and index - 1 in by_index:
+        index -= 1
+        before.append(by_index[index])
+    return tuple(reversed(before))
+
+
+def chunk_result_key(
+    chunk: Chunk,
+    options: TranscribeOptions,
+    loaded: LoadedModel,
+    before: Sequence[Chunk] = (),
+) -> str:
     """sha256 of what a chunk's transcript depends on; segment times are episode times, so
-    the chunk's index and first sample are part of it, not only its audio."""
+    the chunk's index and first sample are part of it, not only its audio. ``before``: the
+    chunks it was conditioned on (``conditioned_on``), whose audio its prompt comes from."""
     fields = {
         "format": ENTRY_FORMAT,
         "code_version": code_version(),
@@ -47,6 +69,8 @@ def chunk_result_key(chunk: Chunk, options: TranscribeOptions, loaded: LoadedMod
         "model_sha256": loaded.info.sha256,
         "device": loaded.device,
     }
+    if before:
+        fields["conditioned_on"] = [[c.sha256, c.start_sample, c.end_sample] for c in before]
     return sha256_text(json.dumps(fields, sort_keys=True))
 
 
@@ -88,10 +112,15 @@ class ChunkResultStore:
         return Path(self.root) / key[:2] / f"{key}.json"
 
     def get(
-        self, chunk: Chunk, options: TranscribeOptions, loaded: LoadedModel
+        self,
+        chunk: Chunk,
+        options: TranscribeOptions,
+        loaded: LoadedModel,
+        before: Sequence[Chunk] = (),
     ) -> ChunkTranscript | None:
-        """The stored transcript of ``chunk`` made this way, or None (never a doubtful one)."""
-        key = chunk_result_key(chunk, options, loaded)
+        """The stored transcript of ``chunk`` made this way (after ``before``), or None
+        (never a doubtful one)."""
+        key = chunk_result_key(chunk, options, loaded, before)
         path = self.path_for(key)
         if not path.is_file():
             return None
@@ -104,10 +133,16 @@ class ChunkResultStore:
         return result
 
     def put(
-        self, result: ChunkTranscript, chunk: Chunk, options: TranscribeOptions, loaded: LoadedModel
+        self,
+        result: ChunkTranscript,
+        chunk: Chunk,
+        options: TranscribeOptions,
+        loaded: LoadedModel,
+        before: Sequence[Chunk] = (),
     ) -> Path:
-        """Store a finished chunk transcript atomically; returns the entry's path."""
-        key = chunk_result_key(chunk, options, loaded)
+        """Store a finished chunk transcript (made after ``before``) atomically; returns the
+        entry's path."""
+        key = chunk_result_key(chunk, options, loaded, before)
         return write_json_atomic(self.path_for(key), make_entry(key, result))
 
     def count(self) -> int:
@@ -129,10 +164,15 @@ class StoredChunkResults:
         return f"{self.prefix}/{key[:2]}/{key}.json"
 
     def get(
-        self, chunk: Chunk, options: TranscribeOptions, loaded: LoadedModel
+        self,
+        chunk: Chunk,
+        options: TranscribeOptions,
+        loaded: LoadedModel,
+        before: Sequence[Chunk] = (),
     ) -> ChunkTranscript | None:
-        """The stored transcript of ``chunk`` made this way, or None (never a doubtful one)."""
-        key = chunk_result_key(chunk, options, loaded)
+        """The stored transcript of ``chunk`` made this way (after ``before``), or None
+        (never a doubtful one)."""
+        key = chunk_result_key(chunk, options, loaded, before)
         where = self.key_for(key)
         if not self.storage.exists(where):
             return None
@@ -149,10 +189,16 @@ class StoredChunkResults:
         return result
 
     def put(
-        self, result: ChunkTranscript, chunk: Chunk, options: TranscribeOptions, loaded: LoadedModel
+        self,
+        result: ChunkTranscript,
+        chunk: Chunk,
+        options: TranscribeOptions,
+        loaded: LoadedModel,
+        before: Sequence[Chunk] = (),
     ) -> str:
-        """Store a finished chunk transcript (one atomic put); returns its storage key."""
-        key = chunk_result_key(chunk, options, loaded)
+        """Store a finished chunk transcript (made after ``before``; one atomic put); returns
+        its storage key."""
+        key = chunk_result_key(chunk, options, loaded, before)
         entry = make_entry(key, result, host=socket.gethostname(), pid=os.getpid())
         return self.storage.put_bytes(self.key_for(key), json_bytes(entry))
 
