@@ -842,7 +842,8 @@ def rerun_chunks(
                 f"{episode_id}: transcribe the whole episode again"
             )
         # In the style the episode was transcribed in, so kept and new chunks read alike.
-        style = old.chunks[0].options.get("style", "clean") if old.chunks else "clean"
+        # (A result from before styles were applied has none: it was written verbatim.)
+        style = old.chunks[0].options.get("style", "verbatim") if old.chunks else "clean"
         options = TranscribeOptions(model=model, device=device, style=style)
         ref = check_inputs(
             options, reference or _scored_reference(out_dir), settings, fetch_limits(settings)

@@ -23,16 +23,30 @@ def _fillers(text: str) -> list[str]:
     ("text", "fillers"),
     [
         ("as I look to 2017 and you know we look at what", ["you", "know"]),
-        ("I just think you know the superpower", ["you", "know"]),
         ("around, you know, the US election", ["you", "know,"]),
+        ("surprising, but you know, the every single", ["you", "know,"]),
+        ("You know dig through everything", ["You", "know"]),
         ("the service is, um, easy", ["um,"]),
         ("It's hard, you know?", ["you", "know?"]),
+        # "you know" the verb, whenever the sentence does not show it is the filler
         ("Do you know what the answer is?", []),
         ("If you know how it works", []),
         ("As you know, we grew.", []),
         ("you know what I mean", []),
         ("I want you to know that", []),
         ("Thank you. Know your audience.", []),
+        ("I think you know the answer.", []),
+        ("I just think you know the superpower", []),
+        ("You know John?", []),
+        ("you know my name", []),
+        ("Now you know.", []),
+        ("I know you know.", []),
+        ("The people that you know are here.", []),
+        ("Just so you know, it's late.", []),
+        ("I think you know we should go.", []),
+        # hyphenated words are words
+        ("Uh-huh.", []),
+        ("Uh-oh, that broke.", []),
     ],
 )
 def test_fillers_are_found_and_the_verb_is_kept(text: str, fillers: list[str]) -> None:
@@ -45,17 +59,35 @@ def _segment(text: str, timed: bool = True) -> Segment:
 
 
 def test_a_clean_segment_keeps_its_words_in_step_with_its_text() -> None:
-    seg = clean_segment(_segment("You know dig through everything, you know, today."))
+    seg = clean_segment(_segment("You know dig through everything, you know, today, um."))
     assert seg is not None
-    assert seg.text == "Dig through everything, today."
+    assert seg.text == "Dig through everything, today."  # capital and full stop carried
     assert seg.words is not None
     assert "".join(w.text for w in seg.words).strip() == seg.text
-    assert seg.start == 2.0  # the first word left
+    assert (seg.start, seg.end) == (2.0, 7.5)  # from the first word left to the last one
     untimed = clean_segment(_segment("and, um, you know we look", timed=False))
     assert untimed is not None and untimed.text == "and, we look"
     assert clean_segment(_segment("Um, you know.")) is None
     plain = _segment("Do you know the way?")
     assert clean_segment(plain) is plain
+
+
+@pytest.mark.parametrize(
+    ("text", "clean"),
+    [
+        ("It's fine, you know.", "It's fine."),
+        ("It's hard, you know?", "It's hard."),  # a tag, not a question
+        ("Well, um.", "Well."),
+        ("That's it. Um, so we went.", "That's it. So we went."),
+        ("Was it, uh, you?", "Was it, you?"),
+    ],
+)
+def test_a_sentence_keeps_its_end_and_its_capital(text: str, clean: str) -> None:
+    for timed in (True, False):
+        seg = clean_segment(_segment(text, timed))
+        assert seg is not None and seg.text == clean
+        again = clean_segment(seg)  # cleaning a clean text changes nothing
+        assert again is seg
 
 
 def test_the_chunk_is_put_in_the_style_it_was_transcribed_for() -> None:

@@ -598,7 +598,7 @@ class BatchTranscriber:
             language=self.language,
             task="transcribe",
         )
-        # Given before every window of a chunk (style and initial prompt), as faster-whisper
+        # Given before every window of a chunk (the initial prompt), as faster-whisper
         # does; text from earlier windows follows it only with condition_on_previous_text.
         prompt = options.prompt()
         self.prompt_tokens = tuple(self.tokenizer.encode(" " + prompt) if prompt else [])
@@ -663,7 +663,7 @@ class BatchTranscriber:
     # -- decoding ------------------------------------------------------------------------
 
     def prompt_of(self, state: ChunkState) -> tuple[int, ...]:
-        """The prompt tokens of a chunk's next window: style and initial prompt, the previous
+        """The prompt tokens of a chunk's next window: the initial prompt, the previous
         chunk's text, this chunk's earlier windows (condition_on_previous_text); the last
         MAX_PROMPT_TOKENS of them, as whisper's DecodingTask keeps."""
         tokens = (

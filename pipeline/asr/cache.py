@@ -29,7 +29,7 @@ from pipeline.core.version import code_version
 
 # Bump when the stored form or the meaning of a ChunkTranscript changes: older entries are
 # then never matched (their key differs) and are simply transcribed again.
-ENTRY_FORMAT = 1
+ENTRY_FORMAT = 2  # 2: "clean" means the filler filter (quality.style), no longer a prompt
 STORE_DIRNAME = ".chunk-results"  # under the audio root; episode ids never start with a dot
 
 

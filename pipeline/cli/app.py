@@ -25,7 +25,12 @@ from pipeline.cli import backfill as backfill_commands
 from pipeline.cli import bench as bench_commands
 from pipeline.cli import feeds as feed_commands
 from pipeline.cli import quality as quality_commands
-from pipeline.cli.options import AudioRootOption, ModelOption, TranscriptsRootOption
+from pipeline.cli.options import (
+    AudioRootOption,
+    ModelOption,
+    StyleOption,
+    TranscriptsRootOption,
+)
 from pipeline.core.errors import OptionsError, PodscribeError
 from pipeline.core.types import ChunkManifest, ChunkTranscript, Transcript, chunk_number
 from pipeline.episode import EpisodeResult
@@ -75,13 +80,7 @@ def transcribe(
         float,
         typer.Option(help="Seconds of neighbouring audio heard on each side of a chunk (0: none)."),
     ] = 0.0,
-    style: Annotated[
-        str,
-        typer.Option(
-            help="clean | verbatim: clean takes fillers ('um', 'you know') out of the text, "
-            "as publishers' transcripts do; verbatim keeps what the model wrote."
-        ),
-    ] = "clean",
+    style: StyleOption = "clean",
     beam_size: Annotated[
         int | None, typer.Option(help="Beam search width (default: greedy).")
     ] = None,

@@ -11,7 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli.feeds import DbOption
-from pipeline.cli.options import AudioRootOption, ModelOption, TranscriptsRootOption
+from pipeline.cli.options import (
+    AudioRootOption,
+    ModelOption,
+    StyleOption,
+    TranscriptsRootOption,
+)
 from pipeline.settings import fetch_limits, load_settings, retry_policy, weights_source
 
 if TYPE_CHECKING:
@@ -43,6 +48,7 @@ def backfill(
         ),
     ] = None,
     model: ModelOption = None,
+    style: StyleOption = "clean",
     device: Annotated[
         str | None, typer.Option(help="auto | cpu | cuda (default: $PODSCRIBE_DEVICE or auto).")
     ] = None,
@@ -90,6 +96,7 @@ def backfill(
             model=settings.model,
             device=settings.device,
             batch_size=0 if batch_size is None else batch_size,  # 0: automatic
+            style=style,
         ),
         chunk=ChunkOptions(
             max_chunk_s=max_chunk_s,

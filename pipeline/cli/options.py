@@ -7,6 +7,13 @@ from typing import Annotated
 
 import typer
 
+StyleOption = Annotated[
+    str,
+    typer.Option(
+        help="clean | verbatim: clean takes fillers ('um', 'you know' where it is not the "
+        "verb) out of the text, as publishers' transcripts do; verbatim keeps them."
+    ),
+]
 ModelOption = Annotated[
     str | None,
     typer.Option(help="Whisper model name or .pt path (default: $PODSCRIBE_MODEL or tiny.en)."),

@@ -22,31 +22,62 @@ from collections.abc import Sequence
 
 from pipeline.core.types import ChunkTranscript, Segment, Word
 
-# Said on their own, fillers in any sentence.
+# Said on their own, fillers in any sentence (a hyphenated "uh-huh" or "uh-oh" is a word).
 _FILLERS = frozenset({"um", "umm", "uh", "uhh", "erm"})
-# "you know" is the verb after these ("do you know", "if you know", "as you know") ...
+# "you know" is the verb after these ("do you know", "as you know", "I think you know we
+# should", "the people that you know", "just so you know") ...
 _KNOW_VERB_BEFORE = frozenset(
-    {"do", "don't", "did", "didn't", "does", "if", "as", "what", "whether", "would", "should",
-     "could", "will", "may", "might", "can", "let", "than", "because", "whom", "who"}
+    {"do", "don't", "did", "didn't", "does", "doesn't", "if", "as", "what", "whether", "would",
+     "should", "could", "will", "may", "might", "can", "let", "than", "because", "whom", "who",
+     "that", "so", "now", "think", "know", "believe", "guess", "hope", "bet", "sure", "i"}
 )  # fmt: skip
-# ... and before these, unless a comma closes "you know," first ("you know what I mean").
-_KNOW_VERB_AFTER = frozenset(
-    {"what", "how", "why", "who", "where", "when", "whether", "if", "that", "it", "this",
-     "him", "her", "them", "me", "us", "about", "each", "everyone", "everybody", "anything",
-     "something", "someone", "nothing", "more", "better", "exactly"}
+# ... and before its object ("you know the answer", "you know my name", "you know what").
+_KNOW_OBJECT = frozenset(
+    {"the", "a", "an", "my", "your", "his", "her", "our", "their", "its", "this", "that",
+     "these", "those", "what", "how", "why", "who", "whom", "where", "when", "whether", "if",
+     "it", "him", "them", "me", "us", "about", "each", "every", "everyone", "everybody", "all",
+     "some", "any", "no", "anything", "something", "someone", "nothing", "more", "better",
+     "exactly"}
 )  # fmt: skip
-_WORD = re.compile(r"[a-z']+")
+# Words that start a new clause: "you know" between two clauses, unmarked by punctuation, is
+# the filler ("and you know we look at what we can do").
+_CLAUSE_START = frozenset(
+    {"i", "we", "they", "he", "she", "it's", "that's", "there's", "we're", "i'm", "they're",
+     "you're", "he's", "she's", "we've", "i've", "they've", "there", "so", "and", "but",
+     "like"}
+)  # fmt: skip
+_PUNCT = ".,?!;:\"'()[]…-‘’“”"
+_ENDS = (".", "?", "!", "…")
 
 
 def _bare(text: str) -> str:
-    """A word as compared: lower case, without surrounding punctuation."""
-    match = _WORD.search(text.lower().replace("\u2019", "'"))
-    return match.group(0) if match else ""
+    """A word as compared: lower case, without the punctuation around it."""
+    return text.strip().strip(_PUNCT).lower().replace("’", "'")
 
 
 def _closed(text: str) -> bool:
     """Whether a word ends on punctuation that closes a clause."""
-    return text.rstrip()[-1:] in {",", ".", "?", "!", ";", ":"}
+    return text.rstrip()[-1:] in {",", ".", "?", "!", ";", ":", "…"}
+
+
+def _you_know_is_filler(words: Sequence[str], bare: Sequence[str], i: int) -> bool:
+    """Whether "you know" at ``i`` is the filler, not the verb: only where the sentence
+    shows it (punctuation or a segment edge around it, or a new clause right after it)."""
+    if _closed(words[i]):  # "thank you, know ..."
+        return False
+    after = bare[i + 2] if i + 2 < len(bare) else ""
+    after_word = words[i + 2].strip() if i + 2 < len(words) else ""
+    marked_after = _closed(words[i + 1]) or not after
+    if i == 0 or _closed(words[i - 1]):  # "..., you know ..." or a segment's first words
+        if marked_after:
+            return True  # "You know, ...", "..., you know."
+        named = after_word[:1].isupper() and after != "i"
+        return after not in _KNOW_OBJECT and not named  # "You know John?" is the verb
+    if bare[i - 1] in _KNOW_VERB_BEFORE:
+        return False
+    if words[i + 1].rstrip().endswith(","):
+        return True  # "but you know, the ..."
+    return not marked_after and after in _CLAUSE_START  # "Now you know." is the verb
 
 
 def filler_positions(words: Sequence[str]) -> set[int]:
@@ -57,26 +88,14 @@ def filler_positions(words: Sequence[str]) -> set[int]:
     for i, b in enumerate(bare):
         if b in _FILLERS:
             out.add(i)
-        if b != "you" or i + 1 >= len(bare) or bare[i + 1] != "know":
-            continue
-        before = bare[i - 1] if i > 0 and not _closed(words[i - 1]) else ""
-        after = bare[i + 2] if i + 2 < len(bare) else ""
-        parenthetical = _closed(words[i + 1]) or after not in _KNOW_VERB_AFTER
-        if before not in _KNOW_VERB_BEFORE and not _closed(words[i]) and parenthetical:
+        elif (
+            b == "you"
+            and i + 1 < len(bare)
+            and bare[i + 1] == "know"
+            and _you_know_is_filler(words, bare, i)
+        ):
             out.update((i, i + 1))
     return out
-
-
-def _join(pieces: Sequence[str], capital: bool) -> str:
-    text = "".join(pieces).strip()
-    if capital and text[:1].islower():
-        text = text[0].upper() + text[1:]
-    return text
-
-
-def _lead(text: str) -> str:
-    """The whitespace a segment's text starts with (kept as the engine wrote it)."""
-    return text[: len(text) - len(text.lstrip())]
 
 
 def _tokens(text: str) -> list[str]:
@@ -84,33 +103,73 @@ def _tokens(text: str) -> list[str]:
     return re.findall(r"\s*\S+", text)
 
 
+def clean_tokens(tokens: Sequence[str]) -> list[tuple[int, str]]:
+    """The tokens left when the fillers are out, as (position in ``tokens``, text): a
+    sentence's end mark on a dropped word moves to the word before ("fine, you know." ->
+    "fine."), and a word that now starts a sentence gets the capital the dropped one had.
+    Repeated until nothing is a filler, so cleaning a clean text changes nothing."""
+    kept = list(enumerate(tokens))
+    while True:
+        texts = [t for _, t in kept]
+        drop = filler_positions(texts)
+        if not drop:
+            return kept
+        out: list[tuple[int, str]] = []
+        k = 0
+        while k < len(kept):
+            if k not in drop:
+                out.append(kept[k])
+                k += 1
+                continue
+            run_start = k
+            while k < len(kept) and k in drop:
+                k += 1
+            first, last = texts[run_start].strip(), texts[k - 1].rstrip()
+            if last.endswith(_ENDS) and out:  # the sentence ends on the previous word now
+                pos, prev = out[-1]
+                # "It's hard, you know?" asks nothing: the tag's question mark is a full stop.
+                mark = "." if last.endswith("?") and _bare(last) == "know" else last[-1]
+                out[-1] = (pos, prev.rstrip().rstrip(",;:") + mark)
+            starts = not out or out[-1][1].rstrip().endswith(_ENDS)
+            if k < len(kept) and starts and first[:1].isupper():
+                pos, nxt = kept[k]
+                body = nxt.lstrip()
+                kept[k] = (pos, nxt[: len(nxt) - len(body)] + body[:1].upper() + body[1:])
+                texts[k] = kept[k][1]
+        kept = out
+
+
+def _lead(text: str) -> str:
+    """The whitespace a segment's text starts with (kept as the engine wrote it)."""
+    return text[: len(text) - len(text.lstrip())]
+
+
 def clean_segment(segment: Segment) -> Segment | None:
     """The segment without its fillers; None when nothing else was said in it."""
     if segment.words:
         words = list(segment.words)
-        drop = filler_positions([w.text for w in words])
-        if not drop:
+        kept = clean_tokens([w.text for w in words])
+        if len(kept) == len(words) and all(words[i].text == t for i, t in kept):
             return segment
-        kept: list[Word] = [w for i, w in enumerate(words) if i not in drop]
-        if not any(w.text.strip() for w in kept):
+        new: list[Word] = [dataclasses.replace(words[i], text=t) for i, t in kept]
+        if not any(w.text.strip() for w in new):
             return None
-        capital = 0 in drop and words[0].text.strip()[:1].isupper()
-        text = _join([w.text for w in kept], capital)
-        if text and kept[0].text.strip() != text.split()[0]:  # capitalised: keep words in step
-            kept[0] = dataclasses.replace(kept[0], text=" " + text.split()[0])
+        spoken = [w for w in new if w.text.strip()]
         return dataclasses.replace(
-            segment, text=_lead(segment.text) + text, words=tuple(kept),
-            start=max(segment.start, kept[0].start),
-        )  # fmt: skip
+            segment,
+            text=_lead(segment.text) + "".join(w.text for w in new).strip(),
+            words=tuple(new),
+            start=max(segment.start, spoken[0].start),
+            end=min(segment.end, spoken[-1].end),
+        )
     pieces = _tokens(segment.text)
-    drop = filler_positions(pieces)
-    if not drop:
+    kept = clean_tokens(pieces)
+    if len(kept) == len(pieces) and all(pieces[i] == t for i, t in kept):
         return segment
-    kept_text = [p for i, p in enumerate(pieces) if i not in drop]
-    if not any(p.strip() for p in kept_text):
+    text = "".join(t for _, t in kept).strip()
+    if not text:
         return None
-    capital = 0 in drop and pieces[0].strip()[:1].isupper()
-    return dataclasses.replace(segment, text=_lead(segment.text) + _join(kept_text, capital))
+    return dataclasses.replace(segment, text=_lead(segment.text) + text)
 
 
 def apply_style(transcript: ChunkTranscript) -> tuple[ChunkTranscript, int]:
@@ -121,13 +180,14 @@ def apply_style(transcript: ChunkTranscript) -> tuple[ChunkTranscript, int]:
     segments: list[Segment] = []
     removed = 0
     for seg in transcript.segments:
-        before = len(_tokens(seg.text))
+        before = len(seg.words) if seg.words else len(_tokens(seg.text))
         cleaned = clean_segment(seg) if seg.text.strip() else seg
         if cleaned is None:
             removed += before
             continue
-        removed += before - len(_tokens(cleaned.text))
+        after = len(cleaned.words) if cleaned.words else len(_tokens(cleaned.text))
+        removed += before - after
         segments.append(cleaned)
-    if not removed:
+    if not removed and segments == list(transcript.segments):
         return transcript, 0
     return dataclasses.replace(transcript, segments=tuple(segments)), removed
