@@ -334,19 +334,16 @@ def screen_chunk(
     of what is left, reading the WAV once."""
     t = thresholds or QualityThresholds()
     windows = classify_windows(read_chunk_samples(chunk), chunk.start_s, t.sound())
-    kept = tuple(
-        s for s in transcript.segments if not s.text.strip() or windows.speech_over(s.start, s.end)
-    )
-    dropped = len(transcript.segments) - len(kept)
-    guesses = tuple(s for s in kept if tail_guess(s, transcript.end_s))
-    if dropped or guesses:
-        kept = tuple(s for s in kept if s not in guesses)
+    segments = transcript.segments
+    heard = tuple(s for s in segments if not s.text.strip() or windows.speech_over(s.start, s.end))
+    kept = tuple(s for s in heard if not tail_guess(s, transcript.end_s))
+    if len(kept) != len(segments):
         transcript = dataclasses.replace(transcript, segments=kept)
     transcript, fillers = apply_style(transcript)
     signals = dataclasses.replace(
         chunk_signals(transcript, windows, t),
-        dropped_nonspeech=dropped,
-        dropped_guesses=len(guesses),
+        dropped_nonspeech=len(segments) - len(heard),
+        dropped_guesses=len(heard) - len(kept),
         fillers_removed=fillers,
     )
     return transcript, signals, flag_chunk(signals, t)

@@ -20,7 +20,7 @@ import dataclasses
 import re
 from collections.abc import Sequence
 
-from pipeline.core.types import ChunkTranscript, Segment, Word
+from pipeline.core.types import ChunkTranscript, Segment
 
 # Said on their own, fillers in any sentence (a hyphenated "uh-huh" or "uh-oh" is a word).
 _FILLERS = frozenset({"um", "umm", "uh", "uhh", "erm"})
@@ -146,30 +146,26 @@ def _lead(text: str) -> str:
 
 def clean_segment(segment: Segment) -> Segment | None:
     """The segment without its fillers; None when nothing else was said in it."""
-    if segment.words:
-        words = list(segment.words)
-        kept = clean_tokens([w.text for w in words])
-        if len(kept) == len(words) and all(words[i].text == t for i, t in kept):
-            return segment
-        new: list[Word] = [dataclasses.replace(words[i], text=t) for i, t in kept]
-        if not any(w.text.strip() for w in new):
-            return None
-        spoken = [w for w in new if w.text.strip()]
-        return dataclasses.replace(
-            segment,
-            text=_lead(segment.text) + "".join(w.text for w in new).strip(),
-            words=tuple(new),
-            start=max(segment.start, spoken[0].start),
-            end=min(segment.end, spoken[-1].end),
-        )
-    pieces = _tokens(segment.text)
-    kept = clean_tokens(pieces)
-    if len(kept) == len(pieces) and all(pieces[i] == t for i, t in kept):
+    words = segment.words
+    tokens = [w.text for w in words] if words else _tokens(segment.text)
+    kept = clean_tokens(tokens)
+    if len(kept) == len(tokens):  # nothing was a filler: nothing changed
         return segment
     text = "".join(t for _, t in kept).strip()
     if not text:
         return None
-    return dataclasses.replace(segment, text=_lead(segment.text) + text)
+    text = _lead(segment.text) + text
+    if not words:
+        return dataclasses.replace(segment, text=text)
+    new = [dataclasses.replace(words[i], text=t) for i, t in kept]
+    spoken = [w for w in new if w.text.strip()]
+    return dataclasses.replace(
+        segment,
+        text=text,
+        words=tuple(new),
+        start=max(segment.start, spoken[0].start),
+        end=min(segment.end, spoken[-1].end),
+    )
 
 
 def apply_style(transcript: ChunkTranscript) -> tuple[ChunkTranscript, int]:
@@ -188,6 +184,6 @@ def apply_style(transcript: ChunkTranscript) -> tuple[ChunkTranscript, int]:
         after = len(cleaned.words) if cleaned.words else len(_tokens(cleaned.text))
         removed += before - after
         segments.append(cleaned)
-    if not removed and segments == list(transcript.segments):
+    if not removed:
         return transcript, 0
     return dataclasses.replace(transcript, segments=tuple(segments)), removed
