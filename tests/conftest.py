@@ -7,10 +7,11 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pg_cluster import PostgresCluster, find_bindir
@@ -131,6 +132,17 @@ class LocalHTTPServer:
             if not replies:
                 return Reply(b"not found", status=404, content_type="text/plain")
             return replies.pop(0) if len(replies) > 1 else replies[0]
+
+
+def assert_same_decodes(ours: Sequence[Any], theirs: Sequence[Any]) -> None:
+    """Two lists of whisper DecodingResults agree: the same tokens, and log-probabilities and
+    no-speech probabilities equal up to float rounding (the output projection sums in another
+    order: vocab_logits)."""
+    assert [r.tokens for r in ours] == [r.tokens for r in theirs]
+    assert [r.avg_logprob for r in ours] == pytest.approx([r.avg_logprob for r in theirs], rel=1e-4)
+    assert [r.no_speech_prob for r in ours] == pytest.approx(
+        [r.no_speech_prob for r in theirs], rel=1e-4
+    )
 
 
 def serve_demo_episode(server: LocalHTTPServer, n: int) -> tuple[str, tuple[tuple[str, str]]]:
