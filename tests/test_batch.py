@@ -3,6 +3,7 @@ and the micro-batcher under concurrent callers."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import wave
 from pathlib import Path
@@ -349,6 +350,56 @@ def test_a_window_goes_on_while_the_chunk_has_speech_after_its_early_stop(
     assert dynamic == static
     plain = decode_batch(loaded.model, mel, options)[0].tokens
     assert len(dynamic) > len(plain)  # went on past the early stop
+
+
+@pytest.mark.slow
+def test_speech_after_a_window_whisper_ended_itself_is_decoded(
+    tmp_path: Path, fixtures_dir: Path
+) -> None:
+    # On conversation-dev tiny.en ended a window after a short reply with its last timestamp
+    # stretched to the window's end ("Bye.<|15.00|><|20.00|>" then EOT) while a new call began
+    # after it: taken at its word, the window was done and "Hello, this is ..." was lost. Here:
+    # what tiny.en writes for the first 10 s alone, its end timestamp stretched the same way,
+    # as the first window of a chunk whose speech goes on 6 s later.
+    episode = read_wav_samples(decode_audio(fixtures_dir / "episode.mp3", tmp_path / "e.wav").path)
+    first, second = episode[10 * SAMPLE_RATE : 20 * SAMPLE_RATE], episode[20 * SAMPLE_RATE :]
+    gap = np.zeros(6 * SAMPLE_RATE, dtype=np.float32)
+    chunk = _write_chunk(
+        np.concatenate([first, gap, second[: 8 * SAMPLE_RATE]]), tmp_path / "r.wav"
+    )
+    loaded = load_model(TranscribeOptions())
+    alone = BatchTranscriber(TranscribeOptions(), loaded).start(
+        _write_chunk(first, tmp_path / "first.wav")
+    )
+    decoded = decode_batch(loaded.model, alone.window_mel()[None], DecodingOptions(language="en"))[
+        0
+    ]
+    tb = TOKENIZER.timestamp_begin
+    tokens = list(decoded.tokens)
+    while tokens and tokens[-1] >= tb:  # end on text, then one stretched end timestamp
+        tokens.pop()
+    stretched = dataclasses.replace(decoded, tokens=[*tokens, tb + int(20.0 / 0.02)])
+
+    seeks = {}
+    for cont in (True, False):
+        engine = BatchTranscriber(TranscribeOptions(continue_in_window=cont), loaded)
+        state = engine.start(chunk)
+        assert state.speech_end_s > 23.0 or not cont
+        engine._advance(state, stretched)  # no encoder output given: a fallback decode's path
+        # Its words are timed on this window's audio (once on the next window's: all at 16-18 s),
+        # inside the first 10 s although the segment's end timestamp says 20 s.
+        timed = [w for s in state.segments for w in s["words"]]
+        assert timed[0]["start"] < 1.0 and 9.0 < timed[-1]["end"] < 11.5
+        last_word_end = timed[-1]["end"]
+        seeks[cont] = state.seek
+        while not state.done:
+            engine.run_batch([state])
+        words = set(normalize_words(" ".join(s["text"] for s in state.segments)))
+        assert {"rivers", "surprised", "stream"} <= words
+        assert ({"storm", "worry"} <= words) == cont  # spoken after the stretched end: kept
+    assert seeks[False] == state.content_frames  # as transcribe(): the window counted as done
+    # the rest resumes at the last word's end (100 frames a second)
+    assert seeks[True] == round(last_word_end * 100)
 
 
 @pytest.mark.slow

@@ -61,6 +61,7 @@ from pipeline.asr.loading import load_model
 from pipeline.asr.options import (
     CONDITION_MAX_TEMPERATURE,
     MAX_PROMPT_TOKENS,
+    RESUME_SPEECH_AHEAD_S,
     LoadedModel,
     TranscribeOptions,
     context_text,
@@ -549,12 +550,13 @@ class ChunkState:
         end = self.content_frames if self.core_end_frames is None else self.core_end_frames
         return self.seek >= end
 
-    def segment_size(self) -> int:
-        return min(N_FRAMES, self.content_frames - self.seek)
+    def segment_size(self, seek: int | None = None) -> int:
+        return min(N_FRAMES, self.content_frames - (self.seek if seek is None else seek))
 
-    def window_mel(self) -> torch.Tensor:
-        seg = self.mel[:, self.seek : self.seek + self.segment_size()]
-        return pad_or_trim(seg, N_FRAMES)
+    def window_mel(self, seek: int | None = None) -> torch.Tensor:
+        """The padded log-mel of the window at ``seek`` (default: the next one)."""
+        seek = self.seek if seek is None else seek
+        return pad_or_trim(self.mel[:, seek : seek + self.segment_size(seek)], N_FRAMES)
 
 
 class _DecoderOnly:
@@ -804,12 +806,35 @@ class BatchTranscriber:
                 seg["text"], seg["tokens"] = "", []
         if state.timed:
             self._time_words(state, new, seek, segment_size, features)
+        if state.seek == seek + segment_size:
+            self._resume(state, new, seek, segment_size)
         state.segments.extend(new)
         state.all_tokens.extend(t for seg in new for t in seg["tokens"])
         if not o.condition_on_previous_text or result.temperature > CONDITION_MAX_TEMPERATURE:
             state.prompt_reset_since = len(state.all_tokens)
         if result.temperature > CONDITION_MAX_TEMPERATURE:
             state.context = ()
+
+    def _resume(
+        self, state: ChunkState, segments: list[dict[str, Any]], seek: int, segment_size: int
+    ) -> None:
+        """After a window that Whisper ended itself, the rest of the chunk gets a window of its
+        own when the chunk's speech goes on RESUME_SPEECH_AHEAD_S or more after the window's
+        last word (its timed end, else its segment's): Whisper ends a window early after a
+        short reply in a conversation ("Bye." ... "Hello, this is ..."), sometimes with
+        timestamps stretched to the window's end, and the speech after it would be lost."""
+        if not self.options.continue_in_window:
+            return
+        spoken = [seg for seg in segments if seg["tokens"]]
+        if not spoken:
+            return
+        words = spoken[-1].get("words")
+        last_s = words[-1]["end"] if words else spoken[-1]["end"]
+        if state.speech_end_s - last_s < RESUME_SPEECH_AHEAD_S:
+            return
+        resume = round(last_s * WHISPER_SAMPLE_RATE / HOP_LENGTH)
+        if seek < resume < seek + segment_size:
+            state.seek = resume
 
     def _time_words(
         self,
@@ -825,8 +850,9 @@ class BatchTranscriber:
         if not any(seg["tokens"] for seg in segments):
             return
         if features is None:  # a fallback decode: its encoder output was not kept
+            # The window at ``seek``: the state's own seek has moved past it already.
             with torch.inference_mode():
-                features = self.model.encoder(state.window_mel()[None].to(self.dtype))[0]
+                features = self.model.encoder(state.window_mel(seek)[None].to(self.dtype))[0]
         for seg in segments:
             seg["seek"] = seek
         previous = [s for s in state.segments if s.get("words")]

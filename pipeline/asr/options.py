@@ -145,6 +145,9 @@ class TranscribeOptions:
 # to go on in the same window (continue_in_window); a shorter rest gets a window of its own.
 CONTINUE_SPEECH_AHEAD_S = 0.5
 TIMESTAMP_S = 0.02  # one Whisper timestamp token
+# How much of a chunk's speech must lie after the end of a window that Whisper ended itself (EOT
+# after a segment's end) for the rest of the chunk to be decoded in a window of its own.
+RESUME_SPEECH_AHEAD_S = 1.0
 
 
 def context_text(previous: Sequence[Segment]) -> str:
