@@ -32,7 +32,7 @@ from pipeline.core.types import (
     to_dict,
 )
 from pipeline.quality.score import normalize_words
-from pipeline.quality.signals import screen_chunk
+from pipeline.quality.signals import NO_SPEECH, TAIL_GUESS, TakenOut, screen_chunk
 
 
 def _chunk(index: int, start_s: float, end_s: float, before_s: float, after_s: float) -> Chunk:
@@ -255,6 +255,8 @@ def test_text_over_a_quiet_tail_is_taken_out(longform: DecodedAudio, tmp_path: P
     screened, signals, _flags = screen_chunk(chunk, transcript)
     assert screened.segments == (said,)
     assert signals.dropped_nonspeech == 1
+    # What was taken out stays readable (quality.json, the report), with why.
+    assert signals.taken_out == (TakenOut(invented.start, end, "Good evening.", NO_SPEECH),)
 
 
 def _seg_of(start: float, end: float, text: str, probability: float) -> Segment:
@@ -288,6 +290,9 @@ def test_a_guess_at_the_end_of_a_chunk_is_taken_out(longform: DecodedAudio, tmp_
             {"style": "verbatim"}, 0.0,
         )  # fmt: skip
         out, signals, _flags = screen_chunk(chunk, transcript)
+        assert [(x.text, x.reason) for x in signals.taken_out] == [
+            (seg.text, TAIL_GUESS) for seg in segments if seg not in out.segments
+        ]
         return out.segments, signals.dropped_guesses
 
     assert screened(said, guess) == ((said,), 1)

@@ -22,9 +22,11 @@ from pipeline.quality.report import (
     rebuild_report,
     render_html_report,
     render_markdown_report,
+    taken_out_summary,
     worst_chunks,
 )
 from pipeline.quality.score import align_words, normalize_words, score_transcript
+from pipeline.quality.signals import NO_SPEECH
 from pipeline.sources.reference import read_reference
 
 MODEL = ModelInfo(name="tiny.en", sha256="ab" * 32, source="test data", path=Path("t.pt"))
@@ -175,6 +177,44 @@ def test_finish_episode_writes_report_quality_and_history(episode, tmp_path) -> 
     assert again.quality is not None and again.elapsed_s == 4.0
     files["report.html"].unlink()
     assert f"{score.wer:.2%}" in rebuild_report(out).read_text(encoding="utf-8")
+
+
+def test_what_was_taken_out_is_reported(episode, tmp_path) -> None:
+    # Words written over the fixture's opening 2 s tone (no speech under them) are not in the
+    # transcript, but quality.json, the HTML report and the markdown (the Prefect artifact)
+    # say what they were, where and why.
+    manifest, text = episode
+    cts = _transcripts_from_reference(manifest, text)
+    invented = Segment(0.2, 1.6, "Thank you for watching.", 0)
+    first = cts[0]
+    cts[0] = ChunkTranscript(
+        first.chunk_index, first.chunk_sha256, first.start_s, first.end_s,
+        (invented, *first.segments), first.model, {"style": "clean"}, first.elapsed_s,
+    )  # fmt: skip
+    out = tmp_path / "fixture"
+    transcript, _, files = finish_episode(manifest, cts, None, out)
+    assert "watching" not in transcript.text
+    data = load_report_input(out)
+    assert data.quality is not None
+    (taken,) = [x for sig in data.quality.signals for x in sig.taken_out]
+    assert (taken.start_s, taken.end_s, taken.text, taken.reason) == (
+        0.2, 1.6, "Thank you for watching.", NO_SPEECH
+    )  # fmt: skip
+    assert taken_out_summary(data.quality) == "1 segment with no speech under them"
+    page = files["report.html"].read_text(encoding="utf-8")
+    assert "<h2>Taken out of the transcript</h2>" in page
+    assert "<td>1</td><td>0.2–1.6</td><td>no speech under it</td>" in page
+    assert "Thank you for watching." in page
+    md = render_markdown_report(data)
+    assert "| 1 | 0.2–1.6 | no speech under it | Thank you for watching. |" in md
+    assert "| taken out of the transcript | 1 segment with no speech under them |" in md
+
+    # Nothing taken out: said once, and no table.
+    _, _, files = finish_episode(
+        manifest, _transcripts_from_reference(manifest, text), None, tmp_path / "clean"
+    )
+    page = files["report.html"].read_text(encoding="utf-8")
+    assert "In all: nothing." in page and "<th>why</th>" not in page
 
 
 def test_finish_episode_without_reference(episode, tmp_path) -> None:

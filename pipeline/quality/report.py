@@ -186,6 +186,7 @@ def summary_rows(data: ReportInput) -> list[tuple[str, str]]:
         ("code version", str(t.provenance.get("code_version", "?"))),
     ]
     if data.quality is not None:
+        rows.append(("taken out of the transcript", taken_out_summary(data.quality)))
         flagged = data.quality.flagged()
         rows.append(
             (
@@ -424,6 +425,49 @@ def _chunks_section(data: ReportInput) -> str:
     )
 
 
+def taken_out_summary(q: QualityReport) -> str:
+    """What the quality stage took out, in words: "2 segments with no speech under them, 1
+    guess in a chunk's tail, 8 filler words" (or "nothing")."""
+    counts = [
+        (sum(s.dropped_nonspeech for s in q.signals), "segment", "with no speech under them"),
+        (sum(s.dropped_guesses for s in q.signals), "guess", "in a chunk's tail"),
+        (sum(s.fillers_removed for s in q.signals), "filler word", ""),
+    ]
+    parts = [
+        f"{n} {noun}{'' if n == 1 else ('es' if noun.endswith('s') else 's')}"
+        + (f" {where}" if where else "")
+        for n, noun, where in counts
+        if n
+    ]
+    return ", ".join(parts) or "nothing"
+
+
+def taken_out_rows(q: QualityReport) -> list[list[str]]:
+    """One row per segment taken out: chunk, time, why, its text (plain strings)."""
+    return [
+        [str(chunk_number(s.chunk_index)), f"{x.start_s:.1f}–{x.end_s:.1f}", x.reason, x.text]
+        for s in q.signals
+        for x in s.taken_out
+    ]
+
+
+_TAKEN_OUT_HEADERS = ["chunk", "time (s)", "why", "text"]
+
+
+def _taken_out_section(q: QualityReport | None) -> str:
+    if q is None:
+        return ""
+    rows = taken_out_rows(q)
+    head = (
+        "<h2>Taken out of the transcript</h2><p class='muted'>Segments written over audio "
+        "with no speech, or guessed in a chunk's last moments, are not in the transcript; "
+        f"here they are, to check. In all: {_esc(taken_out_summary(q))}.</p>"
+    )
+    if not rows:
+        return head
+    return head + _table(_TAKEN_OUT_HEADERS, [[_esc(c) for c in r] for r in rows], set())
+
+
 def _repairs_section(q: QualityReport | None) -> str:
     if q is None:
         return ""
@@ -578,6 +622,7 @@ def render_html_report(data: ReportInput) -> str:
             else "<p>No substitutions.</p>"
         )
     parts.append(_chunks_section(data))
+    parts.append(_taken_out_section(data.quality))
     parts.append(_repairs_section(data.quality))
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -709,6 +754,14 @@ def render_markdown_report(data: ReportInput) -> str:
             ),
             "",
         ]
+        taken_out = taken_out_rows(q)
+        if taken_out:
+            parts += [
+                "## Taken out of the transcript",
+                "",
+                _md_table(_TAKEN_OUT_HEADERS, taken_out),
+                "",
+            ]
         if q.repairs:
             parts += [
                 "## Repairs",

@@ -99,6 +99,21 @@ class QualityThresholds:
 
 
 @dataclass(frozen=True)
+class TakenOut:
+    """A segment the quality stage took out of the transcript, kept here so that what was
+    removed can be read and checked (quality.json, the HTML report)."""
+
+    start_s: float
+    end_s: float
+    text: str
+    reason: str  # NO_SPEECH or TAIL_GUESS
+
+
+NO_SPEECH = "no speech under it"
+TAIL_GUESS = "guess in the chunk's tail"
+
+
+@dataclass(frozen=True)
 class ChunkSignals:
     """Everything measured on one chunk without a reference."""
 
@@ -127,6 +142,8 @@ class ChunkSignals:
     dropped_guesses: int = 0
     # Filler words taken out for the clean style (quality.style).
     fillers_removed: int = 0
+    # The segments counted in dropped_nonspeech and dropped_guesses, with their text.
+    taken_out: tuple[TakenOut, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -340,11 +357,20 @@ def screen_chunk(
     if len(kept) != len(segments):
         transcript = dataclasses.replace(transcript, segments=kept)
     transcript, fillers = apply_style(transcript)
+    heard_ids, kept_ids = {id(s) for s in heard}, {id(s) for s in kept}
+    taken_out = tuple(
+        TakenOut(
+            seg.start, seg.end, seg.text.strip(), TAIL_GUESS if id(seg) in heard_ids else NO_SPEECH
+        )
+        for seg in segments
+        if id(seg) not in kept_ids
+    )
     signals = dataclasses.replace(
         chunk_signals(transcript, windows, t),
         dropped_nonspeech=len(segments) - len(heard),
         dropped_guesses=len(heard) - len(kept),
         fillers_removed=fillers,
+        taken_out=taken_out,
     )
     return transcript, signals, flag_chunk(signals, t)
 
@@ -428,15 +454,21 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+def _signals(data: dict[str, Any]) -> ChunkSignals:
+    taken_out = tuple(_build(TakenOut, x) for x in data.get("taken_out", ()))
+    return _build(ChunkSignals, data | {"taken_out": taken_out})  # type: ignore[no-any-return]
+
+
 def quality_report_from_dict(d: dict[str, Any]) -> QualityReport:
-    """Read back a QualityReport written with ``types.to_dict`` (quality.json)."""
+    """Read back a QualityReport written with ``types.to_dict`` (quality.json; one written
+    before ``taken_out`` existed reads with none)."""
     repairs = tuple(
         _build(
             Repair,
             r
             | {
-                "before": _build(ChunkSignals, r["before"]),
-                "after": _build(ChunkSignals, r["after"]),
+                "before": _signals(r["before"]),
+                "after": _signals(r["after"]),
                 "policy": dict(r.get("policy", {})),
             },
         )
@@ -444,7 +476,7 @@ def quality_report_from_dict(d: dict[str, Any]) -> QualityReport:
     )
     return QualityReport(
         episode_id=d["episode_id"],
-        signals=tuple(_build(ChunkSignals, s) for s in d["signals"]),
+        signals=tuple(_signals(s) for s in d["signals"]),
         flags=tuple(_build(ChunkFlags, f) for f in d["flags"]),
         thresholds=_build(QualityThresholds, d.get("thresholds", {})),
         repairs=repairs,
