@@ -28,6 +28,8 @@ def _fillers(text: str) -> list[str]:
         ("You know dig through everything", ["You", "know"]),
         ("the service is, um, easy", ["um,"]),
         ("It's hard, you know?", ["you", "know?"]),
+        ("that's been you know amazing to see", ["you", "know"]),
+        ("it was the you know biggest day", ["you", "know"]),
         # "you know" the verb, whenever the sentence does not show it is the filler
         ("Do you know what the answer is?", []),
         ("If you know how it works", []),
@@ -44,6 +46,8 @@ def _fillers(text: str) -> list[str]:
         ("The people that you know are here.", []),
         ("Just so you know, it's late.", []),
         ("I think you know we should go.", []),
+        ("As many of you know the plan changed.", []),
+        ("The thing is you know the answer.", []),
         # hyphenated words are words
         ("Uh-huh.", []),
         ("Uh-oh, that broke.", []),

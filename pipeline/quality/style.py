@@ -46,6 +46,9 @@ _CLAUSE_START = frozenset(
      "you're", "he's", "she's", "we've", "i've", "they've", "there", "so", "and", "but",
      "like"}
 )  # fmt: skip
+# After these "you" cannot start a clause, so "you know" is the filler ("that's been you
+# know amazing", "the you know"). Not after a preposition: "many of you know that".
+_NO_CLAUSE_AFTER = frozenset({"been", "being", "the", "a", "an"})
 _PUNCT = ".,?!;:\"'()[]…-‘’“”"
 _ENDS = (".", "?", "!", "…")
 
@@ -75,6 +78,8 @@ def _you_know_is_filler(words: Sequence[str], bare: Sequence[str], i: int) -> bo
         return after not in _KNOW_OBJECT and not named  # "You know John?" is the verb
     if bare[i - 1] in _KNOW_VERB_BEFORE:
         return False
+    if bare[i - 1] in _NO_CLAUSE_AFTER:
+        return True
     if words[i + 1].rstrip().endswith(","):
         return True  # "but you know, the ..."
     return not marked_after and after in _CLAUSE_START  # "Now you know." is the verb
