@@ -48,6 +48,14 @@ def _fillers(text: str) -> list[str]:
         ("I think you know we should go.", []),
         ("As many of you know the plan changed.", []),
         ("The thing is you know the answer.", []),
+        # a stutter is said once; a word twice that can be grammar stays
+        ("You know the the US election and and the", ["the", "and"]),
+        ("I I think so", ["I"]),
+        ("the fact that that happened", []),
+        ("what it is is hard", []),
+        ("I told you you could", []),
+        ("and, and then", []),
+        ("bye bye", []),
         # hyphenated words are words
         ("Uh-huh.", []),
         ("Uh-oh, that broke.", []),

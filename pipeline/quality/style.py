@@ -8,10 +8,11 @@ a clean sentence as the prompt of every window (fewer fillers, but tiny.en then 
 and conditioning on earlier text in parallel (the same trade, smaller); the filter alone
 removes insertions without costing a word.
 
-Only words that are fillers whatever the sentence are taken out: "um", "uh", "erm", and
+Only words that are fillers whatever the sentence are taken out: "um", "uh", "erm",
 "you know" where it is not the verb ("do you know", "you know what", "if you know how",
-"as you know" stay). The words are taken out of the segment's timed words too, so the
-text and the words still agree.
+"as you know" stay), and the second of a stuttered article, conjunction or pronoun ("the the",
+"and and"; "that that" stays: it can be grammar). The words are taken out of the segment's
+timed words too, so the text and the words still agree.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ _CLAUSE_START = frozenset(
      "you're", "he's", "she's", "we've", "i've", "they've", "there", "so", "and", "but",
      "like"}
 )  # fmt: skip
+# Said twice in a row, these are a stutter, never the grammar ("the the US election", "and
+# and"): clean writes them once. Not "that that" ("the fact that that happened"), "is is"
+# ("what it is is"), "you you" ("told you you could"), "in in" ("give in in the end").
+_STUTTER = frozenset({"the", "a", "an", "and", "but", "or", "of", "to", "i", "we", "they"})
 # After these "you" cannot start a clause, so "you know" is the filler ("that's been you
 # know amazing", "the you know"). Not after a preposition: "many of you know that".
 _NO_CLAUSE_AFTER = frozenset({"been", "being", "the", "a", "an"})
@@ -93,6 +98,8 @@ def filler_positions(words: Sequence[str]) -> set[int]:
     for i, b in enumerate(bare):
         if b in _FILLERS:
             out.add(i)
+        elif b in _STUTTER and i > 0 and bare[i - 1] == b and not _closed(words[i - 1]):
+            out.add(i)  # the second of "the the"
         elif (
             b == "you"
             and i + 1 < len(bare)
