@@ -73,7 +73,7 @@ def _segment(text: str, timed: bool = True) -> Segment:
 def test_a_clean_segment_keeps_its_words_in_step_with_its_text() -> None:
     seg = clean_segment(_segment("You know dig through everything, you know, today, um."))
     assert seg is not None
-    assert seg.text == "Dig through everything, today."  # capital and full stop carried
+    assert seg.text == "Dig through everything today."  # capital and full stop carried
     assert seg.words is not None
     assert "".join(w.text for w in seg.words).strip() == seg.text
     assert (seg.start, seg.end) == (2.0, 7.5)  # from the first word left to the last one
@@ -91,7 +91,9 @@ def test_a_clean_segment_keeps_its_words_in_step_with_its_text() -> None:
         ("It's hard, you know?", "It's hard."),  # a tag, not a question
         ("Well, um.", "Well."),
         ("That's it. Um, so we went.", "That's it. So we went."),
-        ("Was it, uh, you?", "Was it, you?"),
+        ("Was it, uh, you?", "Was it you?"),
+        ("It is, you know, fine.", "It is fine."),  # no comma left where the aside was
+        ("But, um, we did it.", "But, we did it."),  # the opener's comma is the sentence's
     ],
 )
 def test_a_sentence_keeps_its_end_and_its_capital(text: str, clean: str) -> None:

@@ -137,6 +137,12 @@ def clean_tokens(tokens: Sequence[str]) -> list[tuple[int, str]]:
             while k < len(kept) and k in drop:
                 k += 1
             first, last = texts[run_start].strip(), texts[k - 1].rstrip()
+            opener = len(out) == 1 or (len(out) > 1 and out[-2][1].rstrip().endswith(_ENDS))
+            if last.endswith(",") and out and out[-1][1].rstrip().endswith(",") and not opener:
+                # No comma left where the aside was: "It is, you know, fine." -> "It is
+                # fine."; after a sentence's first word it is the sentence's ("Well, we").
+                pos, prev = out[-1]
+                out[-1] = (pos, prev.rstrip()[:-1])
             if last.endswith(_ENDS) and out:  # the sentence ends on the previous word now
                 pos, prev = out[-1]
                 # "It's hard, you know?" asks nothing: the tag's question mark is a full stop.
