@@ -31,7 +31,7 @@ from pydantic import Field
 
 from flows.device import ensure_device_limit
 from flows.episode import transcribe_episode
-from flows.forms import DeviceChoice, Model, Repair
+from flows.forms import DeviceChoice, Model, Repair, StyleChoice
 from flows.settings import DEVICE_LIMIT, Settings, load_settings
 from pipeline.asr.cache import STORE_DIRNAME, ChunkResultStore
 from pipeline.asr.loading import load_model
@@ -70,7 +70,9 @@ def record_episodes(db: Any, feed: Feed) -> list[FeedEpisode]:
     return catalog.record_feed_episodes(db, feed)
 
 
-def _parameters(row: catalog.EpisodeRow, model: str, device: str) -> dict[str, Any]:
+def _parameters(
+    row: catalog.EpisodeRow, model: str, device: str, style: str = "clean"
+) -> dict[str, Any]:
     return {
         "source": row.audio_url,
         "episode_id": row.episode_id,
@@ -78,6 +80,7 @@ def _parameters(row: catalog.EpisodeRow, model: str, device: str) -> dict[str, A
         "reference": row.transcript_url,
         "model": model,
         "device": device,
+        "style": style,
         "feed": row.feed_id,
         # The feed's <podcast:person> list, to name the speakers when they are diarized.
         "persons": [format_person(p) for p in row.persons] or None,
@@ -90,13 +93,18 @@ def _one_line(exc: BaseException) -> str:
 
 
 def start_episode(
-    row: catalog.EpisodeRow, model: str, device: str, settings: Settings, via_deployment: bool
+    row: catalog.EpisodeRow,
+    model: str,
+    device: str,
+    settings: Settings,
+    via_deployment: bool,
+    style: str = "clean",
 ) -> str:
     """Start transcribe-episode for one claimed episode; returns how it went, in words.
 
     However the start fails, the episode is not left "running": it is failed, to be retried.
     """
-    params = _parameters(row, model, device)
+    params = _parameters(row, model, device, style)
     if via_deployment:
         try:
             run = cast(
@@ -208,6 +216,7 @@ def poll_feeds(
     model: Model = "tiny.en",
     device: DeviceChoice = "auto",
     via_deployment: ViaDeployment = None,
+    style: StyleChoice = "clean",
 ) -> dict[str, list[str]]:
     """Read each feed (default: every feed in the catalog) and transcribe its due episodes:
     new ones, and failed ones whose retry is due. ``via_deployment``: start them as runs of
@@ -238,7 +247,7 @@ def poll_feeds(
         row = catalog.claim_episode(db, due.episode_id)
         if row is None:  # another poll claimed it first
             continue
-        how = start_episode(row, model, device, settings, via_deployment)
+        how = start_episode(row, model, device, settings, via_deployment, style)
         log.info("episode %s (%s, attempt %d): %s", row.episode_id, row.title, row.attempts, how)
         summary["started"].append(row.episode_id)
     started = set(summary["started"])
@@ -318,6 +327,7 @@ def backfill(
     device: DeviceChoice = "auto",
     batch_size: BatchSize = 0,
     repair: Repair = True,
+    style: StyleChoice = "clean",
 ) -> dict[str, Any]:
     """Back-catalogue mode: claim a feed's due episodes (each exactly once, as a poll does),
     prepare each (a task each), transcribe all their chunks together in one task so batches
@@ -326,7 +336,9 @@ def backfill(
     settings = load_settings()
     db = settings.db
     options = BackfillOptions(
-        transcribe=TranscribeOptions(model=model, device=device, batch_size=batch_size),
+        transcribe=TranscribeOptions(
+            model=model, device=device, batch_size=batch_size, style=style
+        ),
         repair=RepairPolicy(enabled=repair),
         audio_root=settings.audio_root,
         transcripts_root=settings.transcripts_root,

@@ -34,8 +34,9 @@ def test_every_parameter_has_a_title_and_a_description(flow) -> None:
 def test_model_and_device_offer_their_choices() -> None:
     props = form_schema(transcribe_episode).properties
     assert props["device"]["enum"] == ["auto", "cpu", "cuda"]
-    assert props["style"]["enum"] == ["clean", "verbatim"]
-    assert props["style"]["default"] == "clean"
+    for flow in (transcribe_episode, poll_feeds, backfill):  # every flow that transcribes
+        style = form_schema(flow).properties["style"]
+        assert style["enum"] == ["clean", "verbatim"] and style["default"] == "clean"
     names, other = props["model"]["anyOf"]
     available = [m.name for m in list_models() if m.available]
     assert "tiny.en" in available
@@ -112,3 +113,19 @@ def test_find_episode_by_id_or_title(tmp_path: Path) -> None:
     (tmp_path / "ep-4" / "run.json").write_text(json.dumps({"title": "Mountains"}))
     with pytest.raises(OptionsError, match="2 episodes are titled 'Mountains'"):
         find_episode("Mountains", tmp_path)
+
+
+def test_a_polled_episode_runs_with_the_polls_style_and_only_parameters_it_takes() -> None:
+    import inspect
+
+    from flows.feeds import _parameters
+    from pipeline.sources.catalog import EpisodeRow
+
+    row = EpisodeRow(
+        "ep", "feed", "guid", "Title", "https://example.org/a.mp3", None, None, "running", None,
+        None, "2026-11-30T00:00:00Z",
+    )  # fmt: skip
+    params = _parameters(row, "tiny.en", "cpu", "verbatim")
+    assert params["style"] == "verbatim" and params["model"] == "tiny.en"
+    # A deployment run refuses parameters its flow does not have.
+    assert set(params) <= set(inspect.signature(transcribe_episode.fn).parameters)
