@@ -225,7 +225,9 @@ def test_billion_laughs_is_refused() -> None:
     started = time.monotonic()
     with pytest.raises(FeedError, match="declares XML entities.*refusing it as unsafe"):
         parse_feed(bomb, "http://x/bomb")
-    assert time.monotonic() - started < 2
+    # Refused before any expansion: expanding would take minutes and gigabytes. The bound
+    # is loose (shared machines swing 3x); the message says which check fired.
+    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
@@ -538,7 +540,7 @@ def test_byte_a_second_server_hits_the_total_time_limit(
     started = time.monotonic()
     with pytest.raises(FetchError) as info:
         fetch_source(url, tmp_path, limits=local(read_timeout_s=5, download_timeout_s=1.5), **FAST)
-    assert time.monotonic() - started < 3.5
+    assert time.monotonic() - started < 20  # without the total limit: 1000 bytes x 0.2 s = 200 s
     assert str(info.value) == (
         f"cannot fetch {url}: took longer than 1.5 s in total "
         "(the limit is PODSCRIBE_DOWNLOAD_TIMEOUT_S)"
@@ -550,7 +552,7 @@ def test_byte_a_second_server_hits_the_total_time_limit(
         match=r"took longer than 1 s in total \(the limit is PODSCRIBE_REQUEST_TIMEOUT_S\)",
     ):
         fetch_feed(feed, limits=local(read_timeout_s=5, request_timeout_s=1), **FAST)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 20  # without it: 200 s
 
 
 def test_slow_headers_hit_the_total_time_limit(
