@@ -200,14 +200,14 @@ def test_what_was_taken_out_is_reported(episode, tmp_path) -> None:
     assert (taken.start_s, taken.end_s, taken.text, taken.reason) == (
         0.2, 1.6, "Thank you for watching.", NO_SPEECH
     )  # fmt: skip
-    assert taken_out_summary(data.quality) == "1 segment with no speech under them"
+    assert taken_out_summary(data.quality) == "1 segment with no speech under it"
     page = files["report.html"].read_text(encoding="utf-8")
     assert "<h2>Taken out of the transcript</h2>" in page
     assert "<td>1</td><td>0.2–1.6</td><td>no speech under it</td>" in page
     assert "Thank you for watching." in page
     md = render_markdown_report(data)
     assert "| 1 | 0.2–1.6 | no speech under it | Thank you for watching. |" in md
-    assert "| taken out of the transcript | 1 segment with no speech under them |" in md
+    assert "| taken out of the transcript | 1 segment with no speech under it |" in md
 
     # Nothing taken out: said once, and no table.
     _, _, files = finish_episode(

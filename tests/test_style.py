@@ -30,6 +30,8 @@ def _fillers(text: str) -> list[str]:
         ("It's hard, you know?", ["you", "know?"]),
         ("that's been you know amazing to see", ["you", "know"]),
         ("it was the you know biggest day", ["you", "know"]),
+        ("It scared the you know what out of me.", []),
+        ("He was being you know who.", []),
         # "you know" the verb, whenever the sentence does not show it is the filler
         ("Do you know what the answer is?", []),
         ("If you know how it works", []),
@@ -50,7 +52,11 @@ def _fillers(text: str) -> list[str]:
         ("The thing is you know the answer.", []),
         # a stutter is said once; a word twice that can be grammar stays
         ("You know the the US election and and the", ["the", "and"]),
-        ("I I think so", ["I"]),
+        ("and we we did", ["we"]),
+        ("Take vitamin A a day.", []),  # a letter, then the article
+        ("After World War I I think", []),
+        ("it comes down to to be honest", []),
+        ('He said "the the" twice.', []),  # a quotation, not a stutter
         ("the fact that that happened", []),
         ("what it is is hard", []),
         ("I told you you could", []),
@@ -73,7 +79,7 @@ def _segment(text: str, timed: bool = True) -> Segment:
 def test_a_clean_segment_keeps_its_words_in_step_with_its_text() -> None:
     seg = clean_segment(_segment("You know dig through everything, you know, today, um."))
     assert seg is not None
-    assert seg.text == "Dig through everything today."  # capital and full stop carried
+    assert seg.text == "Dig through everything, today."  # capital and full stop carried
     assert seg.words is not None
     assert "".join(w.text for w in seg.words).strip() == seg.text
     assert (seg.start, seg.end) == (2.0, 7.5)  # from the first word left to the last one
@@ -91,9 +97,9 @@ def test_a_clean_segment_keeps_its_words_in_step_with_its_text() -> None:
         ("It's hard, you know?", "It's hard."),  # a tag, not a question
         ("Well, um.", "Well."),
         ("That's it. Um, so we went.", "That's it. So we went."),
-        ("Was it, uh, you?", "Was it you?"),
-        ("It is, you know, fine.", "It is fine."),  # no comma left where the aside was
-        ("But, um, we did it.", "But, we did it."),  # the opener's comma is the sentence's
+        ("Was it, uh, you?", "Was it, you?"),
+        ("We need eggs, milk, um, bread.", "We need eggs, milk, bread."),  # a list stays one
+        ("I went to Paris, uh, France.", "I went to Paris, France."),
     ],
 )
 def test_a_sentence_keeps_its_end_and_its_capital(text: str, clean: str) -> None:

@@ -428,17 +428,20 @@ def _chunks_section(data: ReportInput) -> str:
 def taken_out_summary(q: QualityReport) -> str:
     """What the quality stage took out, in words: "2 segments with no speech under them, 1
     guess in a chunk's tail, 8 filler words" (or "nothing")."""
-    counts = [
-        (sum(s.dropped_nonspeech for s in q.signals), "segment", "with no speech under them"),
-        (sum(s.dropped_guesses for s in q.signals), "guess", "in a chunk's tail"),
-        (sum(s.fillers_removed for s in q.signals), "filler word", ""),
-    ]
-    parts = [
-        f"{n} {noun}{'' if n == 1 else ('es' if noun.endswith('s') else 's')}"
-        + (f" {where}" if where else "")
-        for n, noun, where in counts
-        if n
-    ]
+    n_speech = sum(s.dropped_nonspeech for s in q.signals)
+    n_guess = sum(s.dropped_guesses for s in q.signals)
+    n_filler = sum(s.fillers_removed for s in q.signals)
+    parts = []
+    if n_speech:
+        parts.append(
+            "1 segment with no speech under it"
+            if n_speech == 1
+            else f"{n_speech} segments with no speech under them"
+        )
+    if n_guess:
+        parts.append(f"{n_guess} {'guess' if n_guess == 1 else 'guesses'} in a chunk's tail")
+    if n_filler:
+        parts.append(f"{n_filler} filler {'word' if n_filler == 1 else 'words'}")
     return ", ".join(parts) or "nothing"
 
 

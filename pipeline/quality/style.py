@@ -10,7 +10,7 @@ removes insertions without costing a word.
 
 Only words that are fillers whatever the sentence are taken out: "um", "uh", "erm",
 "you know" where it is not the verb ("do you know", "you know what", "if you know how",
-"as you know" stay), and the second of a stuttered article, conjunction or pronoun ("the the",
+"as you know" stay), and the second of a stuttered article, conjunction, "of" or pronoun ("the the",
 "and and"; "that that" stays: it can be grammar). The words are taken out of the segment's
 timed words too, so the text and the words still agree.
 """
@@ -47,10 +47,12 @@ _CLAUSE_START = frozenset(
      "you're", "he's", "she's", "we've", "i've", "they've", "there", "so", "and", "but",
      "like"}
 )  # fmt: skip
-# Said twice in a row, these are a stutter, never the grammar ("the the US election", "and
-# and"): clean writes them once. Not "that that" ("the fact that that happened"), "is is"
-# ("what it is is"), "you you" ("told you you could"), "in in" ("give in in the end").
-_STUTTER = frozenset({"the", "a", "an", "and", "but", "or", "of", "to", "i", "we", "they"})
+# Written twice in a row, exactly alike, these are a stutter, never the grammar ("the the US
+# election", "and and"): clean writes them once. Not "that that" ("the fact that that
+# happened"), "is is" ("what it is is"), "you you" ("told you you could"), "to to" ("down to
+# to be honest"), "I I" ("World War I I think"), "in in" ("give in in the end"); "A a" is a
+# letter, then the article.
+_STUTTER = frozenset({"the", "a", "an", "and", "but", "or", "of", "we", "they"})
 # After these "you" cannot start a clause, so "you know" is the filler ("that's been you
 # know amazing", "the you know"). Not after a preposition: "many of you know that".
 _NO_CLAUSE_AFTER = frozenset({"been", "being", "the", "a", "an"})
@@ -84,7 +86,7 @@ def _you_know_is_filler(words: Sequence[str], bare: Sequence[str], i: int) -> bo
     if bare[i - 1] in _KNOW_VERB_BEFORE:
         return False
     if bare[i - 1] in _NO_CLAUSE_AFTER:
-        return True
+        return after not in {"what", "who"}  # "the you know what" names something
     if words[i + 1].rstrip().endswith(","):
         return True  # "but you know, the ..."
     return not marked_after and after in _CLAUSE_START  # "Now you know." is the verb
@@ -98,8 +100,8 @@ def filler_positions(words: Sequence[str]) -> set[int]:
     for i, b in enumerate(bare):
         if b in _FILLERS:
             out.add(i)
-        elif b in _STUTTER and i > 0 and bare[i - 1] == b and not _closed(words[i - 1]):
-            out.add(i)  # the second of "the the"
+        elif b in _STUTTER and i > 0 and words[i].strip().rstrip(",.;:?!…") == words[i - 1].strip():
+            out.add(i)  # the second of "the the" (not of "the, the" nor "the the\"")
         elif (
             b == "you"
             and i + 1 < len(bare)
@@ -137,12 +139,6 @@ def clean_tokens(tokens: Sequence[str]) -> list[tuple[int, str]]:
             while k < len(kept) and k in drop:
                 k += 1
             first, last = texts[run_start].strip(), texts[k - 1].rstrip()
-            opener = len(out) == 1 or (len(out) > 1 and out[-2][1].rstrip().endswith(_ENDS))
-            if last.endswith(",") and out and out[-1][1].rstrip().endswith(",") and not opener:
-                # No comma left where the aside was: "It is, you know, fine." -> "It is
-                # fine."; after a sentence's first word it is the sentence's ("Well, we").
-                pos, prev = out[-1]
-                out[-1] = (pos, prev.rstrip()[:-1])
             if last.endswith(_ENDS) and out:  # the sentence ends on the previous word now
                 pos, prev = out[-1]
                 # "It's hard, you know?" asks nothing: the tag's question mark is a full stop.
