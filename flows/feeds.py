@@ -70,9 +70,7 @@ def record_episodes(db: Any, feed: Feed) -> list[FeedEpisode]:
     return catalog.record_feed_episodes(db, feed)
 
 
-def _parameters(
-    row: catalog.EpisodeRow, model: str, device: str, style: str = "clean"
-) -> dict[str, Any]:
+def _parameters(row: catalog.EpisodeRow, model: str, device: str, style: str) -> dict[str, Any]:
     return {
         "source": row.audio_url,
         "episode_id": row.episode_id,
@@ -98,7 +96,7 @@ def start_episode(
     device: str,
     settings: Settings,
     via_deployment: bool,
-    style: str = "clean",
+    style: str,
 ) -> str:
     """Start transcribe-episode for one claimed episode; returns how it went, in words.
 
