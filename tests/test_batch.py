@@ -17,6 +17,7 @@ from whisper.tokenizer import get_tokenizer
 
 from pipeline.asr.batch import (
     BatchTranscriber,
+    ChunkState,
     ContinueInWindow,
     DeviceSuppressTokens,
     VectorTimestampRules,
@@ -577,3 +578,40 @@ def test_fallback_windows_are_seeded_alone(episode_chunks: list[Chunk]) -> None:
     together = transcribe_chunks_batched(chunks, options, batch_size=3, loaded=loaded)
     assert _texts(alone) == _texts(together)
     assert {s.temperature for r in together for s in r.segments} == {0.6}
+
+
+@pytest.mark.slow
+def test_a_long_episodes_chunk_is_decoded_window_after_window(
+    tmp_path: Path, fixtures_dir: Path
+) -> None:
+    # A long episode's chunks hold several Whisper windows (ChunkOptions.long_chunk_s): each
+    # window starts where Whisper ended the one before, as transcribe() does. Here the fixture
+    # episode twice (97 s) in chunks of up to 60 s: the first chunk takes two windows or more,
+    # and what it writes is what was said, no word lost or doubled where a window ends.
+    from pipeline.quality.score import score_texts
+
+    episode = read_wav_samples(decode_audio(fixtures_dir / "episode.mp3", tmp_path / "e.wav").path)
+    twice = np.concatenate([episode, episode])
+    decoded = decode_audio(_write_chunk(twice, tmp_path / "twice.wav").path, tmp_path / "a.wav")
+    said = " ".join([(fixtures_dir / "episode.txt").read_text()] * 2)
+    loaded = load_model(TranscribeOptions())
+    engine = BatchTranscriber(TranscribeOptions(), loaded)
+
+    def transcribe(options: ChunkOptions, name: str) -> tuple[list[Chunk], list[ChunkState]]:
+        chunks = list(chunk_audio(decoded, tmp_path / name, "ep", options).chunks)
+        states = [engine.start(c) for c in chunks]
+        for state in states:
+            while not state.done:
+                engine.run_batch([state])
+        return chunks, states
+
+    chunks, states = transcribe(ChunkOptions(long_chunk_s=60.0, min_chunks=1), "long")
+    assert chunks[0].duration_s > 45.0 and states[0].windows >= 2
+    words = [w for s in states[0].segments for w in s.get("words", [])]
+    starts = [w["start"] for w in words]
+    assert starts == sorted(starts)  # the next window's words follow the last one's
+    text = " ".join(s["text"] for st in states for s in st.segments if s["text"].strip())
+    _, short = transcribe(ChunkOptions(long_chunk_s=30.0), "short")
+    short_text = " ".join(s["text"] for st in short for s in st.segments if s["text"].strip())
+    long_wer, short_wer = score_texts(text, said).wer, score_texts(short_text, said).wer
+    assert long_wer <= 0.08 and long_wer <= short_wer + 0.02, (long_wer, short_wer, text)

@@ -57,7 +57,8 @@ def assert_tiles(manifest: ChunkManifest, options: ChunkOptions) -> None:
     for prev, nxt in zip(chunks, chunks[1:], strict=False):
         assert prev.end_sample == nxt.start_sample
     assert sum(c.end_sample - c.start_sample for c in chunks) == manifest.audio.num_samples
-    assert all(c.duration_s <= options.max_chunk_s for c in chunks)
+    longest = options.chunk_s_for(manifest.audio.num_samples / SAMPLE_RATE)
+    assert all(c.duration_s <= longest for c in chunks)
     assert all(c.duration_s >= options.min_chunk_s for c in chunks[:-1])
     assert [c.cut for c in chunks].count("end") == 1 and chunks[-1].cut == "end"
 
@@ -240,6 +241,10 @@ INVALID = [
     {"max_chunk_s": 0},
     {"max_chunk_s": -1},
     {"max_chunk_s": 31},
+    {"long_chunk_s": 0},
+    {"long_chunk_s": 601},
+    {"min_chunks": 0},
+    {"min_chunks": 2.5},
     {"max_chunk_s": float("nan")},
     {"min_chunk_s": 40},
     {"min_chunk_s": -1},
@@ -293,9 +298,30 @@ def test_long_episode_is_chunked_in_small_memory(tmp_path, run_ffmpeg):
         check=True,
     )
     result = json.loads(done.stdout)
-    assert result["chunks"] >= 60
-    assert result["growth_kib"] < 20 * 1024, result  # the WAV is 55 MiB; a window is 0.9 MiB
+    assert result["chunks"] >= 20  # 90 s chunks: a long episode's (ChunkOptions.long_chunk_s)
+    assert result["growth_kib"] < 20 * 1024, result  # the WAV is 55 MiB; a chunk is 2.7 MiB
     assert_tiles(load_manifest(tmp_path / "out" / "manifest.json"), ChunkOptions())
+
+
+@pytest.mark.parametrize(
+    ("duration_s", "chunk_s"),
+    [(290.0, 30.0), (479.0, 30.0), (480.0, 60.0), (719.0, 60.0), (1061.0, 90.0), (5400.0, 90.0)],
+)
+def test_a_long_episode_gets_longer_chunks(duration_s: float, chunk_s: float) -> None:
+    """Whole windows up to long_chunk_s, while the episode still gives min_chunks (8) chunks."""
+    from pipeline.audio.chunk import plan_tiling
+
+    options = ChunkOptions()
+    assert options.chunk_s_for(duration_s) == chunk_s
+    total = int(duration_s * SAMPLE_RATE)
+    bounds = plan_tiling(total, options, lambda start, lo, hi: (hi, "quietest"))
+    lengths = [(end - start) / SAMPLE_RATE for start, end, _ in bounds]
+    assert max(lengths) == pytest.approx(chunk_s)
+    assert len(bounds) >= options.min_chunks
+    # Opting out keeps every chunk within Whisper's window, however long the episode.
+    short = ChunkOptions(long_chunk_s=30.0)
+    assert short.chunk_s_for(duration_s) == 30.0
+    assert ChunkOptions(max_chunk_s=20.0, long_chunk_s=20.0).chunk_s_for(duration_s) == 20.0
 
 
 def test_manifest_paths_are_under_out_dir(tmp_path, paused_tone):

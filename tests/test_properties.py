@@ -27,6 +27,8 @@ def chunk_options(draw: st.DrawFn) -> ChunkOptions:
         search_s=search_s,
         min_silence_ms=draw(st.integers(1, int(search_s * 1000))),
         step_ms=draw(st.integers(1, int(search_s * 1000))),
+        long_chunk_s=draw(st.floats(1.0, 600.0)),
+        min_chunks=draw(st.integers(1, 20)),
     )
 
 
@@ -54,7 +56,11 @@ def silence_finder(silences: list[tuple[int, int]], min_len: int):
 
 
 def assert_tiles(bounds: list[tuple[int, int, str]], total: int, options: ChunkOptions) -> None:
-    max_n = int(options.max_chunk_s * SAMPLE_RATE)
+    # A long episode's chunks may be longer than max_chunk_s: whole windows, up to long_chunk_s.
+    max_n = int(options.chunk_s_for(total / SAMPLE_RATE) * SAMPLE_RATE)
+    assert max_n <= max(options.max_chunk_s, options.long_chunk_s) * SAMPLE_RATE
+    if total > 0 and options.chunk_s_for(total / SAMPLE_RATE) > options.max_chunk_s:
+        assert len(bounds) >= options.min_chunks  # long chunks only while there are enough
     if total == 0:
         assert bounds == []
         return

@@ -265,6 +265,35 @@ def test_signals_from_windows_alone() -> None:
     assert flag_chunk(signals).names == ("dropped_speech",)
 
 
+def test_a_long_chunk_is_judged_for_loops_per_window() -> None:
+    """A 90 s chunk (a long episode's) saying "a lot of" three times in each 30 s is talk,
+    not a loop; six times inside one 30 s span is a loop, wherever it is in the chunk."""
+    from pipeline.audio.analysis import WindowClasses
+
+    windows = WindowClasses(0.0, ("speech",) * 180)
+    chunk = Chunk(0, 0, 90 * 16000, Path("none.wav"), "0" * 64, "silence")
+    talk = "We have a lot of users, a lot of growth and a lot of work ahead, said the team."
+    calm = [_seg(chunk, 30.0 * k + 2.0, 30.0 * k + 12.0, talk) for k in range(3)]
+    signals = chunk_signals(_transcript(chunk, *calm), windows)
+    assert signals.top_ngram_count == 3  # nine in the chunk, three per window
+    assert not flag_chunk(signals).hallucination
+    loop = _seg(chunk, 62.0, 70.0, "I am going to go. " * 6)
+    signals = chunk_signals(_transcript(chunk, *calm, loop), windows)
+    assert (signals.top_ngram, signals.top_ngram_count) == ("i am going", 6)
+    assert flag_chunk(signals).hallucination
+
+
+def test_a_window_inside_a_long_chunk_may_end_where_whisper_ends_it() -> None:
+    """continue_limit: in the chunk's last window, no "continue from here" stop before its
+    speech ends; in a window the chunk's speech runs past (a long chunk), none is forbidden."""
+    from pipeline.asr.options import CONTINUE_SPEECH_AHEAD_S, TIMESTAMP_S, continue_limit
+
+    last = continue_limit(speech_end_s=50.0, window_start_s=28.0, window_s=24.0)
+    assert last == int((50.0 - 28.0 - CONTINUE_SPEECH_AHEAD_S) / TIMESTAMP_S)
+    assert continue_limit(speech_end_s=80.0, window_start_s=28.0, window_s=30.0) == 0
+    assert continue_limit(speech_end_s=10.0, window_start_s=0.0, window_s=30.0) > 0
+
+
 # --- repair (real model) -----------------------------------------------------------------------
 
 

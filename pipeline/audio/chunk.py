@@ -1,6 +1,6 @@
-"""Cut a decoded episode into Whisper-sized chunks, each ending inside a silence where there is one.
+"""Cut a decoded episode into chunks of Whisper windows, each ending inside a silence where there is one.
 
-The episode WAV is walked window by window (at most ``max_chunk_s`` of samples in memory), so a
+The episode WAV is walked chunk by chunk (at most one chunk's samples in memory), so a
 3-hour episode costs no more memory than a 30-second one. Chunks tile the episode exactly:
 chunk k covers samples [start, end) and the next starts at ``end``, which makes mapping chunk
 times back to episode times a single addition (like faster-whisper's SpeechTimestampsMap, with
@@ -8,10 +8,12 @@ no gaps to account for).
 
 How a cut is chosen, for a chunk starting at ``s``:
 
-1. If the rest of the episode fits in ``max_chunk_s``, it is the last chunk (cut "end").
-2. Otherwise the cut lies in the search region [s + max(min_chunk_s, max_chunk_s - search_s),
-   s + max_chunk_s], pulled back where possible so the remainder is not shorter than
-   ``min_chunk_s``.
+0. A chunk is at most ``max_chunk_s`` long (Whisper's 30 s window), or in a long episode
+   several whole windows, up to ``long_chunk_s``, while the episode still gives
+   ``min_chunks`` chunks (``ChunkOptions.chunk_s_for``); call that length L.
+1. If the rest of the episode fits in L, it is the last chunk (cut "end").
+2. Otherwise the cut lies in the search region [s + max(min_chunk_s, L - search_s), s + L],
+   pulled back where possible so the remainder is not shorter than ``min_chunk_s``.
 3. In that region ``detect_silences`` (pydub's rule, vectorised) finds silences (at least
    ``min_silence_ms`` below the threshold). The longest one wins, ties going to the later one;
    the cut is its middle (cut "silence"). Longest first because a long pause is far more likely
@@ -46,6 +48,7 @@ from pipeline.core.types import (
 )
 
 WHISPER_WINDOW_S = 30.0  # seconds Whisper reads at once; longer input is silently truncated
+MAX_LONG_CHUNK_S = 600.0  # the longest long_chunk_s: a chunk is still a unit of retry work
 MANIFEST_NAME = "manifest.json"
 CHUNKS_DIRNAME = "chunks"
 _WAV_HEADER_BYTES = 44  # what the wave module writes before the samples
@@ -57,8 +60,20 @@ _FULL_SCALE = 32768  # int16 full scale, the 0 dBFS of levels
 class ChunkOptions:
     """How an episode is cut into chunks; recorded in the manifest so a cut can be reproduced."""
 
-    # Longest chunk, in seconds: Whisper's 30 s window, or less.
+    # Longest chunk, in seconds: Whisper's 30 s window, or less (a long episode's chunks may
+    # be longer: long_chunk_s).
     max_chunk_s: float = WHISPER_WINDOW_S
+    # A long episode is cut into longer chunks, of whole Whisper windows up to this many
+    # seconds, as long as it still gives min_chunks of them (chunks are the unit of parallel
+    # work: a CPU batch of 8, a flow's chunk tasks). Such a chunk is decoded window after
+    # window, each starting where Whisper ended the one before, as transcribe() does: fewer
+    # cuts in pauses, where these recordings are clipped, and windows full of real audio
+    # instead of a chunk's end and padding. On longform-dev (17.7 min, tiny.en) 30 s chunks
+    # gave 6.08% WER, 60 s 5.55%, 90 s 5.52%, 120 s 6.04%, the whole episode as one chunk
+    # 5.42% (transcribe(): 5.58%); beam 5: 5.94% at 30 s, 5.05% at 120 s (BENCHMARKS.md).
+    # Set it to max_chunk_s or less to keep every chunk at most max_chunk_s.
+    long_chunk_s: float = 90.0
+    min_chunks: int = 8
     # Never cut earlier than this into a chunk: very short chunks give Whisper too little context.
     min_chunk_s: float = 5.0
     # How far back from max_chunk_s to look for a silence to cut in, in seconds.
@@ -89,8 +104,23 @@ class ChunkOptions:
 
     @property
     def core_max_s(self) -> float:
-        """The longest a chunk can be without its context."""
+        """The longest a chunk can be without its context (in an episode short enough that
+        its chunks are at most max_chunk_s: ``core_max_s_for``)."""
         return self.max_chunk_s - 2 * self.context_s
+
+    def chunk_s_for(self, duration_s: float) -> float:
+        """The longest chunk, with its context, for an episode of ``duration_s``: as many whole
+        Whisper windows (at most long_chunk_s) as still cut it into min_chunks chunks, and
+        never less than max_chunk_s."""
+        windows = min(
+            int(duration_s // (self.min_chunks * WHISPER_WINDOW_S)),
+            int(self.long_chunk_s // WHISPER_WINDOW_S),
+        )
+        return max(self.max_chunk_s, windows * WHISPER_WINDOW_S)
+
+    def core_max_s_for(self, duration_s: float) -> float:
+        """The longest a chunk of an episode of ``duration_s`` can be without its context."""
+        return self.chunk_s_for(duration_s) - 2 * self.context_s
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -114,6 +144,12 @@ def _validate(o: ChunkOptions) -> None:
             f"max_chunk_s must be > 0 and <= {WHISPER_WINDOW_S} (Whisper's window), "
             f"got {o.max_chunk_s}"
         )
+    if not 0 < o.long_chunk_s <= MAX_LONG_CHUNK_S:
+        raise OptionsError(
+            f"long_chunk_s must be > 0 and <= {MAX_LONG_CHUNK_S}, got {o.long_chunk_s}"
+        )
+    if not isinstance(o.min_chunks, int) or o.min_chunks < 1:
+        raise OptionsError(f"min_chunks must be a whole number >= 1, got {o.min_chunks!r}")
     if o.context_s < 0 or o.core_max_s < 1.0:
         raise OptionsError(
             f"context_s must be >= 0 and leave max_chunk_s - 2 * context_s >= 1 s, "
@@ -213,7 +249,7 @@ CutFinder = Callable[[int, int, int], tuple[int, str]]
 
 def plan_cuts(decoded: DecodedAudio, options: ChunkOptions) -> list[tuple[int, int, str]]:
     """(start_sample, end_sample, cut) of each chunk, tiling [0, num_samples) exactly."""
-    max_n = int(options.core_max_s * decoded.sample_rate)
+    max_n = int(options.core_max_s_for(decoded.num_samples / decoded.sample_rate) * decoded.sample_rate)
 
     def cut_in_audio(start: int, lo: int, hi: int) -> tuple[int, str]:
         window = read_wav_pcm(decoded.path, start, min(start + max_n, decoded.num_samples))
@@ -227,14 +263,15 @@ def plan_tiling(
     total: int, options: ChunkOptions, find: CutFinder, rate: int = SAMPLE_RATE
 ) -> list[tuple[int, int, str]]:
     """(start, end, cut) of chunks tiling [0, total) samples in order, each at most
-    ``max_chunk_s - 2 * context_s`` long (with its context, ``max_chunk_s``); ``find`` picks
-    each cut inside the region the rules allow.
+    ``chunk_s_for(episode) - 2 * context_s`` long (with its context, ``chunk_s_for``:
+    ``max_chunk_s``, or longer in a long episode); ``find`` picks each cut inside the region
+    the rules allow.
 
     Pure (no audio): whatever ``find`` answers is kept inside the region, so the tiling holds
     for any audio (tests drive it with made-up silence layouts).
     """
     # The chunk without its context; searching and minimum lengths shrink with it.
-    max_n = max(1, int(options.core_max_s * rate))
+    max_n = max(1, int(options.core_max_s_for(total / rate) * rate))
     min_n = min(int(options.min_chunk_s * rate), max_n)
     search_n = min(int(options.search_s * rate), max_n)
 

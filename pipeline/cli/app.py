@@ -76,6 +76,13 @@ def transcribe(
     max_chunk_s: Annotated[
         float, typer.Option(help="Longest chunk with its context, seconds (≤ 30).")
     ] = 30.0,
+    long_chunk_s: Annotated[
+        float,
+        typer.Option(
+            help="A long episode's chunks: whole 30 s windows up to this many seconds, while "
+            "it still gives 8 chunks (max-chunk-s or less: never longer than max-chunk-s)."
+        ),
+    ] = 90.0,  # ChunkOptions.long_chunk_s (imported when the command runs)
     context_s: Annotated[
         float,
         typer.Option(help="Seconds of neighbouring audio heard on each side of a chunk (0: none)."),
@@ -203,6 +210,7 @@ def transcribe(
         min_chunk_s=min(ChunkOptions.min_chunk_s, max_chunk_s),
         search_s=min(ChunkOptions.search_s, max_chunk_s),
         context_s=context_s,
+        long_chunk_s=long_chunk_s,
     )
     # A bad reference fails before any work.
     ref = read_reference(reference, limits=limits) if reference else None

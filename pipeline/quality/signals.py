@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 NGRAM = 3  # word n-grams counted for loops
+LOOP_SPAN_S = 30.0  # loops are judged per span of Whisper's window (a long chunk holds several)
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,10 @@ class ChunkSignals:
     avg_logprob: float | None  # duration-weighted over segments; None without segments
     no_speech_prob: float | None  # duration-weighted over segments
     max_temperature: float  # hottest fallback Whisper needed (0 = greedy throughout)
-    compression_ratio: float  # of the chunk's text, Whisper's formula; 0 for no text
+    # Of the chunk's text, Whisper's formula; 0 for no text. In a chunk longer than Whisper's
+    # 30 s window (a long episode's), the highest over its 30 s spans (``text_spans``), like
+    # the top 3-gram: a loop is judged on what one window holds, not on two minutes of talk.
+    compression_ratio: float
     top_ngram: str  # most repeated word 3-gram ("" when none repeats)
     top_ngram_count: int
     speech_s: float
@@ -220,6 +224,31 @@ def repeated_ngram(words: Sequence[str], n: int = NGRAM) -> tuple[str, int]:
     return (" ".join(gram), count) if count > 1 else ("", 0)
 
 
+def text_spans(
+    segments: Sequence[Segment], seg_words: Sequence[Sequence[str]], start_s: float
+) -> list[tuple[str, list[str]]]:
+    """The chunk's text and words in spans of Whisper's window (30 s from the chunk's start,
+    each segment in the span where it starts): a chunk of at most 30 s is one span."""
+    spans: dict[int, tuple[list[str], list[str]]] = {}
+    for seg, words in zip(segments, seg_words, strict=True):
+        k = max(0, int((seg.start - start_s) // LOOP_SPAN_S))
+        texts, span_words = spans.setdefault(k, ([], []))
+        texts.append(seg.text.strip())
+        span_words.extend(words)
+    return [(" ".join(t), w) for _, (t, w) in sorted(spans.items())]
+
+
+def _loop_signals(spans: Sequence[tuple[str, list[str]]]) -> tuple[float, str, int]:
+    """The highest compression ratio and the most repeated 3-gram over a chunk's spans."""
+    ratio, gram, count = 0.0, "", 0
+    for text, words in spans:
+        ratio = max(ratio, text_compression_ratio(text))
+        g, c = repeated_ngram(words)
+        if c > count:
+            gram, count = g, c
+    return ratio, gram, count
+
+
 def _weighted(segments: Sequence[Segment], attr: str) -> float | None:
     if not segments:
         return None
@@ -274,7 +303,7 @@ def chunk_signals(
     )
     speech_s = windows.seconds("speech")
     duration = transcript.end_s - transcript.start_s
-    gram, count = repeated_ngram(words)
+    ratio, gram, count = _loop_signals(text_spans(segments, seg_words, transcript.start_s))
     return ChunkSignals(
         chunk_index=transcript.chunk_index,
         start_s=transcript.start_s,
@@ -284,7 +313,7 @@ def chunk_signals(
         avg_logprob=_round(_weighted(segments, "avg_logprob")),
         no_speech_prob=_round(_weighted(segments, "no_speech_prob")),
         max_temperature=max((s.temperature for s in segments), default=0.0),
-        compression_ratio=round(text_compression_ratio(transcript.text), 3),
+        compression_ratio=round(ratio, 3),
         top_ngram=gram,
         top_ngram_count=count,
         speech_s=speech_s,
