@@ -143,3 +143,30 @@ def test_continuation_token_helpers() -> None:
         tb + 300,
     ]
     assert _first_segment([tb + 260, 14, 15], tb) is None  # never closed
+
+
+@pytest.mark.slow
+def test_a_long_episodes_chunk_is_decoded_to_its_end(tmp_path: Path) -> None:
+    # A chunk of several 30 s windows (ChunkOptions.long_chunk_s) whose first window holds no
+    # speech: the chunk goes on in its next windows (it used to end there, its speech lost).
+    import wave
+
+    from pipeline.asr.transcribe import transcribe_chunks
+    from pipeline.audio.chunk import ChunkOptions, chunk_audio
+    from pipeline.audio.decode import decode_audio
+
+    once = decode_audio(FIXTURES / "episode.mp3", tmp_path / "e.wav").path
+    with wave.open(str(once), "rb") as w:
+        params, pcm = w.getparams(), w.readframes(w.getnframes())
+    with wave.open(str(tmp_path / "late.wav"), "wb") as w:
+        w.setparams(params)
+        w.writeframes(bytes(2 * 16000 * 35) + pcm + bytes(2 * 16000 * 10))  # 35 s of silence first
+    decoded = decode_audio(tmp_path / "late.wav", tmp_path / "a.wav")
+    options_c = ChunkOptions(long_chunk_s=90.0, min_chunks=1)
+    manifest = chunk_audio(decoded, tmp_path / "chunks", "fixture", options_c)
+    assert manifest.chunks[0].duration_s > 80.0
+    options = TranscribeOptions(backend="faster-whisper", batch_size=4)
+    first = transcribe_chunks(manifest.chunks[:1], options)[0]
+    assert any(seg.start > 35.0 for seg in first.segments)
+    ref = _words((FIXTURES / "episode.txt").read_text())
+    assert len(_words(first.text) & ref) >= 0.8 * len(ref)

