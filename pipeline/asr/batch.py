@@ -1,9 +1,11 @@
 """Batched openai-whisper decoding: several chunk windows per encoder and decoder pass.
 
-Each chunk is at most 30 s, so each window is its own padded 30 s log-mel and every window in a
-batch starts from the same SOT sequence: no left padding, one encoder call, one decoder call per
-token for the whole batch (Whisper's own ``DecodingTask`` with its KV cache). Three changes to
-that task make batching pay on a CPU, where the per-token Python work dominates:
+A window is at most 30 s of one chunk (a long episode's chunk holds a few, decoded one after
+the other, each from where Whisper ended the last), so each window is its own padded 30 s
+log-mel and every window in a batch starts from the same SOT sequence: no left padding, one
+encoder call, one decoder call per token for the whole batch (Whisper's own ``DecodingTask``
+with its KV cache). Three changes to that task make batching pay on a CPU, where the
+per-token Python work dominates:
 
 - ``ApplyTimestampRules`` loops over the batch in Python at every token; ``apply_timestamp_rules``
   does the same masking with a few tensor ops (tests check it gives identical logits);

@@ -2,9 +2,10 @@
 decoder (``pipeline.asr.batch``), ``whisper.transcribe`` one chunk at a time
 (``pipeline.asr.whisper``) or CTranslate2 (``pipeline.asr.ct2``).
 
-Each chunk is at most 30 s (one Whisper window), cut inside a silence, and transcribed on its
-own: by default chunks never condition on each other, so a chunk's text depends only on its
-audio, the weights and these options (which is what makes single-chunk re-runs and caching
+Each chunk is at most 30 s (one Whisper window), or in a long episode a few whole windows
+(``ChunkOptions.long_chunk_s``), cut inside a silence, and transcribed on its own: by
+default chunks never condition on each other, so a chunk's text depends only on its audio,
+the weights and these options (which is what makes single-chunk re-runs and caching
 sound). With ``condition_chunks`` it also depends on the previous chunk's text, which
 depends on the same things in turn.
 """

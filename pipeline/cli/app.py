@@ -74,7 +74,10 @@ def transcribe(
     audio_root: AudioRootOption = None,
     transcripts_root: TranscriptsRootOption = None,
     max_chunk_s: Annotated[
-        float, typer.Option(help="Longest chunk with its context, seconds (≤ 30).")
+        float,
+        typer.Option(
+            help="Longest chunk with its context, seconds (≤ 30; a long episode's are longer)."
+        ),
     ] = 30.0,
     long_chunk_s: Annotated[
         float,

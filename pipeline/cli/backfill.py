@@ -53,7 +53,10 @@ def backfill(
         str | None, typer.Option(help="auto | cpu | cuda (default: $PODSCRIBE_DEVICE or auto).")
     ] = None,
     max_chunk_s: Annotated[
-        float, typer.Option(help="Longest chunk with its context, seconds (≤ 30).")
+        float,
+        typer.Option(
+            help="Longest chunk with its context, seconds (≤ 30; a long episode's are longer)."
+        ),
     ] = 30.0,
     repair: Annotated[
         bool,
