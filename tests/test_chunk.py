@@ -57,7 +57,7 @@ def assert_tiles(manifest: ChunkManifest, options: ChunkOptions) -> None:
     for prev, nxt in zip(chunks, chunks[1:], strict=False):
         assert prev.end_sample == nxt.start_sample
     assert sum(c.end_sample - c.start_sample for c in chunks) == manifest.audio.num_samples
-    longest = options.chunk_s_for(manifest.audio.num_samples / SAMPLE_RATE)
+    longest = options.core_max_s_for(manifest.audio.num_samples / SAMPLE_RATE)
     assert all(c.duration_s <= longest for c in chunks)
     assert all(c.duration_s >= options.min_chunk_s for c in chunks[:-1])
     assert [c.cut for c in chunks].count("end") == 1 and chunks[-1].cut == "end"
@@ -321,7 +321,8 @@ def test_a_long_episode_gets_longer_chunks(duration_s: float, chunk_s: float) ->
     # Opting out keeps every chunk within Whisper's window, however long the episode.
     short = ChunkOptions(long_chunk_s=30.0)
     assert short.chunk_s_for(duration_s) == 30.0
-    assert ChunkOptions(max_chunk_s=20.0, long_chunk_s=20.0).chunk_s_for(duration_s) == 20.0
+    # Shorter chunks asked for are what is cut, however long the episode.
+    assert ChunkOptions(max_chunk_s=20.0).chunk_s_for(duration_s) == 20.0
 
 
 def test_manifest_paths_are_under_out_dir(tmp_path, paused_tone):

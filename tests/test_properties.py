@@ -57,7 +57,7 @@ def silence_finder(silences: list[tuple[int, int]], min_len: int):
 
 def assert_tiles(bounds: list[tuple[int, int, str]], total: int, options: ChunkOptions) -> None:
     # A long episode's chunks may be longer than max_chunk_s: whole windows, up to long_chunk_s.
-    max_n = int(options.chunk_s_for(total / SAMPLE_RATE) * SAMPLE_RATE)
+    max_n = int(options.core_max_s_for(total / SAMPLE_RATE) * SAMPLE_RATE)
     assert max_n <= max(options.max_chunk_s, options.long_chunk_s) * SAMPLE_RATE
     if total > 0 and options.chunk_s_for(total / SAMPLE_RATE) > options.max_chunk_s:
         assert len(bounds) >= options.min_chunks  # long chunks only while there are enough

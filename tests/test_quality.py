@@ -281,6 +281,10 @@ def test_a_long_chunk_is_judged_for_loops_per_window() -> None:
     signals = chunk_signals(_transcript(chunk, *calm, loop), windows)
     assert (signals.top_ngram, signals.top_ngram_count) == ("i am going", 6)
     assert flag_chunk(signals).hallucination
+    # A loop across 30 s from the chunk's start (Whisper's windows start anywhere): still whole.
+    across = [_seg(chunk, 26.5 + 1.2 * k, 27.6 + 1.2 * k, "I am going to go.") for k in range(6)]
+    signals = chunk_signals(_transcript(chunk, *across), windows)
+    assert signals.top_ngram_count == 6 and flag_chunk(signals).hallucination
 
 
 def test_a_window_inside_a_long_chunk_may_end_where_whisper_ends_it() -> None:
@@ -290,8 +294,15 @@ def test_a_window_inside_a_long_chunk_may_end_where_whisper_ends_it() -> None:
 
     last = continue_limit(speech_end_s=50.0, window_start_s=28.0, window_s=24.0)
     assert last == int((50.0 - 28.0 - CONTINUE_SPEECH_AHEAD_S) / TIMESTAMP_S)
-    assert continue_limit(speech_end_s=80.0, window_start_s=28.0, window_s=30.0) == 0
+    inside = continue_limit(
+        speech_end_s=80.0, window_start_s=28.0, window_s=30.0, reaches_end=False
+    )
+    assert inside == 0
     assert continue_limit(speech_end_s=10.0, window_start_s=0.0, window_s=30.0) > 0
+    # A chunk's last window, whose speech ends a few samples past the window's whole frames:
+    # the stop is still held back (speech_end_s counts samples, the window 10 ms frames).
+    edge = continue_limit(speech_end_s=29.99594, window_start_s=0.0, window_s=29.99)
+    assert edge == int((29.99 - CONTINUE_SPEECH_AHEAD_S) / TIMESTAMP_S)
 
 
 # --- repair (real model) -----------------------------------------------------------------------

@@ -329,7 +329,10 @@ def transcribe_chunks_ct2(
             if options.continue_in_window:
                 limits = [
                     continue_limit(
-                        speech_ends[w.chunk_pos], w.offset / SAMPLE_RATE, n / SAMPLE_RATE
+                        speech_ends[w.chunk_pos],
+                        w.offset / SAMPLE_RATE,
+                        n / SAMPLE_RATE,
+                        reaches_end=w.offset + n >= len(audios[w.chunk_pos]),
                     )
                     for w, n in zip(batch, lengths, strict=True)
                 ]

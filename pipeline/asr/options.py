@@ -163,20 +163,23 @@ def context_text(previous: Sequence[Segment]) -> str:
     return " ".join(kept)
 
 
-def continue_limit(speech_end_s: float, window_start_s: float, window_s: float) -> int:
+def continue_limit(
+    speech_end_s: float, window_start_s: float, window_s: float, reaches_end: bool = True
+) -> int:
     """The timestamp index, in a window that starts ``window_start_s`` into the chunk and holds
     ``window_s`` of it, before which a timestamp pair may not end that window: the one
     ``CONTINUE_SPEECH_AHEAD_S`` before the chunk's speech ends (``quality.speech_end_s``: music,
     noise and silence do not count); 0 when the window holds no such speech.
 
-    Also 0 when the chunk's speech goes on past the window (a window inside a chunk longer
-    than Whisper's 30 s): there Whisper ends the window where it ends a segment, and the next
-    window starts at that timestamp, as in ``transcribe()``. Kept on to the window's end, it
-    writes the word the window cuts in two (longform-dev in 120 s chunks: 145 insertions
-    against 65)."""
-    if speech_end_s > window_start_s + window_s:
+    Also 0 in a window that does not reach the chunk's end (``reaches_end`` False: a window
+    inside a chunk longer than Whisper's 30 s) while the chunk's speech goes on past it: there
+    Whisper ends the window where it ends a segment, and the next window starts at that
+    timestamp, as in ``transcribe()``. Kept on to the window's end, it writes the word the
+    window cuts in two (longform-dev in 120 s chunks: 145 insertions against 65)."""
+    window_end_s = window_start_s + window_s
+    if not reaches_end and speech_end_s > window_end_s:
         return 0
-    ahead = speech_end_s - window_start_s - CONTINUE_SPEECH_AHEAD_S
+    ahead = min(speech_end_s, window_end_s) - window_start_s - CONTINUE_SPEECH_AHEAD_S
     return max(0, int(ahead / TIMESTAMP_S))
 
 

@@ -1,7 +1,7 @@
 """Cut a decoded episode into chunks of Whisper windows, each ending inside a silence where there is one.
 
 The episode WAV is walked chunk by chunk (at most one chunk's samples in memory), so a
-3-hour episode costs no more memory than a 30-second one. Chunks tile the episode exactly:
+3-hour episode costs no more memory than one chunk of it. Chunks tile the episode exactly:
 chunk k covers samples [start, end) and the next starts at ``end``, which makes mapping chunk
 times back to episode times a single addition (like faster-whisper's SpeechTimestampsMap, with
 no gaps to account for).
@@ -68,10 +68,10 @@ class ChunkOptions:
     # work: a CPU batch of 8, a flow's chunk tasks). Such a chunk is decoded window after
     # window, each starting where Whisper ended the one before, as transcribe() does: fewer
     # cuts in pauses, where these recordings are clipped, and windows full of real audio
-    # instead of a chunk's end and padding. On longform-dev (17.7 min, tiny.en) 30 s chunks
-    # gave 6.08% WER, 60 s 5.55%, 90 s 5.52%, 120 s 6.04%, the whole episode as one chunk
-    # 5.42% (transcribe(): 5.58%); beam 5: 5.94% at 30 s, 5.05% at 120 s (BENCHMARKS.md).
-    # Set it to max_chunk_s or less to keep every chunk at most max_chunk_s.
+    # instead of a chunk's end and padding. On longform-dev (17.7 min, tiny.en, repair on)
+    # 30 s chunks gave 6.08% WER, 60 s 5.55%, 90 s 5.42%, 120 s 5.65% (transcribe(): 5.58%);
+    # beam 5: 5.94%, 5.75%, 5.28% and 5.05% (BENCHMARKS.md, "Fifth pass"). Only with
+    # max_chunk_s at a whole window (30 s); 30 here keeps every chunk at most 30 s.
     long_chunk_s: float = 90.0
     min_chunks: int = 8
     # Never cut earlier than this into a chunk: very short chunks give Whisper too little context.
@@ -110,13 +110,16 @@ class ChunkOptions:
 
     def chunk_s_for(self, duration_s: float) -> float:
         """The longest chunk, with its context, for an episode of ``duration_s``: as many whole
-        Whisper windows (at most long_chunk_s) as still cut it into min_chunks chunks, and
-        never less than max_chunk_s."""
+        Whisper windows (at most long_chunk_s) as still cut it into min_chunks chunks, when
+        max_chunk_s is a whole window; max_chunk_s itself otherwise (shorter chunks asked
+        for are what is cut, however long the episode)."""
         windows = min(
             int(duration_s // (self.min_chunks * WHISPER_WINDOW_S)),
             int(self.long_chunk_s // WHISPER_WINDOW_S),
         )
-        return max(self.max_chunk_s, windows * WHISPER_WINDOW_S)
+        if self.max_chunk_s < WHISPER_WINDOW_S or windows < 2:
+            return self.max_chunk_s
+        return windows * WHISPER_WINDOW_S
 
     def core_max_s_for(self, duration_s: float) -> float:
         """The longest a chunk of an episode of ``duration_s`` can be without its context."""

@@ -225,17 +225,23 @@ def repeated_ngram(words: Sequence[str], n: int = NGRAM) -> tuple[str, int]:
 
 
 def text_spans(
-    segments: Sequence[Segment], seg_words: Sequence[Sequence[str]], start_s: float
+    segments: Sequence[Segment], seg_words: Sequence[Sequence[str]], duration_s: float
 ) -> list[tuple[str, list[str]]]:
-    """The chunk's text and words in spans of Whisper's window (30 s from the chunk's start,
-    each segment in the span where it starts): a chunk of at most 30 s is one span."""
-    spans: dict[int, tuple[list[str], list[str]]] = {}
-    for seg, words in zip(segments, seg_words, strict=True):
-        k = max(0, int((seg.start - start_s) // LOOP_SPAN_S))
-        texts, span_words = spans.setdefault(k, ([], []))
-        texts.append(seg.text.strip())
-        span_words.extend(words)
-    return [(" ".join(t), w) for _, (t, w) in sorted(spans.items())]
+    """The chunk's text and words in spans of Whisper's window: a chunk of at most 30 s is one
+    span; a longer one (a long episode's) has one span per segment, from its start to 30 s
+    later, so a loop is seen whole wherever it lies (Whisper's windows start anywhere)."""
+    texts = [seg.text.strip() for seg in segments]
+    if duration_s <= LOOP_SPAN_S:
+        return [(" ".join(texts), [w for ws in seg_words for w in ws])]
+    spans = []
+    for i, first in enumerate(segments):
+        inside = [
+            k for k in range(i, len(segments)) if segments[k].start < first.start + LOOP_SPAN_S
+        ]
+        spans.append(
+            (" ".join(texts[k] for k in inside), [w for k in inside for w in seg_words[k]])
+        )
+    return spans
 
 
 def _loop_signals(spans: Sequence[tuple[str, list[str]]]) -> tuple[float, str, int]:
@@ -303,7 +309,7 @@ def chunk_signals(
     )
     speech_s = windows.seconds("speech")
     duration = transcript.end_s - transcript.start_s
-    ratio, gram, count = _loop_signals(text_spans(segments, seg_words, transcript.start_s))
+    ratio, gram, count = _loop_signals(text_spans(segments, seg_words, duration))
     return ChunkSignals(
         chunk_index=transcript.chunk_index,
         start_s=transcript.start_s,
