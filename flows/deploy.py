@@ -23,7 +23,7 @@ from flows.settings import DIARIZE_LIMIT, load_settings
 
 TRANSCRIBE_DESCRIPTION = """\
 Transcribe one episode with Whisper and score it. The audio is fetched, decoded once and cut \
-inside silences into chunks of at most 30 s (90 s in a long episode); each chunk is one task \
+inside silences into chunks of at most 30 s (up to 90 s in a long episode); each chunk is one task \
 ("chunk 2/41 · title"). \
 Writes `transcripts/EPISODE_ID/`: transcript .txt .srt .vtt .json, score.json and report.html; \
 publishes the artifacts `quality-ID` (the report), `chunks-ID` (a row per chunk) and \

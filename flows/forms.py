@@ -91,7 +91,8 @@ MaxChunk = Annotated[
     Field(
         title="Longest chunk (s)",
         description="Chunks are cut inside silences and are at most this long (5–30 s; "
-        "Whisper sees 30 s at once).",
+        "Whisper sees 30 s at once). At 30, an episode of 8 minutes or more gets chunks of "
+        "two or three whole windows (60 or 90 s), decoded one window after another.",
         ge=5.0,
         le=30.0,
     ),

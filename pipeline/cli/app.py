@@ -76,7 +76,7 @@ def transcribe(
     max_chunk_s: Annotated[
         float,
         typer.Option(
-            help="Longest chunk with its context, seconds (≤ 30; a long episode's are longer)."
+            help="Longest chunk with context, seconds (≤ 30; at 30 a long episode's are longer)."
         ),
     ] = 30.0,
     long_chunk_s: Annotated[

@@ -55,7 +55,7 @@ def backfill(
     max_chunk_s: Annotated[
         float,
         typer.Option(
-            help="Longest chunk with its context, seconds (≤ 30; a long episode's are longer)."
+            help="Longest chunk with context, seconds (≤ 30; at 30 a long episode's are longer)."
         ),
     ] = 30.0,
     repair: Annotated[
