@@ -206,7 +206,7 @@ def test_two_hours_of_silence_are_quick_and_empty(tmp_path: Path) -> None:
     done = podscribe("transcribe", "silence.wav", "--json", cwd=tmp_path, timeout=600)
     summary = summary_of(done)
     assert summary["duration_s"] == pytest.approx(7200.0, abs=0.01)
-    assert summary["chunks"] >= 240
+    assert summary["chunks"] >= 80  # a long episode: chunks of up to 90 s (long_chunk_s)
     assert transcript_text(tmp_path, summary) == ""
     assert summary["flagged"] == {}
     # Measured on 2 shared cores: 45-75 s end to end (before: over 4 minutes, Whisper on
