@@ -266,22 +266,23 @@ def test_signals_from_windows_alone() -> None:
 
 
 def test_a_long_chunk_is_judged_for_loops_per_window() -> None:
-    """A 90 s chunk (a long episode's) saying "a lot of" three times in each 30 s is talk,
-    not a loop; six times inside one 30 s span is a loop, wherever it is in the chunk."""
+    """A 90 s chunk (a long episode's) saying "a lot of" three times in each of its windows
+    is talk, not a loop; six times inside one window is a loop, wherever it is in the chunk.
+    (A window's segments share its avg_logprob: Whisper reports it per window.)"""
     from pipeline.audio.analysis import WindowClasses
 
     windows = WindowClasses(0.0, ("speech",) * 180)
     chunk = Chunk(0, 0, 90 * 16000, Path("none.wav"), "0" * 64, "silence")
     talk = "We have a lot of users, a lot of growth and a lot of work ahead, said the team."
-    calm = [_seg(chunk, 30.0 * k + 2.0, 30.0 * k + 12.0, talk) for k in range(3)]
+    calm = [_seg(chunk, 30.0 * k + 2.0, 30.0 * k + 12.0, talk, -0.3 - k / 100) for k in range(3)]
     signals = chunk_signals(_transcript(chunk, *calm), windows)
     assert signals.top_ngram_count == 3  # nine in the chunk, three per window
     assert not flag_chunk(signals).hallucination
-    loop = _seg(chunk, 62.0, 70.0, "I am going to go. " * 6)
+    loop = _seg(chunk, 62.0, 70.0, "I am going to go. " * 6, -0.5)
     signals = chunk_signals(_transcript(chunk, *calm, loop), windows)
     assert (signals.top_ngram, signals.top_ngram_count) == ("i am going", 6)
     assert flag_chunk(signals).hallucination
-    # A loop across 30 s from the chunk's start (Whisper's windows start anywhere): still whole.
+    # A window that starts 20 s in and loops across 30 s from the chunk's start: still whole.
     across = [_seg(chunk, 26.5 + 1.2 * k, 27.6 + 1.2 * k, "I am going to go.") for k in range(6)]
     signals = chunk_signals(_transcript(chunk, *across), windows)
     assert signals.top_ngram_count == 6 and flag_chunk(signals).hallucination

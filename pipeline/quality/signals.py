@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 NGRAM = 3  # word n-grams counted for loops
-LOOP_SPAN_S = 30.0  # loops are judged per span of Whisper's window (a long chunk holds several)
+LOOP_SPAN_S = 30.0  # a chunk longer than Whisper's window has its loops judged per window
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,9 @@ class ChunkSignals:
     no_speech_prob: float | None  # duration-weighted over segments
     max_temperature: float  # hottest fallback Whisper needed (0 = greedy throughout)
     # Of the chunk's text, Whisper's formula; 0 for no text. In a chunk longer than Whisper's
-    # 30 s window (a long episode's), the highest over its 30 s spans (``text_spans``), like
-    # the top 3-gram: a loop is judged on what one window holds, not on two minutes of talk.
+    # 30 s window (a long episode's), the highest over its decoding windows (``text_spans``),
+    # like the top 3-gram: a loop is judged on what one window holds, not on two minutes of
+    # talk.
     compression_ratio: float
     top_ngram: str  # most repeated word 3-gram ("" when none repeats)
     top_ngram_count: int
@@ -227,21 +228,24 @@ def repeated_ngram(words: Sequence[str], n: int = NGRAM) -> tuple[str, int]:
 def text_spans(
     segments: Sequence[Segment], seg_words: Sequence[Sequence[str]], duration_s: float
 ) -> list[tuple[str, list[str]]]:
-    """The chunk's text and words in spans of Whisper's window: a chunk of at most 30 s is one
-    span; a longer one (a long episode's) has one span per segment, from its start to 30 s
-    later, so a loop is seen whole wherever it lies (Whisper's windows start anywhere)."""
+    """The chunk's text and words per Whisper window: a chunk of at most 30 s is one span; a
+    longer one (a long episode's) has one per decoding window, where a loop lives (the
+    decoder repeating itself) and which the thresholds were set on. The segments of one
+    window are the consecutive ones that share its avg_logprob, no_speech_prob and
+    temperature: every engine reports those per window, not per segment."""
     texts = [seg.text.strip() for seg in segments]
     if duration_s <= LOOP_SPAN_S:
         return [(" ".join(texts), [w for ws in seg_words for w in ws])]
-    spans = []
-    for i, first in enumerate(segments):
-        inside = [
-            k for k in range(i, len(segments)) if segments[k].start < first.start + LOOP_SPAN_S
-        ]
-        spans.append(
-            (" ".join(texts[k] for k in inside), [w for k in inside for w in seg_words[k]])
-        )
-    return spans
+    groups: list[tuple[list[str], list[str]]] = []
+    last: tuple[float, float, float] | None = None
+    for seg, text, words in zip(segments, texts, seg_words, strict=True):
+        window = (seg.avg_logprob, seg.no_speech_prob, seg.temperature)
+        if window != last:
+            groups.append(([], []))
+            last = window
+        groups[-1][0].append(text)
+        groups[-1][1].extend(words)
+    return [(" ".join(t), w) for t, w in groups]
 
 
 def _loop_signals(spans: Sequence[tuple[str, list[str]]]) -> tuple[float, str, int]:
