@@ -289,20 +289,16 @@ def test_a_long_chunk_is_judged_for_loops_per_window() -> None:
 
 
 def test_a_window_inside_a_long_chunk_may_end_where_whisper_ends_it() -> None:
-    """continue_limit: in the chunk's last window, no "continue from here" stop before its
-    speech ends; in a window the chunk's speech runs past (a long chunk), none is forbidden."""
+    """continue_limit: in a chunk of one window, no "continue from here" stop before its
+    speech ends; in a chunk of several windows (a long episode's), none is forbidden."""
     from pipeline.asr.options import CONTINUE_SPEECH_AHEAD_S, TIMESTAMP_S, continue_limit
 
-    last = continue_limit(speech_end_s=50.0, window_start_s=28.0, window_s=24.0)
-    assert last == int((50.0 - 28.0 - CONTINUE_SPEECH_AHEAD_S) / TIMESTAMP_S)
-    inside = continue_limit(
-        speech_end_s=80.0, window_start_s=28.0, window_s=30.0, reaches_end=False
-    )
-    assert inside == 0
-    assert continue_limit(speech_end_s=10.0, window_start_s=0.0, window_s=30.0) > 0
-    # A chunk's last window, whose speech ends a few samples past the window's whole frames:
-    # the stop is still held back (speech_end_s counts samples, the window 10 ms frames).
-    edge = continue_limit(speech_end_s=29.99594, window_start_s=0.0, window_s=29.99)
+    last = continue_limit(speech_end_s=22.0, window_start_s=6.0, window_s=24.0, chunk_s=30.0)
+    assert last == int((22.0 - 6.0 - CONTINUE_SPEECH_AHEAD_S) / TIMESTAMP_S)
+    assert continue_limit(speech_end_s=80.0, window_start_s=28.0, window_s=30.0, chunk_s=90.0) == 0
+    assert continue_limit(speech_end_s=80.0, window_start_s=60.0, window_s=30.0, chunk_s=90.0) == 0
+    # Speech that ends a few samples past the window's whole 10 ms frames: still held.
+    edge = continue_limit(speech_end_s=29.99594, window_start_s=0.0, window_s=29.99, chunk_s=29.99)
     assert edge == int((29.99 - CONTINUE_SPEECH_AHEAD_S) / TIMESTAMP_S)
 
 

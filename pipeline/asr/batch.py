@@ -15,9 +15,9 @@ per-token Python work dominates:
   timestamp, the rest of that chunk becomes a new window that joins the next batch (the seek
   logic of ``whisper.transcribe``, which single-pass batch decoding lacks: ../shared/eval);
 - unless the chunk's speech goes on after that timestamp (``continue_in_window``, the default):
-  the rest of the chunk is in the window already (its last window: a chunk of 30 s or less has
-  one), so EOT is held back there and decoding goes on in the same window
-  (``ContinueInWindow``), which saves the extra encoder pass.
+  a chunk of 30 s or less is all in the window already, so EOT is held back there and decoding
+  goes on in the same window (``ContinueInWindow``), which saves the extra encoder pass (a
+  longer chunk, a long episode's, is decoded as ``transcribe()`` does: nothing held back).
 
 On cuda the greedy steps run over a static KV cache, one CUDA graph replay per token
 (``pipeline.asr.static_decode``): there the loop, not the GPU, is the cost.
@@ -177,7 +177,7 @@ class ContinueInWindow(LogitFilter):
 
     Whisper ends a window on a pair (the last segment's end, then the next one's start) when it
     takes that next segment to run past the window; ``transcribe`` then encodes a new window
-    from the start. A chunk's last window holds the rest of it, so when its speech goes on
+    from the start. A chunk of one window is all in view, so when its speech goes on
     after the pair (``limits``: per row, ``transcribe.continue_limit``), that segment is in
     view: text must follow, as after any pair, in this window.
     """
@@ -687,7 +687,7 @@ class BatchTranscriber:
                 s.speech_end_s,
                 s.seek * frame_s,
                 s.segment_size() * frame_s,
-                reaches_end=s.seek + s.segment_size() >= s.content_frames,
+                chunk_s=s.content_frames * frame_s,
             )
             for s in states
         ]

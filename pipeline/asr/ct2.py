@@ -332,7 +332,7 @@ def transcribe_chunks_ct2(
                         speech_ends[w.chunk_pos],
                         w.offset / SAMPLE_RATE,
                         n / SAMPLE_RATE,
-                        reaches_end=w.offset + n >= len(audios[w.chunk_pos]),
+                        chunk_s=len(audios[w.chunk_pos]) / SAMPLE_RATE,
                     )
                     for w, n in zip(batch, lengths, strict=True)
                 ]

@@ -145,6 +145,7 @@ class TranscribeOptions:
 # to go on in the same window (continue_in_window); a shorter rest gets a window of its own.
 CONTINUE_SPEECH_AHEAD_S = 0.5
 TIMESTAMP_S = 0.02  # one Whisper timestamp token
+WINDOW_S = 30.0  # Whisper's window: a chunk longer than this is decoded as transcribe() does
 # How much of a chunk's speech must lie after the end of a window that Whisper ended itself (EOT
 # after a segment's end) for the rest of the chunk to be decoded in a window of its own.
 RESUME_SPEECH_AHEAD_S = 1.0
@@ -164,22 +165,23 @@ def context_text(previous: Sequence[Segment]) -> str:
 
 
 def continue_limit(
-    speech_end_s: float, window_start_s: float, window_s: float, reaches_end: bool = True
+    speech_end_s: float, window_start_s: float, window_s: float, chunk_s: float = 0.0
 ) -> int:
     """The timestamp index, in a window that starts ``window_start_s`` into the chunk and holds
     ``window_s`` of it, before which a timestamp pair may not end that window: the one
     ``CONTINUE_SPEECH_AHEAD_S`` before the chunk's speech ends (``quality.speech_end_s``: music,
     noise and silence do not count); 0 when the window holds no such speech.
 
-    Also 0 in a window that does not reach the chunk's end (``reaches_end`` False: a window
-    inside a chunk longer than Whisper's 30 s) while the chunk's speech goes on past it: there
-    Whisper ends the window where it ends a segment, and the next window starts at that
-    timestamp, as in ``transcribe()``. Kept on to the window's end, it writes the word the
-    window cuts in two (longform-dev in 120 s chunks: 145 insertions against 65)."""
-    window_end_s = window_start_s + window_s
-    if not reaches_end and speech_end_s > window_end_s:
+    Always 0 in a chunk of more than one window (``chunk_s`` over Whisper's 30 s: a long
+    episode's, ``ChunkOptions.long_chunk_s``): it is decoded as ``transcribe()`` decodes, each
+    window ending where Whisper ends it and the next starting at that timestamp. Held on in a
+    window the chunk's speech runs past, Whisper writes the word the window's end cuts in two
+    (longform-dev in 120 s chunks: 145 insertions against 65); held in a long chunk's last
+    window only, it garbled a phrase there ("comprehensive and fast" -> "comprehensives in
+    fast") and gained nothing (BENCHMARKS.md, "Fifth pass")."""
+    if chunk_s > WINDOW_S:
         return 0
-    ahead = min(speech_end_s, window_end_s) - window_start_s - CONTINUE_SPEECH_AHEAD_S
+    ahead = min(speech_end_s, window_start_s + window_s) - window_start_s - CONTINUE_SPEECH_AHEAD_S
     return max(0, int(ahead / TIMESTAMP_S))
 
 
