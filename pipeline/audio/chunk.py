@@ -70,7 +70,7 @@ class ChunkOptions:
     # cuts in pauses, where these recordings are clipped, and windows full of real audio
     # instead of a chunk's end and padding. On longform-dev (17.7 min, tiny.en, repair on)
     # 30 s chunks gave 6.08% WER, 60 s 5.55%, 90 s 5.42%, 120 s 5.65% (transcribe(): 5.58%);
-    # beam 5: 5.94%, 5.75%, 5.28% and 5.05% (BENCHMARKS.md, "Fifth pass"). Only with
+    # beam 5: 5.94%, 5.75%, 5.22% and 5.05% (BENCHMARKS.md, "Fifth pass"). Only with
     # max_chunk_s at a whole window (30 s); 30 here keeps every chunk at most 30 s.
     long_chunk_s: float = 90.0
     min_chunks: int = 8
