@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.errors import OptionsError, TranscriptionError
-from pipeline.core.types import ModelInfo, Segment
+from pipeline.core.types import WHISPER_WINDOW_S, ModelInfo, Segment
 
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("openai-whisper", "faster-whisper")  # faster-whisper: pipeline/asr/ct2.py
@@ -145,7 +145,6 @@ class TranscribeOptions:
 # to go on in the same window (continue_in_window); a shorter rest gets a window of its own.
 CONTINUE_SPEECH_AHEAD_S = 0.5
 TIMESTAMP_S = 0.02  # one Whisper timestamp token
-WINDOW_S = 30.0  # Whisper's window: a chunk longer than this is decoded as transcribe() does
 # How much of a chunk's speech must lie after the end of a window that Whisper ended itself (EOT
 # after a segment's end) for the rest of the chunk to be decoded in a window of its own.
 RESUME_SPEECH_AHEAD_S = 1.0
@@ -179,7 +178,7 @@ def continue_limit(
     (longform-dev in 120 s chunks: 145 insertions against 65); held in a long chunk's last
     window only, it garbled a phrase there ("comprehensive and fast" -> "comprehensives in
     fast") and gained nothing (BENCHMARKS.md, "Fifth pass")."""
-    if chunk_s > WINDOW_S:
+    if chunk_s > WHISPER_WINDOW_S:
         return 0
     ahead = min(speech_end_s, window_start_s + window_s) - window_start_s - CONTINUE_SPEECH_AHEAD_S
     return max(0, int(ahead / TIMESTAMP_S))

@@ -40,6 +40,7 @@ from pipeline.core.errors import ChunkError, OptionsError
 from pipeline.core.store import atomic_path, read_json, sha256_file, write_json_atomic
 from pipeline.core.types import (
     SAMPLE_RATE,
+    WHISPER_WINDOW_S,
     Chunk,
     ChunkManifest,
     DecodedAudio,
@@ -47,7 +48,6 @@ from pipeline.core.types import (
     to_dict,
 )
 
-WHISPER_WINDOW_S = 30.0  # seconds Whisper reads at once; longer input is silently truncated
 MAX_LONG_CHUNK_S = 600.0  # the longest long_chunk_s: a chunk is still a unit of retry work
 MANIFEST_NAME = "manifest.json"
 CHUNKS_DIRNAME = "chunks"
@@ -252,7 +252,8 @@ CutFinder = Callable[[int, int, int], tuple[int, str]]
 
 def plan_cuts(decoded: DecodedAudio, options: ChunkOptions) -> list[tuple[int, int, str]]:
     """(start_sample, end_sample, cut) of each chunk, tiling [0, num_samples) exactly."""
-    max_n = int(options.core_max_s_for(decoded.num_samples / decoded.sample_rate) * decoded.sample_rate)
+    duration_s = decoded.num_samples / decoded.sample_rate
+    max_n = int(options.core_max_s_for(duration_s) * decoded.sample_rate)
 
     def cut_in_audio(start: int, lo: int, hi: int) -> tuple[int, str]:
         window = read_wav_pcm(decoded.path, start, min(start + max_n, decoded.num_samples))

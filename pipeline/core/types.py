@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 SAMPLE_RATE = 16_000  # Hz: what Whisper expects, and what every decoded episode is
+WHISPER_WINDOW_S = 30.0  # seconds Whisper reads at once; longer input is silently truncated
 
 
 # Chunks are numbered two ways: ``index`` counts from 0 inside the library and in the files

@@ -33,7 +33,7 @@ from typing import Any
 from pipeline.audio.analysis import SoundThresholds, WindowClasses, classify_windows
 from pipeline.audio.decode import read_chunk_samples
 from pipeline.core.errors import OptionsError
-from pipeline.core.types import Chunk, ChunkTranscript, Segment
+from pipeline.core.types import WHISPER_WINDOW_S, Chunk, ChunkTranscript, Segment
 from pipeline.quality.score import normalize_words
 from pipeline.quality.style import apply_style
 
@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 NGRAM = 3  # word n-grams counted for loops
-LOOP_SPAN_S = 30.0  # a chunk longer than Whisper's window has its loops judged per window
 
 
 @dataclass(frozen=True)
@@ -234,7 +233,7 @@ def text_spans(
     window are the consecutive ones that share its avg_logprob, no_speech_prob and
     temperature: every engine reports those per window, not per segment."""
     texts = [seg.text.strip() for seg in segments]
-    if duration_s <= LOOP_SPAN_S:
+    if duration_s <= WHISPER_WINDOW_S:  # one window: the whole chunk
         return [(" ".join(texts), [w for ws in seg_words for w in ws])]
     groups: list[tuple[list[str], list[str]]] = []
     last: tuple[float, float, float] | None = None
