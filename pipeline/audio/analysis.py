@@ -130,8 +130,9 @@ def _levels(samples: np.ndarray) -> np.ndarray:
     over a 30 s chunk cost more than the rest of ``speech_end_s`` together)."""
     x = _padded(samples)
     blocks = x[: len(x) // _BLOCK_N * _BLOCK_N].reshape(-1, _BLOCK_N)
-    energy = np.concatenate(([0.0], np.cumsum(np.einsum("ij,ij->i", blocks, blocks),
-                                              dtype=np.float64)))
+    energy = np.concatenate(
+        ([0.0], np.cumsum(np.einsum("ij,ij->i", blocks, blocks), dtype=np.float64))
+    )
     starts = np.arange(1 + (len(x) - FRAME_N) // HOP_N) * (HOP_N // _BLOCK_N)
     mean_square = np.maximum(energy[starts + FRAME_N // _BLOCK_N] - energy[starts], 0.0) / FRAME_N
     return 10 * np.log10(mean_square + 1e-12)
@@ -176,8 +177,9 @@ def _silent(active: np.ndarray) -> bool:
     return len(active) == 0 or bool(active.mean() < ACTIVE_FRACTION)
 
 
-def _window_class(active: np.ndarray, flatness: np.ndarray, similarity: np.ndarray,
-                  t: SoundThresholds) -> str:
+def _window_class(
+    active: np.ndarray, flatness: np.ndarray, similarity: np.ndarray, t: SoundThresholds
+) -> str:
     """The class of one window from its frames' values."""
     if _silent(active):
         return "silence"

@@ -69,7 +69,6 @@ def fetch_chunk(storage: Storage, episode_id: str, chunk: Chunk, dest_dir: Path)
     return dataclasses.replace(chunk, path=dest)
 
 
-
 def fetch_audio(storage: Storage, manifest: ChunkManifest, dest_dir: Path) -> ChunkManifest:
     """Fetch the episode's decoded WAV into ``dest_dir`` and verify its sha256; returns the
     manifest with the audio's local path there. AudioError naming the episode when it is not
