@@ -587,7 +587,9 @@ def test_a_long_episodes_chunk_is_decoded_window_after_window(
     # A long episode's chunks hold several Whisper windows (ChunkOptions.long_chunk_s): each
     # window starts where Whisper ended the one before, as transcribe() does. Here the fixture
     # episode twice (97 s) in chunks of up to 60 s: the first chunk takes two windows or more,
-    # and what it writes is what was said, no word lost or doubled where a window ends.
+    # and what it writes is what was said, no word lost or doubled where a window ends. Its
+    # last window also hears the 30 s after the chunk (long_after_s), whose words it decodes
+    # and drops: none is doubled across the cut.
     from pipeline.quality.score import score_texts
 
     episode = read_wav_samples(decode_audio(fixtures_dir / "episode.mp3", tmp_path / "e.wav").path)
@@ -605,13 +607,20 @@ def test_a_long_episodes_chunk_is_decoded_window_after_window(
                 engine.run_batch([state])
         return chunks, states
 
+    def text_of(states: list[ChunkState]) -> str:
+        return " ".join(seg.text for st in states for seg in engine.finish(st).segments)
+
     chunks, states = transcribe(ChunkOptions(long_chunk_s=60.0, min_chunks=1), "long")
     assert chunks[0].duration_s > 45.0 and states[0].windows >= 2
+    assert chunks[0].context_after > 0 and states[0].core_end_frames is not None
     words = [w for s in states[0].segments for w in s.get("words", [])]
     starts = [w["start"] for w in words]
     assert starts == sorted(starts)  # the next window's words follow the last one's
-    text = " ".join(s["text"] for st in states for s in st.segments if s["text"].strip())
+    # The last window heard past the cut; what the chunk keeps ends at it.
+    assert starts[-1] > chunks[0].duration_s
+    assert all(s.end <= chunks[0].end_s for s in engine.finish(states[0]).segments)
+    text = text_of(states)
     _, short = transcribe(ChunkOptions(long_chunk_s=30.0), "short")
-    short_text = " ".join(s["text"] for st in short for s in st.segments if s["text"].strip())
+    short_text = text_of(short)
     long_wer, short_wer = score_texts(text, said).wer, score_texts(short_text, said).wer
     assert long_wer <= 0.08 and long_wer <= short_wer + 0.02, (long_wer, short_wer, text)

@@ -140,6 +140,38 @@ def test_chunk_files_hold_their_context_on_either_side(tmp_path, paused_tone):
     assert all(c.context_before == c.context_after == 0 for c in again.chunks)
 
 
+def test_a_long_episodes_chunks_hold_the_window_that_follows(tmp_path, paused_tone):
+    # Chunks of several windows (here 60 s of a 100 s episode) hold the 30 s that follow
+    # them (long_after_s), so that their last window hears speech instead of padding; the
+    # chunks themselves, and what is before them, are as without it.
+    options = ChunkOptions(long_chunk_s=60.0, min_chunks=1)
+    assert options.chunk_s_for(paused_tone.duration_s) == 60.0
+    manifest = chunk_audio(paused_tone, tmp_path / "long", "ep", options)
+    chunks = manifest.chunks
+    assert len(chunks) == 2 and chunks[0].duration_s > 30.0
+    assert chunks[0].context_after == 30 * SAMPLE_RATE and chunks[-1].context_after == 0
+    assert all(c.context_before == 0 for c in chunks)
+    first = chunks[0]
+    expected = read_wav_pcm(
+        paused_tone.path, first.start_sample, first.end_sample + 30 * SAMPLE_RATE
+    )
+    assert read_wav_pcm(first.path) == expected
+    assert len(read_chunk_samples(first)) == first.end_sample - first.start_sample
+    off = chunk_audio(
+        paused_tone,
+        tmp_path / "off",
+        "ep",
+        ChunkOptions(long_chunk_s=60.0, min_chunks=1, long_after_s=0),
+    )
+    assert [(c.start_sample, c.end_sample) for c in off.chunks] == [
+        (c.start_sample, c.end_sample) for c in chunks
+    ]
+    assert all(c.context_after == 0 for c in off.chunks)
+    # Chunks of one window (a short episode) hold nothing after them.
+    short = chunk_audio(paused_tone, tmp_path / "short", "ep", ChunkOptions(max_chunk_s=20.0))
+    assert all(c.context_before == c.context_after == 0 for c in short.chunks)
+
+
 def test_manifest_on_disk_round_trips(tmp_path, paused_tone):
     options = ChunkOptions(max_chunk_s=25.0)
     manifest = chunk_audio(paused_tone, tmp_path, "ep-1", options)
@@ -256,6 +288,8 @@ INVALID = [
     {"silence_rel_db": 3},
     {"silence_floor_dbfs": 0},
     {"context_s": -1},
+    {"long_after_s": -1},
+    {"long_after_s": 30.5},  # more than the one window it fills
     {"context_s": 14.6},  # leaves less than 1 s of a 30 s window for the chunk itself
     {"max_chunk_s": True},
     {"max_chunk_s": "30"},

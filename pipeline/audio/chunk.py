@@ -1,4 +1,4 @@
-"""Cut a decoded episode into chunks of Whisper windows, each ending inside a silence where there is one.
+"""Cut a decoded episode into chunks of Whisper windows, each ending in a silence if there is one.
 
 The episode WAV is walked chunk by chunk (at most one chunk's samples in memory), so a
 3-hour episode costs no more memory than one chunk of it. Chunks tile the episode exactly:
@@ -21,6 +21,10 @@ How a cut is chosen, for a chunk starting at ``s``:
    length costs little.
 4. With no silence, the cut is the middle of the quietest ``step_ms`` frame in the region, the
    later one on ties (cut "quietest").
+
+Each chunk WAV may hold neighbouring audio that is heard but never transcribed into it:
+``context_s`` on either side, and in a long episode the ``long_after_s`` that follow it, so
+that a chunk's last window is full of real audio instead of padding.
 """
 
 from __future__ import annotations
@@ -101,6 +105,16 @@ class ChunkOptions:
     # by padding, where Whisper invents or garbles words. Chunk plus context fit in
     # max_chunk_s, so a chunk itself is at most max_chunk_s - 2 * context_s long.
     context_s: float = 0.0
+    # Seconds of the audio that follows each chunk of a long episode (one cut into chunks of
+    # several windows: chunk_s_for) its WAV also holds, as context_s does after the chunk but
+    # without shortening it. The chunk's last window starts wherever Whisper ended the one
+    # before and holds its last seconds (1.5-15 s on longform-dev); without this, the rest of
+    # that window is padding, which is where tiny.en garbles and invents. The window hears the
+    # speech that follows instead, as the windows of transcribe() do, and only the chunk's own
+    # words are kept (by where they sound, as with context_s). A whole window, so the last
+    # window is always full. On longform-dev (tiny.en): WER 5.42% -> 5.25%, beam 5 5.22% ->
+    # 5.15% (15 s: 5.18% with beam 5); BENCHMARKS.md, "Sixth pass". 0 turns it off.
+    long_after_s: float = WHISPER_WINDOW_S
 
     @property
     def core_max_s(self) -> float:
@@ -158,6 +172,11 @@ def _validate(o: ChunkOptions) -> None:
             f"context_s must be >= 0 and leave max_chunk_s - 2 * context_s >= 1 s, "
             f"got context_s {o.context_s} with max_chunk_s {o.max_chunk_s}"
         )
+    if not 0 <= o.long_after_s <= WHISPER_WINDOW_S:
+        raise OptionsError(
+            f"long_after_s must be between 0 and {WHISPER_WINDOW_S} (Whisper's window), "
+            f"got {o.long_after_s}"
+        )
     if not 0 <= o.min_chunk_s <= o.max_chunk_s:
         raise OptionsError(
             f"min_chunk_s must be between 0 and max_chunk_s ({o.max_chunk_s}), got {o.min_chunk_s}"
@@ -182,7 +201,7 @@ def chunk_audio(
     decoded: DecodedAudio,
     out_dir: Path,
     episode_id: str,
-    options: ChunkOptions = ChunkOptions(),  # noqa: B008 - frozen, so sharing is safe
+    options: ChunkOptions = ChunkOptions(),  # frozen, so sharing the default is safe
 ) -> ChunkManifest:
     """Cut ``decoded`` into chunk WAVs under ``out_dir/chunks`` and write ``out_dir/manifest.json``.
 
@@ -201,9 +220,12 @@ def chunk_audio(
 
     bounds = plan_cuts(decoded, options)
     chunks_dir = out_dir / CHUNKS_DIRNAME
-    context_n = int(options.context_s * SAMPLE_RATE)
+    before_n = after_n = int(options.context_s * SAMPLE_RATE)
+    duration_s = decoded.num_samples / decoded.sample_rate
+    if options.chunk_s_for(duration_s) > WHISPER_WINDOW_S:  # chunks of several windows
+        after_n = max(after_n, int(options.long_after_s * SAMPLE_RATE))
     chunks = tuple(
-        _write_chunk(decoded, chunks_dir, i, (start, end, cut), context_n)
+        _write_chunk(decoded, chunks_dir, i, (start, end, cut), (before_n, after_n))
         for i, (start, end, cut) in enumerate(bounds)
     )
     manifest = ChunkManifest(
@@ -394,12 +416,14 @@ def _write_chunk(
     chunks_dir: Path,
     index: int,
     bound: tuple[int, int, str],
-    context_n: int,
+    context_n: tuple[int, int],
 ) -> Chunk:
+    """Write one chunk WAV: its samples with up to ``context_n`` (before, after) samples of
+    the neighbouring audio on either side."""
     start, end, cut = bound
     path = chunks_dir / f"chunk-{index:04d}.wav"
-    before = min(context_n, start)
-    after = min(context_n, decoded.num_samples - end)
+    before = min(context_n[0], start)
+    after = min(context_n[1], decoded.num_samples - end)
     pcm = read_wav_pcm(decoded.path, start - before, end + after)
     with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as w:
         w.setnchannels(CHANNELS)
