@@ -31,7 +31,7 @@ from pipeline.asr.options import TranscribeOptions
 from pipeline.asr.static_decode import greedy_update, vocab_logits
 from pipeline.asr.transcribe import transcribe_chunk, transcribe_chunks
 from pipeline.audio.chunk import ChunkOptions, chunk_audio
-from pipeline.audio.decode import decode_audio, read_wav_samples
+from pipeline.audio.decode import decode_audio, read_chunk_samples, read_wav_samples
 from pipeline.core.errors import OptionsError
 from pipeline.core.store import sha256_file
 from pipeline.core.types import SAMPLE_RATE, Chunk
@@ -581,6 +581,24 @@ def test_fallback_windows_are_seeded_alone(episode_chunks: list[Chunk]) -> None:
 
 
 @pytest.mark.slow
+def test_a_silent_chunk_is_skipped_though_sound_follows_it(tmp_path: Path) -> None:
+    # A long episode's chunk WAV also holds the 30 s after the chunk (long_after_s). Whether
+    # the chunk is silent is judged on its own samples: 55 s of digital silence just before
+    # a tone still gets an empty transcript without Whisper.
+    t = np.arange(40 * SAMPLE_RATE) / SAMPLE_RATE
+    samples = np.concatenate([np.zeros(60 * SAMPLE_RATE), 0.3 * np.sin(2 * np.pi * 440 * t)])
+    decoded = decode_audio(_write_chunk(samples, tmp_path / "in.wav").path, tmp_path / "a.wav")
+    options = ChunkOptions(long_chunk_s=60.0, min_chunks=1)
+    first = chunk_audio(decoded, tmp_path / "ep", "ep", options).chunks[0]
+    assert first.end_s <= 60.0 and first.context_after > 0
+    assert np.abs(read_chunk_samples(first, context=True)).max() > 0.1  # it hears the tone
+    (result,) = transcribe_chunks(
+        [first], TranscribeOptions(), loaded=load_model(TranscribeOptions())
+    )
+    assert result.segments == () and result.options["skipped"].startswith("silent")
+
+
+@pytest.mark.slow
 def test_a_long_episodes_chunk_is_decoded_window_after_window(
     tmp_path: Path, fixtures_dir: Path
 ) -> None:
@@ -616,9 +634,20 @@ def test_a_long_episodes_chunk_is_decoded_window_after_window(
     words = [w for s in states[0].segments for w in s.get("words", [])]
     starts = [w["start"] for w in words]
     assert starts == sorted(starts)  # the next window's words follow the last one's
-    # The last window heard past the cut; what the chunk keeps ends at it.
+    # The last window heard past the cut; the words the chunk keeps start before it.
     assert starts[-1] > chunks[0].duration_s
-    assert all(s.end <= chunks[0].end_s for s in engine.finish(states[0]).segments)
+    kept = [w for seg in engine.finish(states[0]).segments for w in seg.words or ()]
+    assert kept and max(w.start for w in kept) < chunks[0].end_s
+    # Words timed only to keep the chunk's own are not written when not asked for.
+    plain = BatchTranscriber(TranscribeOptions(word_timestamps=False), loaded)
+    state = plain.start(chunks[0])
+    while not state.done:
+        plain.run_batch([state])
+    segments = plain.finish(state).segments
+    assert [s.words for s in segments] == [None] * len(segments)
+    assert " ".join(s.text for s in segments) == " ".join(
+        s.text for s in engine.finish(states[0]).segments
+    )
     text = text_of(states)
     _, short = transcribe(ChunkOptions(long_chunk_s=30.0), "short")
     short_text = text_of(short)

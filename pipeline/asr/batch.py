@@ -659,6 +659,7 @@ class BatchTranscriber:
                 state.chunk,
                 context=has_context(state.chunk),
                 sounding=state.sounding,
+                keep_words=self.options.word_timestamps,
             ),
             model=self.loaded.info,
             options=self.result_options,

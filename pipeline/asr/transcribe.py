@@ -18,7 +18,7 @@ from pipeline.asr.loading import load_model
 from pipeline.asr.options import LoadedModel, TranscribeOptions
 from pipeline.asr.whisper import transcribe_chunk_whisper
 from pipeline.audio.analysis import SILENT_PEAK_DBFS, is_silent
-from pipeline.audio.decode import read_wav_samples
+from pipeline.audio.decode import read_chunk_samples
 from pipeline.core.errors import AudioError, TranscriptionError
 from pipeline.core.types import Chunk, ChunkTranscript
 
@@ -30,9 +30,10 @@ def silent_chunk_transcript(
 ) -> ChunkTranscript | None:
     """An empty transcript for a chunk with nothing to hear (``audio.analysis.is_silent``),
     without running Whisper; None for any other chunk. Whisper over silence can only invent
-    text, and two hours of it would cost 240 encoder passes for nothing."""
+    text, and two hours of it would cost 240 encoder passes for nothing. Judged on the chunk's
+    own samples: the neighbouring audio its WAV may hold is heard, never transcribed into it."""
     try:
-        samples = read_wav_samples(chunk.path)
+        samples = read_chunk_samples(chunk)
     except (OSError, AudioError) as exc:
         raise TranscriptionError(f"cannot read chunk {chunk.number} ({chunk.path}): {exc}") from exc
     if not is_silent(samples):

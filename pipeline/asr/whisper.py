@@ -43,6 +43,7 @@ def segments_from_whisper(
     chunk: Chunk,
     context: bool = False,
     sounding: np.ndarray | None = None,
+    keep_words: bool = True,
 ) -> tuple[Segment, ...]:
     """Wrap whisper's segment dicts, shifted from chunk time to episode time.
 
@@ -52,11 +53,16 @@ def segments_from_whisper(
 
     ``context``: the times count from the start of the chunk's WAV *with* its context
     (``Chunk.context_before``), and only the words heard inside the chunk itself are kept, so
-    a word heard across a cut lands in exactly one chunk. Where a word is heard: the middle of
+    a word heard across a cut by both chunks (context on both sides) lands in exactly one of
+    them; with context after the chunk only (``ChunkOptions.long_after_s``) the next chunk
+    still starts cold at the cut, as without context. Where a word is heard: the middle of
     its sounding frames (``sounding``: ``analysis.sounding_frames`` of the WAV), else of its
     times. Whisper stretches the word next to a pause over the pause, and the cut is in the
     pause: by its times alone that word would fall on both sides, or on neither. A segment
     without word timings is kept when its middle is inside.
+
+    ``keep_words`` False: the words were timed only to keep the chunk's own (no word
+    timestamps were asked for), and the segments come back without them.
     """
     offset = chunk.start_s - (chunk.context_before_s if context else 0.0)
 
@@ -99,7 +105,7 @@ def segments_from_whisper(
                 no_speech_prob=float(seg.get("no_speech_prob", 0.0)),
                 compression_ratio=float(seg.get("compression_ratio", 0.0)),
                 temperature=float(seg.get("temperature", 0.0)),
-                words=words,
+                words=words if keep_words else None,
             )
         )
     return tuple(out)
@@ -202,7 +208,11 @@ def transcribe_chunk_whisper(
         start_s=chunk.start_s,
         end_s=chunk.end_s,
         segments=segments_from_whisper(
-            result["segments"], chunk, context, sounding_frames(samples) if timed else None
+            result["segments"],
+            chunk,
+            context,
+            sounding_frames(samples) if timed else None,
+            keep_words=options.word_timestamps,
         ),
         model=loaded.info,
         options=options.to_dict()

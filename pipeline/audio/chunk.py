@@ -112,8 +112,9 @@ class ChunkOptions:
     # that window is padding, which is where tiny.en garbles and invents. The window hears the
     # speech that follows instead, as the windows of transcribe() do, and only the chunk's own
     # words are kept (by where they sound, as with context_s). A whole window, so the last
-    # window is always full. On longform-dev (tiny.en): WER 5.42% -> 5.25%, beam 5 5.22% ->
-    # 5.15% (15 s: 5.18% with beam 5); BENCHMARKS.md, "Sixth pass". 0 turns it off.
+    # window is full (unless the episode ends first). On longform-dev (tiny.en): WER 5.42% ->
+    # 5.25%, beam 5 5.22% -> 5.15% (15 s: 5.18% with beam 5); BENCHMARKS.md, "Sixth pass".
+    # 0 turns it off.
     long_after_s: float = WHISPER_WINDOW_S
 
     @property

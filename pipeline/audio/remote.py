@@ -9,7 +9,8 @@ disk, and never transcribes a chunk that changed on the way.
 An episode that is diarized publishes its decoded WAV too (``publish_chunks(...,
 with_audio=True)``): speaker embeddings need the whole episode, so the diarize task, wherever
 it runs, reads that file (``fetch_audio``), checked against the sha256 the manifest recorded.
-Episodes without diarization never upload it: it is as large as all their chunks together.
+Episodes without diarization never upload it: it is as large as all their chunks together
+(smaller, in a long episode, whose chunk WAVs also hold the 30 s after them).
 """
 
 from __future__ import annotations
