@@ -190,7 +190,8 @@ def _bad_inputs(tmp: Path, fixtures: Path, server: LocalHTTPServer) -> dict[str,
             ],
             "ep.mp3",
         ),
-        "bad_chunk_option": (["transcribe", speech, "--max-chunk-s", "45"], "30"),
+        "bad_chunk_option": (["transcribe", speech, "--max-chunk-s", "45"], "--max-chunk-s must"),
+        "bad_decode_option": (["transcribe", speech, "--beam-size", "0"], "--beam-size must"),
         "missing_transcript": (["score", tmp / "none.json", ref], "none.json"),
         "missing_rttm": (["transcribe", speech, "--rttm", tmp / "no.rttm"], "no.rttm"),
         "bad_rttm": (["transcribe", speech, "--rttm", bad_rttm], "bad.rttm line 2"),
@@ -210,6 +211,7 @@ BAD = [
     "http_404",
     "html_over_http",
     "bad_chunk_option",
+    "bad_decode_option",
     "missing_transcript",
     "missing_rttm",
     "bad_rttm",
@@ -298,3 +300,22 @@ def test_deploy_without_a_server_says_which_variable_to_set(tmp_path: Path) -> N
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "set PREFECT_API_URL" in done.stderr
+
+
+def test_an_option_error_names_every_flag_it_mentions_and_keeps_its_type() -> None:
+    from pipeline.audio.chunk import ChunkOptions
+    from pipeline.cli.options import flags_named
+    from pipeline.core.errors import OptionsError, SourceError
+
+    with pytest.raises(OptionsError) as caught, flags_named("max_chunk_s", "context_s"):
+        ChunkOptions(context_s=20.0)
+    assert str(caught.value).startswith("--context-s must be >= 0 and leave --max-chunk-s - 2 *")
+    assert "context_s" not in str(caught.value) and "max_chunk_s" not in str(caught.value)
+    with (
+        pytest.raises(OptionsError, match="^--max-chunk-s must be a finite"),
+        flags_named("max_chunk_s"),
+    ):
+        ChunkOptions(max_chunk_s=float("nan"))
+    # Errors that are not about options pass through untouched.
+    with pytest.raises(SourceError, match="^max_chunk_s$"), flags_named("max_chunk_s"):
+        raise SourceError("max_chunk_s")

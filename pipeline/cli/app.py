@@ -30,6 +30,7 @@ from pipeline.cli.options import (
     ModelOption,
     StyleOption,
     TranscriptsRootOption,
+    flags_named,
 )
 from pipeline.core.errors import OptionsError, PodscribeError
 from pipeline.core.types import ChunkManifest, ChunkTranscript, Transcript, chunk_number
@@ -195,26 +196,28 @@ def transcribe(
     if persons and diarizing is None:
         raise OptionsError("--person names the speakers the diarizer finds: add --speakers auto")
     ensure_model(settings.model, weights_source(settings))  # a standard name is downloaded once
-    options = TranscribeOptions(
-        model=settings.model,
-        device=settings.device,
-        beam_size=beam_size,
-        batch_size=0 if batch_size is None else batch_size,  # 0: automatic
-        backend=backend,
-        continue_in_window=continue_in_window,
-        style=style,
-        word_timestamps=word_timestamps,
-        condition_chunks=condition_chunks,
-    )
-    # Shorter chunks search a shorter stretch for their cut (as the flows do): the defaults
-    # (5 s minimum, 10 s search) do not fit in a chunk of less than 10 s.
-    chunk_options = ChunkOptions(
-        max_chunk_s=max_chunk_s,
-        min_chunk_s=min(ChunkOptions.min_chunk_s, max_chunk_s),
-        search_s=min(ChunkOptions.search_s, max_chunk_s),
-        context_s=context_s,
-        long_chunk_s=long_chunk_s,
-    )
+    flags = ("max_chunk_s", "long_chunk_s", "context_s", "beam_size", "batch_size")
+    with flags_named(*flags, "condition_chunks", "backend", "style"):
+        options = TranscribeOptions(
+            model=settings.model,
+            device=settings.device,
+            beam_size=beam_size,
+            batch_size=0 if batch_size is None else batch_size,  # 0: automatic
+            backend=backend,
+            continue_in_window=continue_in_window,
+            style=style,
+            word_timestamps=word_timestamps,
+            condition_chunks=condition_chunks,
+        )
+        # Shorter chunks search a shorter stretch for their cut (as the flows do): the defaults
+        # (5 s minimum, 10 s search) do not fit in a chunk of less than 10 s.
+        chunk_options = ChunkOptions(
+            max_chunk_s=max_chunk_s,
+            min_chunk_s=min(ChunkOptions.min_chunk_s, max_chunk_s),
+            search_s=min(ChunkOptions.search_s, max_chunk_s),
+            context_s=context_s,
+            long_chunk_s=long_chunk_s,
+        )
     # A bad reference fails before any work.
     ref = read_reference(reference, limits=limits) if reference else None
     spans = read_rttm(rttm) if rttm else None

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from pipeline.core.errors import ChunkError, OptionsError
 
 StyleOption = Annotated[
     str,
@@ -36,3 +41,17 @@ StorageUrlOption = Annotated[
         " unset: local roots only)."
     ),
 ]
+
+
+@contextmanager
+def flags_named(*fields: str) -> Iterator[None]:
+    """Options built from flags fail naming the flag the user typed (``--max-chunk-s``), not
+    the options field it fills (``max_chunk_s``, ``ChunkOptions.max_chunk_s``); the rest of
+    the message is kept as it is."""
+    try:
+        yield
+    except (OptionsError, ChunkError) as exc:
+        message = str(exc)
+        for field in fields:
+            message = re.sub(rf"\b(?:\w+\.)?{field}\b", "--" + field.replace("_", "-"), message)
+        raise type(exc)(message) from exc
