@@ -24,6 +24,7 @@ def main() -> None:
     import whisper.model
 
     import pipeline.asr.batch as batch
+    import pipeline.asr.decode_task as decode_task
     from pipeline.asr.loading import load_model
     from pipeline.asr.options import TranscribeOptions
     from pipeline.audio.chunk import ChunkOptions
@@ -44,7 +45,7 @@ def main() -> None:
         return wrapper
 
     whisper.model.AudioEncoder.forward = timed("encoder", whisper.model.AudioEncoder.forward)
-    batch.text_decoder_forward = timed("decoder", batch.text_decoder_forward)
+    decode_task.text_decoder_forward = timed("decoder", decode_task.text_decoder_forward)
 
     manifest = prepare_episode(
         args.source,

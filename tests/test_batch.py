@@ -18,12 +18,14 @@ from whisper.tokenizer import get_tokenizer
 from pipeline.asr.batch import (
     BatchTranscriber,
     ChunkState,
+    auto_batch_size,
+    transcribe_chunks_batched,
+)
+from pipeline.asr.decode_task import (
     ContinueInWindow,
     DeviceSuppressTokens,
     VectorTimestampRules,
-    auto_batch_size,
     decode_batch,
-    transcribe_chunks_batched,
 )
 from pipeline.asr.loading import load_model
 from pipeline.asr.microbatch import MicroBatcher

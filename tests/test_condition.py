@@ -13,10 +13,10 @@ from conftest import assert_same_decodes
 from pipeline.asr.batch import (
     BatchTranscriber,
     condition_rounds,
-    decode_batch,
     transcribe_chunks_batched,
 )
 from pipeline.asr.cache import chunk_result_key, conditioned_on
+from pipeline.asr.decode_task import decode_batch
 from pipeline.asr.loading import load_model
 from pipeline.asr.options import LoadedModel, TranscribeOptions, context_text
 from pipeline.audio.chunk import ChunkOptions, chunk_audio

@@ -1,6 +1,6 @@
 """Whisper's text decoder over a static KV cache: on a GPU each decoding step is one CUDA graph.
 
-On a GPU the batched greedy loop of ``pipeline.asr.batch`` is bound by the CPU, not the device:
+On a GPU the batched greedy loop of ``pipeline.asr.decode_task`` is bound by the CPU, not the
 every token costs about a hundred small kernel launches through whisper's cache hooks (which
 grow the cache with ``torch.cat``) and a device-to-host sync to ask whether the batch has
 finished. ``StaticDecoder`` keeps the same layers and arithmetic but allocates the self- and

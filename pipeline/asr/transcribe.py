@@ -71,7 +71,7 @@ def transcribe_chunk(
 
 
 def _batchable(options: TranscribeOptions, loaded: LoadedModel) -> bool:
-    # Beam search is batched too (batch.BatchDecodingTask keeps each window's beams apart):
+    # Beam search is batched too (decode_task.BatchDecodingTask keeps each window's beams apart):
     # on whisper.transcribe's path it would lose continue_in_window, and the chunk's speech
     # end. Only per-chunk language detection (a multilingual model without a language) needs
     # whisper.transcribe: the windows of a batch share one SOT sequence, so one language.
