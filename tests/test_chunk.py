@@ -278,6 +278,7 @@ INVALID = [
     {"min_chunks": 0},
     {"min_chunks": 2.5},
     {"max_chunk_s": float("nan")},
+    {"max_chunk_s": 0.5},  # under the 1 s a chunk must hold of its own
     {"min_chunk_s": 40},
     {"min_chunk_s": -1},
     {"min_chunk_s": 20, "max_chunk_s": 10, "search_s": 5},

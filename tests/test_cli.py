@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -192,6 +193,7 @@ def _bad_inputs(tmp: Path, fixtures: Path, server: LocalHTTPServer) -> dict[str,
         ),
         "bad_chunk_option": (["transcribe", speech, "--max-chunk-s", "45"], "--max-chunk-s must"),
         "bad_decode_option": (["transcribe", speech, "--beam-size", "0"], "--beam-size must"),
+        "bad_backfill_option": (["backfill", "feed.xml", "--max-chunk-s", "0.5"], "--max-chunk-s"),
         "missing_transcript": (["score", tmp / "none.json", ref], "none.json"),
         "missing_rttm": (["transcribe", speech, "--rttm", tmp / "no.rttm"], "no.rttm"),
         "bad_rttm": (["transcribe", speech, "--rttm", bad_rttm], "bad.rttm line 2"),
@@ -212,6 +214,7 @@ BAD = [
     "html_over_http",
     "bad_chunk_option",
     "bad_decode_option",
+    "bad_backfill_option",
     "missing_transcript",
     "missing_rttm",
     "bad_rttm",
@@ -300,6 +303,47 @@ def test_deploy_without_a_server_says_which_variable_to_set(tmp_path: Path) -> N
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "set PREFECT_API_URL" in done.stderr
+
+
+# One bad value per options field a command fills from a flag of the same name.
+BAD_FLAG_VALUES = {
+    "max_chunk_s": ("chunk", {"max_chunk_s": 45.0}),
+    "long_chunk_s": ("chunk", {"long_chunk_s": 900.0}),
+    "context_s": ("chunk", {"context_s": 20.0}),
+    "beam_size": ("transcribe", {"beam_size": 0}),
+    "batch_size": ("transcribe", {"batch_size": -1}),
+    "condition_chunks": ("transcribe", {"condition_chunks": -1}),
+    "backend": ("transcribe", {"backend": "foo"}),
+    "style": ("transcribe", {"style": "backend"}),  # a value that is another field's name
+}
+
+
+def test_every_flag_a_command_checks_has_a_case() -> None:
+    from pipeline.cli.options import BACKFILL_FLAGS, TRANSCRIBE_FLAGS
+
+    assert set(TRANSCRIBE_FLAGS) == set(BAD_FLAG_VALUES)
+    assert set(BACKFILL_FLAGS) <= set(TRANSCRIBE_FLAGS)
+
+
+@pytest.mark.parametrize("field", sorted(BAD_FLAG_VALUES))
+def test_a_bad_flag_value_is_named_by_its_flag(field: str) -> None:
+    from pipeline.asr.options import TranscribeOptions
+    from pipeline.audio.chunk import ChunkOptions
+    from pipeline.cli.options import TRANSCRIBE_FLAGS, flags_named
+    from pipeline.core.errors import OptionsError
+
+    kind, kwargs = BAD_FLAG_VALUES[field]
+    make = ChunkOptions if kind == "chunk" else TranscribeOptions
+    with pytest.raises(OptionsError) as caught, flags_named(*TRANSCRIBE_FLAGS):
+        make(**kwargs)
+    message = str(caught.value)
+    assert message.startswith("--" + field.replace("_", "-") + " must"), message
+    unquoted = re.sub(r"'[^']*'", "", message)
+    named = [f for f in TRANSCRIBE_FLAGS if re.search(rf"(?<!-)\b{f}\b", unquoted)]
+    assert not named, message  # no field left unnamed as its flag (--backend is the flag)
+    assert isinstance(caught.value.__cause__, OptionsError)  # the field's error is kept as cause
+    if field == "style":  # the user's own value is repeated as typed
+        assert str(caught.value).endswith("not 'backend'"), caught.value
 
 
 def test_an_option_error_names_every_flag_it_mentions_and_keeps_its_type() -> None:

@@ -10,8 +10,9 @@ log-mel, and windows of different chunks share one encoder and decoder pass
   which single-pass batch decoding lacks: ../shared/eval);
 - unless the chunk's speech goes on after that timestamp (``continue_in_window``, the default):
   a chunk of 30 s or less is all in the window already, so EOT is held back there and decoding
-  goes on in the same window (``ContinueInWindow``), which saves the extra encoder pass (a
-  longer chunk, a long episode's, is decoded as ``transcribe()`` does: nothing held back).
+  goes on in the same window (``decode_task.ContinueInWindow``), which saves the extra encoder
+  pass (a longer chunk, a long episode's, is decoded as ``transcribe()`` does: nothing held
+  back).
 
 A window that fails Whisper's thresholds at temperature 0 is redone alone with the seeded
 fallback ladder, and a chunk's segments depend only on its own windows: what else was in the
@@ -44,6 +45,7 @@ from whisper.decoding import (
 from whisper.timing import add_word_timestamps
 from whisper.tokenizer import get_tokenizer
 
+# Called by this module's name, so scripts/gpu_check.py can swap it (static or dynamic loop).
 from pipeline.asr.decode_task import decode_batch
 from pipeline.asr.loading import load_model
 from pipeline.asr.options import (
@@ -483,7 +485,8 @@ class BatchTranscriber:
 
     def next_batch(self, pending: deque[ChunkState]) -> list[ChunkState]:
         """Take up to batch_size states that share the first one's prompt, in queue order
-        (any prompts with condition_chunks: rows then have their own, RaggedInference)."""
+        (any prompts with condition_chunks: rows then have their own,
+        decode_task.RaggedInference)."""
         if not pending:
             return []
         prompt = self.prompt_of(pending[0])

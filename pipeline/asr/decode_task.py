@@ -1,8 +1,9 @@
 """A batched Whisper ``DecodingTask``: several 30 s log-mel windows per encoder and decoder pass.
 
-Every window in a batch starts from the same SOT sequence (or its own prompt, right-aligned
-with ``RaggedInference``): no left padding, one encoder call, one decoder call per token for the
-whole batch, over Whisper's own ``DecodingTask`` and its KV cache. Two changes make batching
+Every window in a batch starts from the same SOT sequence, so none is padded: one encoder call,
+one decoder call per token for the whole batch, over Whisper's own ``DecodingTask`` and its KV
+cache. Rows with prompts of different lengths (``condition_chunks``) are left-padded and the
+padding masked (``RaggedInference``). Two changes make batching
 pay on a CPU, where the per-token Python work dominates:
 
 - ``ApplyTimestampRules`` loops over the batch in Python at every token; ``apply_timestamp_rules``
@@ -138,8 +139,8 @@ class ContinueInWindow(LogitFilter):
     Whisper ends a window on a pair (the last segment's end, then the next one's start) when it
     takes that next segment to run past the window; ``transcribe`` then encodes a new window
     from the start. A chunk of one window is all in view, so when its speech goes on
-    after the pair (``limits``: per row, ``transcribe.continue_limit``), that segment is in
-    view: text must follow, as after any pair, in this window.
+    after the pair (``limits``: per row, ``pipeline.asr.options.continue_limit``), that
+    segment is in view: text must follow, as after any pair, in this window.
     """
 
     def __init__(

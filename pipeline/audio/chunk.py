@@ -157,9 +157,9 @@ def _validate(o: ChunkOptions) -> None:
             or not math.isfinite(value)
         ):
             raise OptionsError(f"ChunkOptions.{f.name} must be a finite number, got {value!r}")
-    if not 0 < o.max_chunk_s <= WHISPER_WINDOW_S:
+    if not 1.0 <= o.max_chunk_s <= WHISPER_WINDOW_S:  # a chunk holds at least 1 s of its own
         raise OptionsError(
-            f"max_chunk_s must be > 0 and <= {WHISPER_WINDOW_S} (Whisper's window), "
+            f"max_chunk_s must be between 1 and {WHISPER_WINDOW_S} s (Whisper's window), "
             f"got {o.max_chunk_s}"
         )
     if not 0 < o.long_chunk_s <= MAX_LONG_CHUNK_S:

@@ -26,6 +26,7 @@ from pipeline.cli import bench as bench_commands
 from pipeline.cli import feeds as feed_commands
 from pipeline.cli import quality as quality_commands
 from pipeline.cli.options import (
+    TRANSCRIBE_FLAGS,
     AudioRootOption,
     ModelOption,
     StyleOption,
@@ -196,8 +197,7 @@ def transcribe(
     if persons and diarizing is None:
         raise OptionsError("--person names the speakers the diarizer finds: add --speakers auto")
     ensure_model(settings.model, weights_source(settings))  # a standard name is downloaded once
-    flags = ("max_chunk_s", "long_chunk_s", "context_s", "beam_size", "batch_size")
-    with flags_named(*flags, "condition_chunks", "backend", "style"):
+    with flags_named(*TRANSCRIBE_FLAGS):
         options = TranscribeOptions(
             model=settings.model,
             device=settings.device,

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from pipeline.cli.feeds import DbOption
 from pipeline.cli.options import (
+    BACKFILL_FLAGS,
     AudioRootOption,
     ModelOption,
     StyleOption,
@@ -95,26 +96,28 @@ def backfill(
     )
     limits = fetch_limits(settings)
     ensure_model(settings.model, weights_source(settings))  # a standard name is downloaded once
-    with flags_named("max_chunk_s", "batch_size", "style"):
-        options = BackfillOptions(
-            transcribe=TranscribeOptions(
-                model=settings.model,
-                device=settings.device,
-                batch_size=0 if batch_size is None else batch_size,  # 0: automatic
-                style=style,
-            ),
-            chunk=ChunkOptions(
-                max_chunk_s=max_chunk_s,
-                min_chunk_s=min(ChunkOptions.min_chunk_s, max_chunk_s),
-                search_s=min(ChunkOptions.search_s, max_chunk_s),
-            ),
-            repair=RepairPolicy(enabled=repair),
-            audio_root=settings.audio_root,
-            transcripts_root=settings.transcripts_root,
-            fetch_limits=limits,
-            max_duration_s=settings.max_episode_s,
-            retry=retry_policy(settings),
+    with flags_named(*BACKFILL_FLAGS):
+        transcribe = TranscribeOptions(
+            model=settings.model,
+            device=settings.device,
+            batch_size=0 if batch_size is None else batch_size,  # 0: automatic
+            style=style,
         )
+        chunk = ChunkOptions(
+            max_chunk_s=max_chunk_s,
+            min_chunk_s=min(ChunkOptions.min_chunk_s, max_chunk_s),
+            search_s=min(ChunkOptions.search_s, max_chunk_s),
+        )
+    options = BackfillOptions(
+        transcribe=transcribe,
+        chunk=chunk,
+        repair=RepairPolicy(enabled=repair),
+        audio_root=settings.audio_root,
+        transcripts_root=settings.transcripts_root,
+        fetch_limits=limits,
+        max_duration_s=settings.max_episode_s,
+        retry=retry_policy(settings),
+    )
     source = feed_url(settings.db, feed)
     result = backfill_feed(fetch_feed(source, limits=limits), settings.db, options, limit)
     table = Table("episode id", "title", "state", "WER", "chunks", "error")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipeline.core.errors import ChunkError, OptionsError
+from pipeline.core.errors import OptionsError
 
 StyleOption = Annotated[
     str,
@@ -50,8 +51,31 @@ def flags_named(*fields: str) -> Iterator[None]:
     the message is kept as it is."""
     try:
         yield
-    except (OptionsError, ChunkError) as exc:
+    except OptionsError as exc:
         message = str(exc)
         for field in fields:
-            message = re.sub(rf"\b(?:\w+\.)?{field}\b", "--" + field.replace("_", "-"), message)
-        raise type(exc)(message) from exc
+            # A quoted span is the user's own value ('backend' given to --style): kept as typed.
+            pattern = rf"'[^']*'|\b(?:\w+\.)?{re.escape(field)}\b"
+            message = re.sub(pattern, partial(_flag_for, field), message)
+        if message == str(exc):
+            raise
+        raise OptionsError(message) from exc
+
+
+def _flag_for(field: str, match: re.Match[str]) -> str:
+    """A field's name as its flag; a quoted span as it is."""
+    return match[0] if match[0].startswith("'") else "--" + field.replace("_", "-")
+
+
+# The options fields each command fills from a flag of the same name.
+TRANSCRIBE_FLAGS = (
+    "max_chunk_s",
+    "long_chunk_s",
+    "context_s",
+    "beam_size",
+    "batch_size",
+    "condition_chunks",
+    "backend",
+    "style",
+)
+BACKFILL_FLAGS = ("max_chunk_s", "batch_size", "style")
