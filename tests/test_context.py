@@ -16,7 +16,7 @@ from pipeline.asr.batch import transcribe_chunks_batched
 from pipeline.asr.loading import load_model
 from pipeline.asr.options import TranscribeOptions
 from pipeline.asr.whisper import segments_from_whisper
-from pipeline.audio.analysis import sounding_center, speech_end_s
+from pipeline.audio.analysis import FRAME_HOP_S, sounding_center, sounding_frames, speech_end_s
 from pipeline.audio.decode import decode_audio, read_chunk_samples, read_wav_pcm
 from pipeline.core.errors import OptionsError
 from pipeline.core.store import sha256_file
@@ -78,6 +78,33 @@ def test_a_word_heard_across_a_cut_lands_in_one_chunk_only() -> None:
     assert b[1].words == (Word(21.0, 22.0, " Bye.", 0.9),)
     assert all(first.start_s <= s.start <= s.end <= first.end_s for s in a)
     assert all(second.start_s <= s.start <= s.end <= second.end_s for s in b)
+
+
+@pytest.mark.parametrize("sting_first", [False, True], ids=["sting-after", "sting-before"])
+def test_a_loud_sting_in_the_context_does_not_silence_the_chunks_quiet_words(
+    sting_first: bool,
+) -> None:
+    """A chunk's frames are judged against the chunk's own loudness, not its context's: 2 s of
+    quiet sound (-45 dBFS) with a loud sting (-4 dBFS) in the 2 s of context beside it."""
+    t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+    quiet = (0.008 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    sting = (0.9 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    if sting_first:
+        samples, chunk = np.concatenate([sting, quiet]), _chunk(0, 10.0, 12.0, 2.0, 0.0)
+    else:
+        samples, chunk = np.concatenate([quiet, sting]), _chunk(0, 10.0, 12.0, 0.0, 2.0)
+    assert chunk.own_span == ((32000, 64000) if sting_first else (0, 32000))
+    first = chunk.own_span[0] // 160  # frames well inside each part (a frame spans 64 ms)
+    own = slice(first + 10, first + 180)
+    sting_frames = slice(210 - first, 380 - first)
+    judged_on_all = sounding_frames(samples)
+    assert not judged_on_all[own].any()  # the sting sets the bar: the quiet part is "silent"
+    judged_on_own = sounding_frames(samples, chunk.own_span)
+    assert judged_on_own[own].all() and judged_on_own[sting_frames].all()
+    word_s = chunk.context_before_s + 1.0  # a word heard in the middle of the quiet part
+    assert sounding_center(judged_on_all, word_s - 0.2, word_s + 0.2) is None
+    heard = sounding_center(judged_on_own, word_s - 0.2, word_s + 0.2)
+    assert heard is not None and abs(heard - word_s) < 2 * FRAME_HOP_S
 
 
 def test_a_word_stretched_over_the_pause_goes_where_it_is_heard() -> None:

@@ -191,10 +191,10 @@ class BatchTranscriber:
         if context.strip():
             state.context = tuple(self.tokenizer.encode(" " + context.strip()))
         # The chunk's own samples end here; the trailing context is heard, never decoded alone.
-        core_n = chunk.context_before + chunk.end_sample - chunk.start_sample
+        core_n = chunk.own_span[1]
         state.timed = self.options.word_timestamps or has_context(chunk)
         if state.timed:
-            state.sounding = sounding_frames(samples)
+            state.sounding = sounding_frames(samples, chunk.own_span)
         if has_context(chunk):
             state.core_end_frames = min(state.content_frames, math.ceil(core_n / HOP_LENGTH))
         if self.options.continue_in_window:

@@ -211,7 +211,7 @@ def transcribe_chunk_whisper(
             result["segments"],
             chunk,
             context,
-            sounding_frames(samples) if timed else None,
+            sounding_frames(samples, chunk.own_span) if timed else None,
             keep_words=options.word_timestamps,
         ),
         model=loaded.info,

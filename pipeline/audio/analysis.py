@@ -138,9 +138,9 @@ def _levels(samples: np.ndarray) -> np.ndarray:
     return 10 * np.log10(mean_square + 1e-12)
 
 
-def _active(level: np.ndarray) -> np.ndarray:
+def _active(level: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
     # Loudness is judged against the chunk itself, so a quiet recording still has speech.
-    loud = np.percentile(level, 99)
+    loud = np.percentile(level if reference is None or len(reference) == 0 else reference, 99)
     return (level > SILENCE_DBFS) & (level > loud - DYNAMIC_RANGE_DB)
 
 
@@ -210,10 +210,18 @@ def classify_windows(
     return WindowClasses(start_s, tuple(classes))
 
 
-def sounding_frames(samples: np.ndarray) -> np.ndarray:
+def sounding_frames(samples: np.ndarray, own: tuple[int, int] | None = None) -> np.ndarray:
     """Per 10 ms step of ``samples`` (frame ``i`` starts at ``i * FRAME_HOP_S``), whether its
-    frame is loud enough to hold speech (by the same rule as ``classify_windows``)."""
-    return _active(_levels(samples))
+    frame is loud enough to hold speech (by the same rule as ``classify_windows``).
+
+    ``own``: the span of samples [first, end) that is the chunk's own, the rest being context
+    heard around it (``Chunk.own_span``). Every frame is judged against the loudness of the
+    frames that start in that span, so a loud sting in the context does not silence the
+    chunk's quieter words."""
+    level = _levels(samples)
+    if own is None:
+        return _active(level)
+    return _active(level, level[math.ceil(own[0] / HOP_N) : math.ceil(own[1] / HOP_N)])
 
 
 def sounding_center(active: np.ndarray, start_s: float, end_s: float) -> float | None:

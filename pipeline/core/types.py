@@ -79,6 +79,11 @@ class Chunk:
         return self.context_before / self.sample_rate
 
     @property
+    def own_span(self) -> tuple[int, int]:
+        """Where the chunk's own samples lie in its WAV, [first, end): between the contexts."""
+        return self.context_before, self.context_before + self.end_sample - self.start_sample
+
+    @property
     def start_s(self) -> float:
         return self.start_sample / self.sample_rate
 
