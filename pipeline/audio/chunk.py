@@ -222,8 +222,7 @@ def chunk_audio(
     bounds = plan_cuts(decoded, options)
     chunks_dir = out_dir / CHUNKS_DIRNAME
     before_n = after_n = int(options.context_s * SAMPLE_RATE)
-    duration_s = decoded.num_samples / decoded.sample_rate
-    if options.chunk_s_for(duration_s) > WHISPER_WINDOW_S:  # chunks of several windows
+    if options.chunk_s_for(decoded.duration_s) > WHISPER_WINDOW_S:  # chunks of several windows
         after_n = max(after_n, int(options.long_after_s * SAMPLE_RATE))
     chunks = tuple(
         _write_chunk(decoded, chunks_dir, i, (start, end, cut), (before_n, after_n))
@@ -275,8 +274,7 @@ CutFinder = Callable[[int, int, int], tuple[int, str]]
 
 def plan_cuts(decoded: DecodedAudio, options: ChunkOptions) -> list[tuple[int, int, str]]:
     """(start_sample, end_sample, cut) of each chunk, tiling [0, num_samples) exactly."""
-    duration_s = decoded.num_samples / decoded.sample_rate
-    max_n = int(options.core_max_s_for(duration_s) * decoded.sample_rate)
+    max_n = int(options.core_max_s_for(decoded.duration_s) * decoded.sample_rate)
 
     def cut_in_audio(start: int, lo: int, hi: int) -> tuple[int, str]:
         window = read_wav_pcm(decoded.path, start, min(start + max_n, decoded.num_samples))
@@ -470,7 +468,7 @@ def _reusable_manifest(
     if not same:
         return None
     for chunk in manifest.chunks:
-        n = chunk.context_before + chunk.end_sample - chunk.start_sample + chunk.context_after
+        n = chunk.own_span[1] + chunk.context_after  # the WAV's samples, contexts included
         expected_size = _WAV_HEADER_BYTES + SAMPLE_WIDTH * n
         if not chunk.path.is_file() or chunk.path.stat().st_size != expected_size:
             return None

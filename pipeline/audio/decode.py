@@ -158,8 +158,7 @@ def read_chunk_samples(chunk: Chunk, context: bool = False) -> np.ndarray:
     WAV: the chunk with the neighbouring audio it holds on either side."""
     if context:
         return read_wav_samples(chunk.path)
-    n = chunk.end_sample - chunk.start_sample
-    return read_wav_samples(chunk.path, chunk.context_before, chunk.context_before + n)
+    return read_wav_samples(chunk.path, *chunk.own_span)
 
 
 def read_wav_pcm(path: Path, start_sample: int = 0, end_sample: int | None = None) -> bytes:
